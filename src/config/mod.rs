@@ -1,0 +1,277 @@
+//! The route file: reading, validating and compiling it into the typed [`Config`] the gateway
+//! runs on. This is the only module that knows the file format (YAML, see `CONFIG.md` and
+//! `routes.example.yaml`). Every error names the file, line, column and key path.
+
+mod model;
+mod values;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::router::{Action, Forward, NamePattern, Route, RouteTable};
+use crate::upstream::Upstream;
+use model::{RouteFile, TargetSection};
+use values::{NameValue, UpstreamValue};
+
+/// Time limits for each stage of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// The whole ClientHello (and an inbound PROXY header) must arrive within this.
+    pub client_hello: Duration,
+    /// One backend connect attempt.
+    pub connect: Duration,
+    /// A relay with no byte in either direction for this long is closed.
+    pub idle: Duration,
+    /// On SIGTERM, live connections get this long to finish before the process exits.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            client_hello: Duration::from_secs(10),
+            connect: Duration::from_secs(5),
+            idle: Duration::from_secs(600),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Connection limits; connections over a limit are closed at once and counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections open at once, all clients together.
+    pub max_connections: usize,
+    /// Connections open at once from one client address.
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 20_000,
+            max_connections_per_ip: 512,
+        }
+    }
+}
+
+/// A validated route file, ready to serve.
+#[derive(Debug)]
+pub struct Config {
+    /// Addresses to accept connections on.
+    pub listen: Vec<SocketAddr>,
+    /// Peers that must (and alone may) send an inbound PROXY header.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Stage time limits.
+    pub timeouts: Timeouts,
+    /// Connection limits.
+    pub limits: Limits,
+    /// Where `/metrics` and `/stats` are served, if anywhere.
+    pub metrics: Option<SocketAddr>,
+    /// The routing decision table.
+    pub routes: RouteTable,
+}
+
+impl Config {
+    /// Whether `peer` is a balancer allowed to send an inbound PROXY header.
+    pub fn is_trusted_proxy(&self, peer: IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        self.trusted_proxies.iter().any(|net| net.contains(&peer))
+    }
+}
+
+/// Why a route file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file was read but is not a valid route file.
+    #[error("{origin}:{}{message}", location(*line, *column))]
+    Invalid {
+        /// The file (or other origin) of the text.
+        origin: String,
+        /// 1-based line, when known.
+        line: Option<usize>,
+        /// 1-based column, when known.
+        column: Option<usize>,
+        /// What is wrong, starting with the key path.
+        message: String,
+    },
+}
+
+fn location(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!("{l}:{c}: "),
+        (Some(l), None) => format!("{l}: "),
+        _ => " ".to_string(),
+    }
+}
+
+/// Reads and validates the route file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse(&text, &path.display().to_string())
+}
+
+/// Validates route-file text; `origin` names it in errors.
+pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    if text.trim().is_empty() {
+        return Err(ConfigError::Invalid {
+            origin: origin.to_string(),
+            line: None,
+            column: None,
+            message: "the file is empty: it needs at least `listen:` and a route or `default:`"
+                .into(),
+        });
+    }
+    let file: RouteFile = serde_yaml::from_str(text).map_err(|err| yaml_error(err, origin))?;
+    compile(file).map_err(|message| ConfigError::Invalid {
+        origin: origin.to_string(),
+        line: None,
+        column: None,
+        message,
+    })
+}
+
+fn yaml_error(err: serde_yaml::Error, origin: &str) -> ConfigError {
+    let text = err.to_string();
+    let (line, column, message) = match err.location() {
+        Some(at) => {
+            let suffix = format!(" at line {} column {}", at.line(), at.column());
+            let message = text.strip_suffix(&suffix).unwrap_or(&text).to_string();
+            (Some(at.line()), Some(at.column()), message)
+        }
+        None => (None, None, text),
+    };
+    ConfigError::Invalid {
+        origin: origin.to_string(),
+        line,
+        column,
+        message,
+    }
+}
+
+/// Checks what spans several keys and builds the typed config.
+fn compile(file: RouteFile) -> Result<Config, String> {
+    let listen: Vec<SocketAddr> = file.listen.0.iter().map(|l| l.0).collect();
+    let defaults = Timeouts::default();
+    let t = &file.timeouts;
+    let timeouts = Timeouts {
+        client_hello: t.client_hello.map_or(defaults.client_hello, |d| d.0),
+        connect: t.connect.map_or(defaults.connect, |d| d.0),
+        idle: t.idle.map_or(defaults.idle, |d| d.0),
+        shutdown_grace: t.shutdown_grace.map_or(defaults.shutdown_grace, |d| d.0),
+    };
+    let default_limits = Limits::default();
+    let limits = Limits {
+        max_connections: file
+            .limits
+            .max_connections
+            .unwrap_or(default_limits.max_connections),
+        max_connections_per_ip: file
+            .limits
+            .max_connections_per_ip
+            .unwrap_or(default_limits.max_connections_per_ip),
+    };
+    if limits.max_connections == 0 || limits.max_connections_per_ip == 0 {
+        return Err("limits: a limit of 0 would refuse every connection".to_string());
+    }
+
+    let mut routes = RouteTable::new();
+    for (index, route) in file.routes.0.into_iter().enumerate() {
+        let key = format!("routes[{index}]");
+        let names: Vec<NamePattern> = route.sni.0.into_iter().map(|NameValue(n)| n).collect();
+        let forward = forward(&key, &route.to.0, route.proxy_protocol.0, &listen)?;
+        let label = names.first().map(ToString::to_string).unwrap_or_default();
+        routes
+            .add(
+                &names,
+                Route {
+                    label,
+                    action: Action::Forward(forward),
+                },
+            )
+            .map_err(|dup| format!("{key}.sni: {dup}"))?;
+    }
+    if let Some(target) = &file.default {
+        routes.set_default(target_route("default", target, &listen)?);
+    }
+    if let Some(target) = &file.non_tls {
+        routes.set_non_tls(target_route("non_tls", target, &listen)?);
+    }
+
+    Ok(Config {
+        listen,
+        trusted_proxies: file
+            .accept_proxy_protocol_from
+            .iter()
+            .map(|n| n.0)
+            .collect(),
+        timeouts,
+        limits,
+        metrics: file.metrics.map(|m| m.listen.0),
+        routes,
+    })
+}
+
+fn target_route(key: &str, target: &TargetSection, listen: &[SocketAddr]) -> Result<Route, String> {
+    let forward = forward(key, &target.to.0, target.proxy_protocol.0, listen)?;
+    Ok(Route {
+        label: key.to_string(),
+        action: Action::Forward(forward),
+    })
+}
+
+fn forward(
+    key: &str,
+    to: &[UpstreamValue],
+    proxy_protocol: crate::proxy_protocol::ProxyProtocol,
+    listen: &[SocketAddr],
+) -> Result<Forward, String> {
+    let upstreams: Vec<Upstream> = to.iter().map(|u| u.0.clone()).collect();
+    for upstream in &upstreams {
+        if let Some(own) = listen.iter().find(|l| points_at(upstream, **l)) {
+            return Err(format!(
+                "{key}.to: {upstream} is frontgate's own listen address {own}: \
+                 connections would loop back into the gateway (fronting loop)"
+            ));
+        }
+    }
+    Ok(Forward {
+        upstreams,
+        proxy_protocol,
+    })
+}
+
+/// Whether connecting to `upstream` would reach the listener on `listen`.
+fn points_at(upstream: &Upstream, listen: SocketAddr) -> bool {
+    if upstream.port() != listen.port() {
+        return false;
+    }
+    match upstream.literal() {
+        Some(addr) => {
+            let ip = addr.ip().to_canonical();
+            ip == listen.ip().to_canonical()
+                || (listen.ip().is_unspecified() && (ip.is_loopback() || ip.is_unspecified()))
+        }
+        None => {
+            upstream.host() == "localhost"
+                && (listen.ip().is_loopback() || listen.ip().is_unspecified())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,111 @@
+//! The route file as serde sees it: one struct per YAML mapping, unknown keys refused, values
+//! validated by the types in [`super::values`].
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use super::values::{
+    DurationValue, ListenAddr, NameValue, Network, OneOrMany, ProxyProtocolValue, UpstreamValue,
+};
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    pub listen: OneOrMany<ListenAddr>,
+    #[serde(default)]
+    pub accept_proxy_protocol_from: Vec<Network>,
+    #[serde(default)]
+    pub timeouts: TimeoutsSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+    pub metrics: Option<MetricsSection>,
+    #[serde(default)]
+    pub routes: Routes,
+    pub default: Option<TargetSection>,
+    pub non_tls: Option<TargetSection>,
+}
+
+/// `timeouts:`; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsSection {
+    pub client_hello: Option<DurationValue>,
+    pub connect: Option<DurationValue>,
+    pub idle: Option<DurationValue>,
+    pub shutdown_grace: Option<DurationValue>,
+}
+
+/// `limits:`; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
+}
+
+/// `metrics:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    pub listen: ListenAddr,
+}
+
+/// One entry of `routes:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    pub sni: OneOrMany<NameValue>,
+    pub to: OneOrMany<UpstreamValue>,
+    #[serde(default)]
+    pub proxy_protocol: ProxyProtocolValue,
+}
+
+/// `default:` and `non_tls:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSection {
+    pub to: OneOrMany<UpstreamValue>,
+    #[serde(default)]
+    pub proxy_protocol: ProxyProtocolValue,
+}
+
+/// `routes:`, checked for names used twice while it is read, so the error carries the
+/// position of the route that repeats a name.
+#[derive(Debug, Default)]
+pub struct Routes(pub Vec<RouteSection>);
+
+impl<'de> Deserialize<'de> for Routes {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RoutesVisitor;
+        impl<'de> Visitor<'de> for RoutesVisitor {
+            type Value = Routes;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of routes")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Routes, E> {
+                Ok(Routes::default())
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Routes, A::Error> {
+                let mut seen: HashMap<String, usize> = HashMap::new();
+                let mut routes = Vec::new();
+                while let Some(route) = seq.next_element::<RouteSection>()? {
+                    for NameValue(name) in &route.sni.0 {
+                        if let Some(first) = seen.insert(name.to_string(), routes.len()) {
+                            return Err(de::Error::custom(format!(
+                                "server name `{name}` of routes[{}] is already used by routes[{first}]",
+                                routes.len()
+                            )));
+                        }
+                    }
+                    routes.push(route);
+                }
+                Ok(Routes(routes))
+            }
+        }
+        deserializer.deserialize_seq(RoutesVisitor)
+    }
+}

@@ -1,0 +1,172 @@
+//! Value types of the route file that validate themselves while being deserialised, so a bad
+//! value is reported by serde_yaml with its key path, line and column.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::de::{self, value::StrDeserializer, Deserializer, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use crate::proxy_protocol::ProxyProtocol;
+use crate::router::NamePattern;
+use crate::upstream::Upstream;
+
+/// A key that takes one value or a list of them: `to: a:1` or `to: [a:1, b:2]`.
+#[derive(Debug, Clone)]
+pub struct OneOrMany<T>(pub Vec<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct OneOrManyVisitor<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for OneOrManyVisitor<T> {
+            type Value = OneOrMany<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a value or a list of values")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+                let one = T::deserialize(StrDeserializer::<E>::new(text))?;
+                Ok(OneOrMany(vec![one]))
+            }
+            // A bare number (`listen: 443`) reaches the value's own parser, whose message
+            // says what form is expected.
+            fn visit_u64<E: de::Error>(self, number: u64) -> Result<Self::Value, E> {
+                self.visit_str(&number.to_string())
+            }
+            fn visit_i64<E: de::Error>(self, number: i64) -> Result<Self::Value, E> {
+                self.visit_str(&number.to_string())
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut all = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    all.push(item);
+                }
+                if all.is_empty() {
+                    return Err(de::Error::custom("the list is empty"));
+                }
+                Ok(OneOrMany(all))
+            }
+        }
+        deserializer.deserialize_any(OneOrManyVisitor(PhantomData))
+    }
+}
+
+/// Implements `Deserialize` from a string through a parse function whose error is a message.
+macro_rules! from_text {
+    ($ty:ty, $expecting:literal, $parse:expr) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct TextVisitor;
+                impl<'de> Visitor<'de> for TextVisitor {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                        f.write_str($expecting)
+                    }
+                    fn visit_str<E: de::Error>(self, text: &str) -> Result<$ty, E> {
+                        let parse: fn(&str) -> Result<$ty, String> = $parse;
+                        parse(text).map_err(E::custom)
+                    }
+                }
+                deserializer.deserialize_str(TextVisitor)
+            }
+        }
+    };
+}
+
+/// A `listen` address: `0.0.0.0:443`, `[::]:443`.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenAddr(pub SocketAddr);
+
+from_text!(
+    ListenAddr,
+    "an address like 0.0.0.0:443 or \"[::]:443\"",
+    |text| {
+        text.parse().map(ListenAddr).map_err(|_| {
+        format!("invalid listen address `{text}`: expected IP:port, e.g. 0.0.0.0:443 or \"[::]:443\" (quote IPv6 in YAML)")
+    })
+    }
+);
+
+/// A network in `accept_proxy_protocol_from`: CIDR, or a bare address meaning that one host.
+#[derive(Debug, Clone, Copy)]
+pub struct Network(pub IpNet);
+
+from_text!(Network, "a network like 10.0.0.0/8 or an address", |text| {
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map(Network)
+        .map_err(|_| format!("invalid network `{text}`: expected CIDR like 10.0.0.0/8, \"::1/128\", or an address"))
+});
+
+/// A backend address in `to`.
+#[derive(Debug, Clone)]
+pub struct UpstreamValue(pub Upstream);
+
+from_text!(UpstreamValue, "a host:port address", |text| {
+    Upstream::parse(text).map(UpstreamValue)
+});
+
+/// A server name or `*.suffix` pattern in `sni`.
+#[derive(Debug, Clone)]
+pub struct NameValue(pub NamePattern);
+
+from_text!(
+    NameValue,
+    "a server name like example.com or *.example.com",
+    |text| { NamePattern::parse(text).map(NameValue) }
+);
+
+/// `proxy_protocol: none | v1 | v2`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProxyProtocolValue(pub ProxyProtocol);
+
+from_text!(
+    ProxyProtocolValue,
+    "none, v1 or v2",
+    |text| match text.to_ascii_lowercase().as_str() {
+        "none" | "off" => Ok(ProxyProtocolValue(ProxyProtocol::None)),
+        "v1" => Ok(ProxyProtocolValue(ProxyProtocol::V1)),
+        "v2" => Ok(ProxyProtocolValue(ProxyProtocol::V2)),
+        _ => Err(format!(
+            "invalid proxy_protocol `{text}`: expected none, v1 or v2"
+        )),
+    }
+);
+
+/// A duration: a humantime string (`10s`, `5m`, `1h 30m`) or a bare number of seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct DurationValue(pub Duration);
+
+impl<'de> Deserialize<'de> for DurationValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DurationVisitor;
+        impl Visitor<'_> for DurationVisitor {
+            type Value = DurationValue;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration like 10s, 5m or 1h")
+            }
+            fn visit_u64<E: de::Error>(self, secs: u64) -> Result<DurationValue, E> {
+                positive(Duration::from_secs(secs))
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<DurationValue, E> {
+                let duration = humantime::parse_duration(text).map_err(|e| {
+                    E::custom(format!(
+                        "invalid duration `{text}` ({e}): expected e.g. 10s, 5m, 1h"
+                    ))
+                })?;
+                positive(duration)
+            }
+        }
+        deserializer.deserialize_any(DurationVisitor)
+    }
+}
+
+/// Zero would mean "expire at once", never what a user wants.
+fn positive<E: de::Error>(duration: Duration) -> Result<DurationValue, E> {
+    if duration.is_zero() {
+        return Err(E::custom("a duration must be longer than 0s"));
+    }
+    Ok(DurationValue(duration))
+}

@@ -1,0 +1,24 @@
+//! frontgate: one process on :443 that routes TLS connections by SNI without terminating them,
+//! serves Telegram's MTProto fake-TLS clients itself, and terminates TLS for chosen names.
+//!
+//! # Layout
+//! A connection flows one way through these modules:
+//! - [`listener`]: binds the listen addresses, accepts, enforces connection limits, reads an
+//!   inbound PROXY header from trusted balancers, refuses connections that loop back.
+//! - [`hello`]: reads the TLS ClientHello into a bounded buffer without losing a byte.
+//! - [`router`]: the immutable [`router::RouteTable`] that maps a server name to a route.
+//! - [`connection`]: one connection's path from peek to relay, and its single log line.
+//! - [`upstream`]: connects to a route's backends, in order, with a timeout.
+//! - [`relay`]: copies bytes both ways with half-close and an idle timeout.
+//! - [`proxy_protocol`]: PROXY v1/v2 headers in and out.
+//!
+//! Around them: [`config`] reads and validates the route file (the only module that knows
+//! YAML), [`gateway`] owns the listeners and the hot-swappable table, [`reload`] watches the
+//! file and SIGHUP, [`shutdown`] carries the stop signal.
+
+pub mod config;
+pub mod hello;
+pub mod proxy_protocol;
+pub mod relay;
+pub mod router;
+pub mod upstream;

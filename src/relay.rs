@@ -1,0 +1,266 @@
+//! Copying bytes both ways between a client and a backend until both sides are done.
+//!
+//! One side's EOF becomes a write shutdown on the other (half-close is propagated); an error
+//! on either side ends both; `timeouts.idle` closes a relay that moved no byte in either
+//! direction for that long. Buffers are taken only while bytes are flowing, so an idle relayed
+//! connection holds no copy buffer at all.
+
+use std::io;
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// Copy buffer size: large enough for bulk throughput, taken only during a burst.
+const BUFFER_SIZE: usize = 64 * 1024;
+
+/// How a relay ended.
+#[derive(Debug)]
+pub enum RelayEnd {
+    /// Both sides closed their sending direction.
+    Finished,
+    /// No byte moved in either direction for `timeouts.idle`.
+    IdleTimeout,
+    /// A socket failed (reset, broken pipe, ...).
+    Failed(io::Error),
+}
+
+/// What a relay moved and how it ended.
+#[derive(Debug)]
+pub struct RelayStats {
+    /// Bytes copied from the client to the backend.
+    pub upstream_bytes: u64,
+    /// Bytes copied from the backend to the client.
+    pub downstream_bytes: u64,
+    /// Why it stopped.
+    pub end: RelayEnd,
+}
+
+/// Shared between both directions: byte counts and the time of the last byte either way.
+struct Progress {
+    started: Instant,
+    last_activity_ms: AtomicU64,
+    upstream: AtomicU64,
+    downstream: AtomicU64,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            last_activity_ms: AtomicU64::new(0),
+            upstream: AtomicU64::new(0),
+            downstream: AtomicU64::new(0),
+        }
+    }
+
+    fn moved(&self, counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+        let now = self.started.elapsed().as_millis() as u64;
+        self.last_activity_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Resolves once nothing has moved for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let last = Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed));
+            let deadline = self.started + last + idle;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+
+    fn finish(self, end: RelayEnd) -> RelayStats {
+        RelayStats {
+            upstream_bytes: self.upstream.into_inner(),
+            downstream_bytes: self.downstream.into_inner(),
+            end,
+        }
+    }
+}
+
+/// Relays between two TCP sockets until both directions are closed, one fails, or the
+/// relay is idle for `idle`.
+pub async fn relay_tcp(client: &TcpStream, backend: &TcpStream, idle: Duration) -> RelayStats {
+    let progress = Progress::new();
+    let both = async {
+        tokio::try_join!(
+            pump_tcp(client, backend, &progress, &progress.upstream),
+            pump_tcp(backend, client, &progress, &progress.downstream),
+        )
+    };
+    let end = tokio::select! {
+        result = both => match result {
+            Ok(_) => RelayEnd::Finished,
+            Err(e) => RelayEnd::Failed(e),
+        },
+        () = progress.idle_for(idle) => RelayEnd::IdleTimeout,
+    };
+    progress.finish(end)
+}
+
+/// One direction between TCP sockets, readiness-driven so the buffer exists only during a burst.
+async fn pump_tcp(
+    from: &TcpStream,
+    to: &TcpStream,
+    progress: &Progress,
+    counter: &AtomicU64,
+) -> io::Result<()> {
+    loop {
+        from.readable().await?;
+        let mut buf = vec![0u8; BUFFER_SIZE];
+        loop {
+            let n = match from.try_read(&mut buf) {
+                Ok(0) => {
+                    shutdown_write(to);
+                    return Ok(());
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            };
+            write_all_tcp(to, &buf[..n]).await?;
+            progress.moved(counter, n);
+        }
+    }
+}
+
+async fn write_all_tcp(to: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        match to.try_write(data) {
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => to.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Propagates EOF; the peer may already be gone, which is not an error worth reporting.
+fn shutdown_write(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).shutdown(Shutdown::Write);
+}
+
+/// Relays between any two byte streams (e.g. a TLS stream terminated here and a plain
+/// backend), with the same half-close and idle semantics as [`relay_tcp`].
+pub async fn relay_streams<A, B>(client: A, backend: B, idle: Duration) -> RelayStats
+where
+    A: AsyncRead + AsyncWrite,
+    B: AsyncRead + AsyncWrite,
+{
+    let progress = Progress::new();
+    let (client_read, client_write) = tokio::io::split(client);
+    let (backend_read, backend_write) = tokio::io::split(backend);
+    let both = async {
+        tokio::try_join!(
+            pump_stream(client_read, backend_write, &progress, &progress.upstream),
+            pump_stream(backend_read, client_write, &progress, &progress.downstream),
+        )
+    };
+    let end = tokio::select! {
+        result = both => match result {
+            Ok(_) => RelayEnd::Finished,
+            Err(e) => RelayEnd::Failed(e),
+        },
+        () = progress.idle_for(idle) => RelayEnd::IdleTimeout,
+    };
+    progress.finish(end)
+}
+
+async fn pump_stream<R, W>(
+    mut from: R,
+    mut to: W,
+    progress: &Progress,
+    counter: &AtomicU64,
+) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; BUFFER_SIZE];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            // The peer may already have closed its side; nothing left to tell it.
+            let _ = to.shutdown().await;
+            return Ok(());
+        }
+        to.write_all(&buf[..n]).await?;
+        progress.moved(counter, n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A connected pair of sockets on loopback.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server)
+    }
+
+    #[tokio::test]
+    async fn copies_both_ways_and_propagates_half_close() {
+        let (mut client, client_side) = pair().await;
+        let (backend_side, mut backend) = pair().await;
+        let relay = tokio::spawn(async move {
+            relay_tcp(&client_side, &backend_side, Duration::from_secs(5)).await
+        });
+        client.write_all(b"request").await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        backend.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"request", "backend must see EOF after the request");
+        let reply = vec![7u8; 300_000];
+        backend.write_all(&reply).await.unwrap();
+        backend.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        client.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back, reply);
+        let stats = relay.await.unwrap();
+        assert!(matches!(stats.end, RelayEnd::Finished), "{:?}", stats.end);
+        assert_eq!((stats.upstream_bytes, stats.downstream_bytes), (7, 300_000));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_relay_is_closed() {
+        let (_client, client_side) = pair().await;
+        let (backend_side, _backend) = pair().await;
+        let stats = relay_tcp(&client_side, &backend_side, Duration::from_secs(30)).await;
+        assert!(
+            matches!(stats.end, RelayEnd::IdleTimeout),
+            "{:?}",
+            stats.end
+        );
+    }
+
+    #[tokio::test]
+    async fn generic_relay_half_closes_too() {
+        let (mut a, a_side) = tokio::io::duplex(1024);
+        let (b_side, mut b) = tokio::io::duplex(1024);
+        let relay = tokio::spawn(relay_streams(a_side, b_side, Duration::from_secs(5)));
+        a.write_all(b"ping").await.unwrap();
+        a.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"ping");
+        b.write_all(b"pong").await.unwrap();
+        drop(b);
+        let mut back = Vec::new();
+        a.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back, b"pong");
+        let stats = relay.await.unwrap();
+        assert_eq!((stats.upstream_bytes, stats.downstream_bytes), (4, 4));
+    }
+}

@@ -1,0 +1,323 @@
+//! The route table: which [`Route`] a connection takes, decided from what the ClientHello said.
+//!
+//! Names match case-insensitively with one trailing dot ignored. An exact name beats any
+//! wildcard; among wildcards the longest suffix wins; `*.example.com` matches any depth below
+//! `example.com` but never `example.com` itself. Hellos with no SNI or no match take the
+//! `default` route; connections whose first bytes are not TLS take `non_tls`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::proxy_protocol::ProxyProtocol;
+use crate::upstream::Upstream;
+
+/// A server-name pattern as written in the route file, already normalised
+/// (lowercase, no trailing dot).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum NamePattern {
+    /// Matches this one name.
+    Exact(String),
+    /// Matches any name ending in `.` + this suffix (the suffix is stored without the dot).
+    Wildcard(String),
+}
+
+impl NamePattern {
+    /// Parses `name` or `*.suffix`; the error says what is wrong with the name.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let lowered = text.trim().to_ascii_lowercase();
+        let name = lowered.strip_suffix('.').unwrap_or(&lowered);
+        let (wildcard, body) = match name.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, name),
+        };
+        validate_host_name(body).map_err(|why| format!("invalid server name `{text}`: {why}"))?;
+        Ok(if wildcard {
+            NamePattern::Wildcard(body.to_string())
+        } else {
+            NamePattern::Exact(body.to_string())
+        })
+    }
+}
+
+impl fmt::Display for NamePattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NamePattern::Exact(name) => f.write_str(name),
+            NamePattern::Wildcard(suffix) => write!(f, "*.{suffix}"),
+        }
+    }
+}
+
+fn validate_host_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("empty name");
+    }
+    if name.len() > 253 {
+        return Err("longer than 253 characters");
+    }
+    if !name.is_ascii() {
+        return Err("not ASCII; write internationalised names in punycode (xn--...)");
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err("empty label (two dots in a row)");
+        }
+        if label.len() > 63 {
+            return Err("a label is longer than 63 characters");
+        }
+        if label.contains('*') {
+            return Err("`*` is only allowed as the whole first label, as in `*.example.com`");
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err("only letters, digits, `-` and `_` are allowed in a label");
+        }
+    }
+    Ok(())
+}
+
+/// Where a plain (not terminated here) connection goes.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    /// Backends tried in order until one accepts the connection.
+    pub upstreams: Vec<Upstream>,
+    /// Header written to the backend before the client's bytes.
+    pub proxy_protocol: ProxyProtocol,
+}
+
+/// What to do with a connection that matched a route.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Relay the bytes unchanged to a backend.
+    Forward(Forward),
+}
+
+/// One entry of the route table, shared by every name that points at it.
+#[derive(Debug)]
+pub struct Route {
+    /// How the route is named in logs and metrics: its first server name, `default` or `non_tls`.
+    pub label: String,
+    /// What the route does.
+    pub action: Action,
+}
+
+/// Two routes claim the same server name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DuplicateName(pub NamePattern);
+
+impl fmt::Display for DuplicateName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "server name `{}` appears in more than one route", self.0)
+    }
+}
+
+/// The immutable routing decision table; a reload builds a new one.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    exact: HashMap<String, Arc<Route>>,
+    wildcard: HashMap<String, Arc<Route>>,
+    default: Option<Arc<Route>>,
+    non_tls: Option<Arc<Route>>,
+    routes: Vec<Arc<Route>>,
+}
+
+impl RouteTable {
+    /// An empty table: every connection is closed.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a route under each of its names; a name already taken is an error.
+    pub fn add(&mut self, names: &[NamePattern], route: Route) -> Result<(), DuplicateName> {
+        let route = Arc::new(route);
+        for name in names {
+            let map = match name {
+                NamePattern::Exact(n) => (&mut self.exact, n),
+                NamePattern::Wildcard(s) => (&mut self.wildcard, s),
+            };
+            if map.0.insert(map.1.clone(), route.clone()).is_some() {
+                return Err(DuplicateName(name.clone()));
+            }
+        }
+        self.routes.push(route);
+        Ok(())
+    }
+
+    /// Sets the route for hellos without SNI or without a matching name.
+    pub fn set_default(&mut self, route: Route) {
+        self.default = Some(Arc::new(route));
+    }
+
+    /// Sets the route for connections that do not start with a TLS handshake.
+    pub fn set_non_tls(&mut self, route: Route) {
+        self.non_tls = Some(Arc::new(route));
+    }
+
+    /// The route for a TLS ClientHello carrying `sni` (or none): exact, then the longest
+    /// wildcard suffix, then `default`.
+    pub fn for_server_name(&self, sni: Option<&str>) -> Option<&Arc<Route>> {
+        sni.and_then(|name| self.lookup(name))
+            .or(self.default.as_ref())
+    }
+
+    fn lookup(&self, name: &str) -> Option<&Arc<Route>> {
+        let lowered = name.to_ascii_lowercase();
+        let name = lowered.strip_suffix('.').unwrap_or(&lowered);
+        if let Some(route) = self.exact.get(name) {
+            return Some(route);
+        }
+        // Walk the suffixes from the longest: for a.b.example.com try b.example.com,
+        // example.com, com.
+        let mut rest = name;
+        while let Some((_, suffix)) = rest.split_once('.') {
+            if let Some(route) = self.wildcard.get(suffix) {
+                return Some(route);
+            }
+            rest = suffix;
+        }
+        None
+    }
+
+    /// The route for connections whose first bytes are not a TLS handshake.
+    pub fn for_non_tls(&self) -> Option<&Arc<Route>> {
+        self.non_tls.as_ref()
+    }
+
+    /// Every named route, in file order (for `frontgate check` and metrics).
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+
+    /// The `default` route, if any.
+    pub fn default_route(&self) -> Option<&Arc<Route>> {
+        self.default.as_ref()
+    }
+
+    /// The names (exact and wildcard) that point at `route`, sorted.
+    pub fn names_of(&self, route: &Arc<Route>) -> Vec<NamePattern> {
+        let mut names: Vec<NamePattern> = self
+            .exact
+            .iter()
+            .filter(|(_, r)| Arc::ptr_eq(r, route))
+            .map(|(n, _)| NamePattern::Exact(n.clone()))
+            .chain(
+                self.wildcard
+                    .iter()
+                    .filter(|(_, r)| Arc::ptr_eq(r, route))
+                    .map(|(n, _)| NamePattern::Wildcard(n.clone())),
+            )
+            .collect();
+        names.sort_by_key(|n| n.to_string());
+        names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(label: &str) -> Route {
+        Route {
+            label: label.to_string(),
+            action: Action::Forward(Forward {
+                upstreams: Vec::new(),
+                proxy_protocol: ProxyProtocol::None,
+            }),
+        }
+    }
+
+    fn names(list: &[&str]) -> Vec<NamePattern> {
+        list.iter()
+            .map(|n| NamePattern::parse(n).unwrap())
+            .collect()
+    }
+
+    fn table() -> RouteTable {
+        let mut t = RouteTable::new();
+        t.add(&names(&["a.example.com"]), route("exact")).unwrap();
+        t.add(&names(&["*.example.com", "example.com"]), route("short"))
+            .unwrap();
+        t.add(&names(&["*.deep.example.com"]), route("long"))
+            .unwrap();
+        t.set_default(route("default"));
+        t
+    }
+
+    fn label(t: &RouteTable, sni: Option<&str>) -> Option<String> {
+        t.for_server_name(sni).map(|r| r.label.clone())
+    }
+
+    #[test]
+    fn exact_beats_wildcard_and_longer_suffix_wins() {
+        let t = table();
+        assert_eq!(label(&t, Some("a.example.com")).as_deref(), Some("exact"));
+        assert_eq!(label(&t, Some("b.example.com")).as_deref(), Some("short"));
+        assert_eq!(label(&t, Some("x.y.example.com")).as_deref(), Some("short"));
+        assert_eq!(
+            label(&t, Some("x.deep.example.com")).as_deref(),
+            Some("long")
+        );
+        assert_eq!(
+            label(&t, Some("deep.example.com")).as_deref(),
+            Some("short")
+        );
+        assert_eq!(label(&t, Some("example.com")).as_deref(), Some("short"));
+    }
+
+    #[test]
+    fn case_and_trailing_dot_are_ignored() {
+        let t = table();
+        assert_eq!(label(&t, Some("A.Example.COM.")).as_deref(), Some("exact"));
+    }
+
+    #[test]
+    fn wildcard_never_matches_its_own_suffix() {
+        let mut t = RouteTable::new();
+        t.add(&names(&["*.example.com"]), route("w")).unwrap();
+        assert_eq!(label(&t, Some("example.com")), None);
+        assert_eq!(label(&t, Some("notexample.com")), None);
+    }
+
+    #[test]
+    fn unknown_or_missing_name_takes_default() {
+        let t = table();
+        assert_eq!(label(&t, Some("other.org")).as_deref(), Some("default"));
+        assert_eq!(label(&t, None).as_deref(), Some("default"));
+        assert!(RouteTable::new().for_server_name(Some("x")).is_none());
+    }
+
+    #[test]
+    fn duplicates_are_refused() {
+        let mut t = table();
+        let err = t
+            .add(&names(&["A.example.com."]), route("dup"))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "server name `a.example.com` appears in more than one route"
+        );
+    }
+
+    #[test]
+    fn bad_names_are_refused_with_a_reason() {
+        for bad in [
+            "",
+            "a..b",
+            "*",
+            "a.*.b",
+            "x y.com",
+            "bücher.de",
+            "*.",
+            "a*.com",
+        ] {
+            assert!(NamePattern::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(
+            NamePattern::parse("*.Example.com.").unwrap(),
+            NamePattern::Wildcard("example.com".into())
+        );
+    }
+}
