@@ -11,14 +11,23 @@
 //! - [`upstream`]: connects to a route's backends, in order, with a timeout.
 //! - [`relay`]: copies bytes both ways with half-close and an idle timeout.
 //! - [`proxy_protocol`]: PROXY v1/v2 headers in and out.
+//! - [`limits`] and [`loop_guard`]: admission of a connection before any work is done.
 //!
 //! Around them: [`config`] reads and validates the route file (the only module that knows
 //! YAML), [`gateway`] owns the listeners and the hot-swappable table, [`reload`] watches the
 //! file and SIGHUP, [`shutdown`] carries the stop signal.
 
 pub mod config;
+pub mod connection;
+pub mod gateway;
 pub mod hello;
+pub mod limits;
+pub mod listener;
+pub mod loop_guard;
 pub mod proxy_protocol;
 pub mod relay;
+pub mod reload;
 pub mod router;
+pub mod shutdown;
+pub mod summary;
 pub mod upstream;

@@ -1,0 +1,239 @@
+//! One client connection from accept to close: admission, inbound PROXY header, ClientHello
+//! peek, the routing decision on the table snapshot taken at accept, the backend connect and
+//! the relay. Whatever happens, exactly one log line describes the connection at its end.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::config::Config;
+use crate::hello::{self, FirstFlight, PeekError};
+use crate::limits::ConnectionCounts;
+use crate::loop_guard::OutboundAddrs;
+use crate::proxy_protocol;
+use crate::relay::{self, RelayEnd};
+use crate::router::{Action, Forward, Route};
+use crate::upstream;
+
+/// What every connection needs from the running gateway.
+#[derive(Debug)]
+pub struct Context {
+    /// The current configuration; each connection takes one snapshot at accept.
+    pub config: ArcSwap<Config>,
+    /// Live connection counts for `limits:`.
+    pub counts: Arc<ConnectionCounts>,
+    /// Our own backend connections, to refuse fronting loops.
+    pub outbound: Arc<OutboundAddrs>,
+}
+
+/// How a connection ended; the `outcome` field of its log line.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Relayed to a backend until both sides closed.
+    Closed,
+    /// Relayed, then closed after `timeouts.idle` without traffic.
+    IdleTimeout,
+    /// Relayed, then a socket failed.
+    RelayError(std::io::Error),
+    /// Over `limits.max_connections`.
+    OverTotalLimit,
+    /// Over `limits.max_connections_per_ip`.
+    OverIpLimit,
+    /// The connection came from frontgate's own backend connection.
+    Loop,
+    /// A trusted balancer sent no valid PROXY header.
+    BadProxyHeader(proxy_protocol::InboundError),
+    /// The ClientHello did not arrive within `timeouts.client_hello`.
+    HelloTimeout,
+    /// The client closed or failed before its first flight was complete.
+    ClientGone(PeekError),
+    /// No route (and no `default`/`non_tls`) for this connection.
+    NoRoute,
+    /// Every backend of the route refused or timed out.
+    ConnectFailed(upstream::ConnectError),
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Closed => f.write_str("closed"),
+            Outcome::IdleTimeout => f.write_str("idle_timeout"),
+            Outcome::RelayError(e) => write!(f, "relay_error ({e})"),
+            Outcome::OverTotalLimit => f.write_str("refused: max_connections reached"),
+            Outcome::OverIpLimit => f.write_str("refused: max_connections_per_ip reached"),
+            Outcome::Loop => f.write_str(
+                "refused: connection from frontgate's own backend connection (fronting loop)",
+            ),
+            Outcome::BadProxyHeader(e) => write!(f, "refused: {e}"),
+            Outcome::HelloTimeout => f.write_str("client_hello_timeout"),
+            Outcome::ClientGone(e) => write!(f, "client_gone ({e})"),
+            Outcome::NoRoute => f.write_str("no_route"),
+            Outcome::ConnectFailed(e) => write!(f, "connect_failed ({e})"),
+        }
+    }
+}
+
+/// The facts gathered along the way, for the connection's single log line.
+#[derive(Debug)]
+struct Record {
+    peer: SocketAddr,
+    client: SocketAddr,
+    sni: Option<String>,
+    route: Option<String>,
+    backend: Option<SocketAddr>,
+    upstream_bytes: u64,
+    downstream_bytes: u64,
+    started: Instant,
+}
+
+impl Record {
+    fn log(&self, outcome: &Outcome) {
+        tracing::info!(
+            client = %self.client,
+            peer = %self.peer,
+            sni = self.sni.as_deref().unwrap_or("-"),
+            route = self.route.as_deref().unwrap_or("-"),
+            backend = %self.backend.map_or_else(|| "-".to_string(), |b| b.to_string()),
+            bytes_up = self.upstream_bytes,
+            bytes_down = self.downstream_bytes,
+            duration_ms = self.started.elapsed().as_millis() as u64,
+            outcome = %outcome,
+            "connection closed"
+        );
+    }
+}
+
+/// Serves one accepted connection to its end and logs it.
+pub async fn handle(stream: TcpStream, peer: SocketAddr, local: SocketAddr, ctx: Arc<Context>) {
+    let config = ctx.config.load_full();
+    let mut record = Record {
+        peer,
+        client: proxy_protocol::canonical(peer),
+        sni: None,
+        route: None,
+        backend: None,
+        upstream_bytes: 0,
+        downstream_bytes: 0,
+        started: Instant::now(),
+    };
+    let outcome = serve(stream, local, &config, &ctx, &mut record).await;
+    record.log(&outcome);
+}
+
+async fn serve(
+    mut stream: TcpStream,
+    local: SocketAddr,
+    config: &Config,
+    ctx: &Context,
+    record: &mut Record,
+) -> Outcome {
+    let Some(_total) = ctx.counts.admit(config.limits.max_connections) else {
+        return Outcome::OverTotalLimit;
+    };
+    if ctx.outbound.is_ours(record.peer) {
+        return Outcome::Loop;
+    }
+    // Nagle would delay the small handshake records both ways.
+    let _ = stream.set_nodelay(true);
+
+    let deadline = tokio::time::Instant::now() + config.timeouts.client_hello;
+    let mut already_read = Vec::new();
+    if config.is_trusted_proxy(record.peer.ip()) {
+        match tokio::time::timeout_at(deadline, proxy_protocol::read_inbound(&mut stream)).await {
+            Err(_) => return Outcome::HelloTimeout,
+            Ok(Err(e)) => return Outcome::BadProxyHeader(e),
+            Ok(Ok(inbound)) => {
+                if let Some(client) = inbound.client {
+                    record.client = client;
+                }
+                already_read = inbound.rest;
+            }
+        }
+    }
+    let Some(_per_ip) = ctx
+        .counts
+        .admit_ip(record.client.ip(), config.limits.max_connections_per_ip)
+    else {
+        return Outcome::OverIpLimit;
+    };
+
+    let peeked =
+        match tokio::time::timeout_at(deadline, hello::peek(&mut stream, already_read)).await {
+            Err(_) => return Outcome::HelloTimeout,
+            Ok(Err(e)) => return Outcome::ClientGone(e),
+            Ok(Ok(peeked)) => peeked,
+        };
+    let route = match &peeked.flight {
+        FirstFlight::Tls(hello) => {
+            record.sni = hello.server_name.clone();
+            config.routes.for_server_name(hello.server_name.as_deref())
+        }
+        FirstFlight::Defective(defect) => {
+            tracing::debug!(client = %record.client, %defect, "unusable ClientHello, routing as no SNI");
+            config.routes.for_server_name(None)
+        }
+        FirstFlight::NotTls => config.routes.for_non_tls(),
+    };
+    let Some(route) = route.cloned() else {
+        return Outcome::NoRoute;
+    };
+    record.route = Some(route.label.clone());
+    dispatch(stream, local, &route, peeked.bytes, config, ctx, record).await
+}
+
+async fn dispatch(
+    stream: TcpStream,
+    local: SocketAddr,
+    route: &Route,
+    peeked: Vec<u8>,
+    config: &Config,
+    ctx: &Context,
+    record: &mut Record,
+) -> Outcome {
+    match &route.action {
+        Action::Forward(forward) => {
+            forward_tcp(stream, local, forward, peeked, config, ctx, record).await
+        }
+    }
+}
+
+/// Passthrough: connect, send the PROXY header (if any) and the peeked bytes, relay.
+async fn forward_tcp(
+    client: TcpStream,
+    local: SocketAddr,
+    forward: &Forward,
+    peeked: Vec<u8>,
+    config: &Config,
+    ctx: &Context,
+    record: &mut Record,
+) -> Outcome {
+    let (mut backend, reached) =
+        match upstream::connect(&forward.upstreams, config.timeouts.connect).await {
+            Ok(connected) => connected,
+            Err(e) => return Outcome::ConnectFailed(e),
+        };
+    record.backend = Some(reached);
+    let _registration = backend
+        .local_addr()
+        .ok()
+        .map(|addr| ctx.outbound.register(addr));
+    let mut first = proxy_protocol::encode(forward.proxy_protocol, record.client, local);
+    first.extend_from_slice(&peeked);
+    if let Err(e) = backend.write_all(&first).await {
+        return Outcome::RelayError(e);
+    }
+    record.upstream_bytes = peeked.len() as u64;
+    let stats = relay::relay_tcp(&client, &backend, config.timeouts.idle).await;
+    record.upstream_bytes += stats.upstream_bytes;
+    record.downstream_bytes = stats.downstream_bytes;
+    match stats.end {
+        RelayEnd::Finished => Outcome::Closed,
+        RelayEnd::IdleTimeout => Outcome::IdleTimeout,
+        RelayEnd::Failed(e) => Outcome::RelayError(e),
+    }
+}

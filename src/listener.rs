@@ -1,0 +1,61 @@
+//! Listening sockets: binding (IPv6 sockets are v6-only so `0.0.0.0:443` and `[::]:443` can
+//! both be configured) and the accept loop that hands each connection to
+//! [`crate::connection::handle`] as a tracked task.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::connection::{self, Context};
+
+/// Pending-connection queue length asked of the kernel (capped by `net.core.somaxconn`).
+const BACKLOG: i32 = 4096;
+
+/// Binds `addr` with the socket options a public listener needs.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Accepts until `stop` fires; every connection runs as a task of `tracker`, so stopping a
+/// listener never cuts the connections it accepted.
+pub async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<Context>,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+) {
+    let local = listener.local_addr().ok();
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                // A socket whose own address cannot be read has already failed: drop it.
+                if let Ok(local) = stream.local_addr() {
+                    tracker.spawn(connection::handle(stream, peer, local, ctx.clone()));
+                }
+            }
+            Err(e) => {
+                // EMFILE/ENFILE and friends: back off instead of spinning (nginx does the same).
+                tracing::warn!(listener = ?local, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! The human-readable route summary printed by `frontgate check`, like `nginx -T` but short.
+
+use std::fmt::Write;
+
+use crate::config::Config;
+use crate::proxy_protocol::ProxyProtocol;
+use crate::router::{Action, Forward, Route};
+
+/// Renders the listeners and every route of `config`, one line per route.
+pub fn render(config: &Config) -> String {
+    let mut out = String::new();
+    let listen: Vec<String> = config.listen.iter().map(ToString::to_string).collect();
+    let _ = writeln!(out, "listen: {}", listen.join(", "));
+    if !config.trusted_proxies.is_empty() {
+        let nets: Vec<String> = config
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let _ = writeln!(
+            out,
+            "inbound PROXY protocol required from: {}",
+            nets.join(", ")
+        );
+    }
+    let t = &config.timeouts;
+    let _ = writeln!(
+        out,
+        "timeouts: client_hello {}, connect {}, idle {}, shutdown_grace {}",
+        humantime::format_duration(t.client_hello),
+        humantime::format_duration(t.connect),
+        humantime::format_duration(t.idle),
+        humantime::format_duration(t.shutdown_grace)
+    );
+    let l = &config.limits;
+    let _ = writeln!(
+        out,
+        "limits: max_connections {}, max_connections_per_ip {}",
+        l.max_connections, l.max_connections_per_ip
+    );
+    if let Some(metrics) = config.metrics {
+        let _ = writeln!(out, "metrics: http://{metrics}/metrics");
+    }
+    let _ = writeln!(out, "routes:");
+    let table = &config.routes;
+    let mut lines: Vec<(String, String)> = table
+        .routes()
+        .iter()
+        .map(|route| {
+            let names: Vec<String> = table
+                .names_of(route)
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            (names.join(", "), describe(route))
+        })
+        .collect();
+    let fallback = |route: Option<&std::sync::Arc<Route>>| {
+        route.map_or_else(|| "closed".to_string(), |r| describe(r))
+    };
+    lines.push((
+        "default (no SNI / no match)".into(),
+        fallback(table.default_route()),
+    ));
+    lines.push(("non_tls".into(), fallback(table.for_non_tls())));
+    let width = lines
+        .iter()
+        .map(|(names, _)| names.len())
+        .max()
+        .unwrap_or(0);
+    for (names, target) in lines {
+        let _ = writeln!(out, "  {names:width$}  -> {target}");
+    }
+    out
+}
+
+fn describe(route: &Route) -> String {
+    match &route.action {
+        Action::Forward(forward) => describe_forward(forward),
+    }
+}
+
+fn describe_forward(forward: &Forward) -> String {
+    let to: Vec<String> = forward.upstreams.iter().map(ToString::to_string).collect();
+    let mut text = to.join(", then ");
+    match forward.proxy_protocol {
+        ProxyProtocol::None => {}
+        ProxyProtocol::V1 => text.push_str(" (PROXY v1)"),
+        ProxyProtocol::V2 => text.push_str(" (PROXY v2)"),
+    }
+    text
+}
