@@ -56,7 +56,10 @@ pub struct MetricsSection {
 
 /// One entry of `routes:`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a route: a mapping with `sni:` and `to:`"
+)]
 pub struct RouteSection {
     pub sni: OneOrMany<NameValue>,
     pub to: OneOrMany<UpstreamValue>,
@@ -66,7 +69,7 @@ pub struct RouteSection {
 
 /// `default:` and `non_tls:`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping with `to:`")]
 pub struct TargetSection {
     pub to: OneOrMany<UpstreamValue>,
     #[serde(default)]
