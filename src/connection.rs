@@ -14,10 +14,12 @@ use tokio::net::TcpStream;
 use crate::config::Config;
 use crate::hello::{self, FirstFlight, PeekError};
 use crate::limits::ConnectionCounts;
-use crate::loop_guard::OutboundAddrs;
+use crate::loop_guard::{OutboundAddrs, Registration};
+use crate::prefixed::PrefixedStream;
 use crate::proxy_protocol;
-use crate::relay::{self, RelayEnd};
-use crate::router::{Action, Forward, Route};
+use crate::relay::{self, RelayEnd, RelayStats};
+use crate::router::{Action, Forward, Route, Terminate};
+use crate::tls::{Accepted, TlsError};
 use crate::upstream;
 
 /// What every connection needs from the running gateway.
@@ -56,6 +58,10 @@ pub enum Outcome {
     NoRoute,
     /// Every backend of the route refused or timed out.
     ConnectFailed(upstream::ConnectError),
+    /// The ACME server validated a TLS-ALPN-01 challenge on this connection.
+    AcmeChallenge,
+    /// The TLS handshake of a `tls:` route failed (or the route has no certificate yet).
+    TlsFailed(TlsError),
 }
 
 impl fmt::Display for Outcome {
@@ -74,6 +80,8 @@ impl fmt::Display for Outcome {
             Outcome::ClientGone(e) => write!(f, "client_gone ({e})"),
             Outcome::NoRoute => f.write_str("no_route"),
             Outcome::ConnectFailed(e) => write!(f, "connect_failed ({e})"),
+            Outcome::AcmeChallenge => f.write_str("acme_challenge_answered"),
+            Outcome::TlsFailed(e) => write!(f, "tls_failed ({e})"),
         }
     }
 }
@@ -199,7 +207,77 @@ async fn dispatch(
         Action::Forward(forward) => {
             forward_tcp(stream, local, forward, peeked, config, ctx, record).await
         }
+        Action::Terminate(terminate) => {
+            terminate_tls(stream, local, terminate, peeked, config, ctx, record).await
+        }
     }
+}
+
+/// Connects to the route's backends and sends the PROXY header (if any) plus `first`.
+async fn open_backend(
+    forward: &Forward,
+    local: SocketAddr,
+    first: &[u8],
+    config: &Config,
+    ctx: &Context,
+    record: &mut Record,
+) -> Result<(TcpStream, Registration), Outcome> {
+    let (mut backend, reached) = upstream::connect(&forward.upstreams, config.timeouts.connect)
+        .await
+        .map_err(Outcome::ConnectFailed)?;
+    record.backend = Some(reached);
+    let local_of_backend = backend.local_addr().map_err(Outcome::RelayError)?;
+    let registration = ctx.outbound.register(local_of_backend);
+    let mut head = proxy_protocol::encode(forward.proxy_protocol, record.client, local);
+    head.extend_from_slice(first);
+    backend
+        .write_all(&head)
+        .await
+        .map_err(Outcome::RelayError)?;
+    record.upstream_bytes = first.len() as u64;
+    Ok((backend, registration))
+}
+
+/// Records the relay's counters and turns its end into the connection's outcome.
+fn relayed(stats: RelayStats, record: &mut Record) -> Outcome {
+    record.upstream_bytes += stats.upstream_bytes;
+    record.downstream_bytes = stats.downstream_bytes;
+    match stats.end {
+        RelayEnd::Finished => Outcome::Closed,
+        RelayEnd::IdleTimeout => Outcome::IdleTimeout,
+        RelayEnd::Failed(e) => Outcome::RelayError(e),
+    }
+}
+
+/// TLS termination: handshake here (rustls reads the peeked hello first), then relay the
+/// plaintext to the backend.
+async fn terminate_tls(
+    client: TcpStream,
+    local: SocketAddr,
+    terminate: &Terminate,
+    peeked: Vec<u8>,
+    config: &Config,
+    ctx: &Context,
+    record: &mut Record,
+) -> Outcome {
+    let Some(terminator) = terminate.terminator.get() else {
+        return Outcome::TlsFailed(TlsError::NoCertificateYet {
+            names: record.route.clone().unwrap_or_default(),
+            reason: "the route's TLS terminator is not running".into(),
+        });
+    };
+    let session = match terminator.accept(PrefixedStream::new(peeked, client)).await {
+        Ok(Accepted::Session(session)) => session,
+        Ok(Accepted::AcmeChallenge) => return Outcome::AcmeChallenge,
+        Err(e) => return Outcome::TlsFailed(e),
+    };
+    let opened = open_backend(&terminate.forward, local, &[], config, ctx, record).await;
+    let (backend, _registration) = match opened {
+        Ok(opened) => opened,
+        Err(outcome) => return outcome,
+    };
+    let stats = relay::relay_streams(session.stream, backend, config.timeouts.idle).await;
+    relayed(stats, record)
 }
 
 /// Passthrough: connect, send the PROXY header (if any) and the peeked bytes, relay.
@@ -212,28 +290,12 @@ async fn forward_tcp(
     ctx: &Context,
     record: &mut Record,
 ) -> Outcome {
-    let (mut backend, reached) =
-        match upstream::connect(&forward.upstreams, config.timeouts.connect).await {
-            Ok(connected) => connected,
-            Err(e) => return Outcome::ConnectFailed(e),
+    let (backend, _registration) =
+        match open_backend(forward, local, &peeked, config, ctx, record).await {
+            Ok(opened) => opened,
+            Err(outcome) => return outcome,
         };
-    record.backend = Some(reached);
-    let _registration = backend
-        .local_addr()
-        .ok()
-        .map(|addr| ctx.outbound.register(addr));
-    let mut first = proxy_protocol::encode(forward.proxy_protocol, record.client, local);
-    first.extend_from_slice(&peeked);
-    if let Err(e) = backend.write_all(&first).await {
-        return Outcome::RelayError(e);
-    }
-    record.upstream_bytes = peeked.len() as u64;
+    drop(peeked);
     let stats = relay::relay_tcp(&client, &backend, config.timeouts.idle).await;
-    record.upstream_bytes += stats.upstream_bytes;
-    record.downstream_bytes = stats.downstream_bytes;
-    match stats.end {
-        RelayEnd::Finished => Outcome::Closed,
-        RelayEnd::IdleTimeout => Outcome::IdleTimeout,
-        RelayEnd::Failed(e) => Outcome::RelayError(e),
-    }
+    relayed(stats, record)
 }

@@ -19,6 +19,8 @@ use crate::connection::Context;
 use crate::limits::ConnectionCounts;
 use crate::listener;
 use crate::loop_guard::OutboundAddrs;
+use crate::router::Action;
+use crate::tls::{TlsError, TlsSettings, TlsTerminator};
 
 /// A listen address could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +40,37 @@ fn hint(e: &io::Error) -> &'static str {
         io::ErrorKind::AddrInUse => " (another process, maybe nginx, already listens there)",
         _ => "",
     }
+}
+
+/// Gives every `tls:` route of `config` its terminator: the running one when `running` has
+/// one with the same settings, a new one otherwise.
+fn start_terminators(
+    config: &Config,
+    running: &HashMap<TlsSettings, Arc<TlsTerminator>>,
+) -> Result<HashMap<TlsSettings, Arc<TlsTerminator>>, ApplyError> {
+    let mut kept = HashMap::new();
+    for route in config.routes.routes() {
+        let Action::Terminate(terminate) = &route.action else {
+            continue;
+        };
+        let terminator = match running.get(&terminate.settings) {
+            Some(existing) => existing.clone(),
+            None => {
+                let started =
+                    TlsTerminator::start(terminate.settings.clone()).map_err(|source| {
+                        ApplyError::Tls {
+                            route: route.label.clone(),
+                            source: Box::new(source),
+                        }
+                    })?;
+                Arc::new(started)
+            }
+        };
+        // A fresh table: nothing else has set it.
+        let _ = terminate.terminator.set(terminator.clone());
+        kept.insert(terminate.settings.clone(), terminator);
+    }
+    Ok(kept)
 }
 
 /// Binds the `wanted` addresses that have no listener yet; all or nothing.
@@ -74,6 +107,25 @@ pub struct Gateway {
     listen_override: Option<Vec<SocketAddr>>,
     /// Every connection task, so shutdown can wait for them.
     connections: TaskTracker,
+    /// The running TLS terminators by settings: a reload reuses a route's terminator (and its
+    /// ACME state) when its settings did not change; dropped ones stop their background task.
+    terminators: std::sync::Mutex<HashMap<TlsSettings, Arc<TlsTerminator>>>,
+}
+
+/// A reload or start that could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// A listen address could not be bound.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// A `tls:` route could not start.
+    #[error("route {route}: {source}")]
+    Tls {
+        /// The route's label.
+        route: String,
+        /// Why (boxed: TLS errors are large and this one is rare).
+        source: Box<TlsError>,
+    },
 }
 
 impl Gateway {
@@ -81,10 +133,11 @@ impl Gateway {
     pub async fn start(
         config: Config,
         listen_override: Option<Vec<SocketAddr>>,
-    ) -> Result<Self, BindError> {
+    ) -> Result<Self, ApplyError> {
         let wanted = listen_override
             .clone()
             .unwrap_or_else(|| config.listen.clone());
+        let terminators = start_terminators(&config, &HashMap::new())?;
         let gateway = Gateway {
             ctx: Arc::new(Context {
                 config: ArcSwap::from_pointee(config),
@@ -94,6 +147,7 @@ impl Gateway {
             listeners: Mutex::new(HashMap::new()),
             listen_override,
             connections: TaskTracker::new(),
+            terminators: std::sync::Mutex::new(terminators),
         };
         let mut listeners = gateway.listeners.lock().await;
         let bound = bind_missing(&wanted, &listeners)?;
@@ -104,16 +158,27 @@ impl Gateway {
 
     /// Makes `config` the one new connections use, binding new listen addresses first (a bind
     /// failure leaves everything as it was) and stopping the ones no longer configured.
-    pub async fn apply(&self, config: Config) -> Result<(), BindError> {
+    pub async fn apply(&self, config: Config) -> Result<(), ApplyError> {
         let wanted = self
             .listen_override
             .clone()
             .unwrap_or_else(|| config.listen.clone());
         let mut listeners = self.listeners.lock().await;
         let bound = bind_missing(&wanted, &listeners)?;
+        let terminators = start_terminators(&config, &self.lock_terminators())?;
         self.ctx.config.store(Arc::new(config));
+        // The old table's terminators stop here unless the new table reuses them.
+        *self.lock_terminators() = terminators;
         self.serve(bound, &wanted, &mut listeners);
         Ok(())
+    }
+
+    fn lock_terminators(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<TlsSettings, Arc<TlsTerminator>>> {
+        self.terminators
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Starts accept loops for the newly bound listeners and stops those not `wanted`.

@@ -10,6 +10,8 @@
 //! - [`connection`]: one connection's path from peek to relay, and its single log line.
 //! - [`upstream`]: connects to a route's backends, in order, with a timeout.
 //! - [`relay`]: copies bytes both ways with half-close and an idle timeout.
+//! - [`tls`]: TLS termination for `tls:` routes (static files or ACME TLS-ALPN-01), fed by
+//!   a [`prefixed::PrefixedStream`] that replays the peeked hello.
 //! - [`proxy_protocol`]: PROXY v1/v2 headers in and out.
 //! - [`limits`] and [`loop_guard`]: admission of a connection before any work is done.
 //!
@@ -24,10 +26,12 @@ pub mod hello;
 pub mod limits;
 pub mod listener;
 pub mod loop_guard;
+pub mod prefixed;
 pub mod proxy_protocol;
 pub mod relay;
 pub mod reload;
 pub mod router;
 pub mod shutdown;
 pub mod summary;
+pub mod tls;
 pub mod upstream;

@@ -21,9 +21,9 @@ pub enum ReloadError {
     /// The new file is invalid.
     #[error(transparent)]
     Config(#[from] config::ConfigError),
-    /// A new listen address could not be bound.
+    /// The new configuration could not be put in place (listen address, TLS route).
     #[error(transparent)]
-    Bind(#[from] crate::gateway::BindError),
+    Apply(#[from] crate::gateway::ApplyError),
 }
 
 /// Loads `path` and applies it to `gateway`, logging the result either way.

@@ -7,9 +7,10 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::proxy_protocol::ProxyProtocol;
+use crate::tls::{TlsSettings, TlsTerminator};
 use crate::upstream::Upstream;
 
 /// A server-name pattern as written in the route file, already normalised
@@ -88,11 +89,33 @@ pub struct Forward {
     pub proxy_protocol: ProxyProtocol,
 }
 
+/// A route that terminates TLS here and relays the decrypted stream to its backend.
+pub struct Terminate {
+    /// What the route file asked for; equal settings across a reload share one terminator.
+    pub settings: TlsSettings,
+    /// Where the decrypted stream goes.
+    pub forward: Forward,
+    /// Set by the gateway before the table serves (it owns the ACME state across reloads).
+    pub terminator: OnceLock<Arc<TlsTerminator>>,
+}
+
+impl fmt::Debug for Terminate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Terminate")
+            .field("settings", &self.settings)
+            .field("forward", &self.forward)
+            .field("started", &self.terminator.get().is_some())
+            .finish()
+    }
+}
+
 /// What to do with a connection that matched a route.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Action {
     /// Relay the bytes unchanged to a backend.
     Forward(Forward),
+    /// Terminate TLS here, relay the plaintext.
+    Terminate(Terminate),
 }
 
 /// One entry of the route table, shared by every name that points at it.

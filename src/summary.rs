@@ -5,6 +5,7 @@ use std::fmt::Write;
 use crate::config::Config;
 use crate::proxy_protocol::ProxyProtocol;
 use crate::router::{Action, Forward, Route};
+use crate::tls::CertSource;
 
 /// Renders the listeners and every route of `config`, one line per route.
 pub fn render(config: &Config) -> String {
@@ -77,6 +78,16 @@ pub fn render(config: &Config) -> String {
 fn describe(route: &Route) -> String {
     match &route.action {
         Action::Forward(forward) => describe_forward(forward),
+        Action::Terminate(terminate) => {
+            let source = match &terminate.settings.source {
+                CertSource::Files { cert, .. } => format!("certificate {}", cert.display()),
+                CertSource::Acme { directory, .. } => format!("ACME certificate from {directory}"),
+            };
+            format!(
+                "terminate TLS ({source}), then {}",
+                describe_forward(&terminate.forward)
+            )
+        }
     }
 }
 

@@ -11,9 +11,12 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::router::{Action, Forward, NamePattern, Route, RouteTable};
+use std::sync::OnceLock;
+
+use crate::router::{Action, Forward, NamePattern, Route, RouteTable, Terminate};
+use crate::tls::{CertSource, TlsSettings, TlsTerminator, DEFAULT_ACME_DIRECTORY};
 use crate::upstream::Upstream;
-use model::{RouteFile, TargetSection};
+use model::{RouteFile, TargetSection, TlsSection};
 use values::{NameValue, UpstreamValue};
 
 /// Time limits for each stage of a connection.
@@ -195,14 +198,16 @@ fn compile(file: RouteFile) -> Result<Config, String> {
         let names: Vec<NamePattern> = route.sni.0.into_iter().map(|NameValue(n)| n).collect();
         let forward = forward(&key, &route.to.0, route.proxy_protocol.0, &listen)?;
         let label = names.first().map(ToString::to_string).unwrap_or_default();
+        let action = match route.tls {
+            None => Action::Forward(forward),
+            Some(tls) => Action::Terminate(Terminate {
+                settings: tls_settings(&key, &names, tls)?,
+                forward,
+                terminator: OnceLock::new(),
+            }),
+        };
         routes
-            .add(
-                &names,
-                Route {
-                    label,
-                    action: Action::Forward(forward),
-                },
-            )
+            .add(&names, Route { label, action })
             .map_err(|dup| format!("{key}.sni: {dup}"))?;
     }
     if let Some(target) = &file.default {
@@ -224,6 +229,47 @@ fn compile(file: RouteFile) -> Result<Config, String> {
         metrics: file.metrics.map(|m| m.listen.0),
         routes,
     })
+}
+
+/// Where ACME state lives when `tls.acme.cache` is not given.
+pub const DEFAULT_ACME_CACHE: &str = "/var/lib/frontgate/acme";
+
+fn tls_settings(key: &str, names: &[NamePattern], tls: TlsSection) -> Result<TlsSettings, String> {
+    let source = match (tls.acme, tls.cert, tls.key) {
+        (Some(acme), None, None) => CertSource::Acme {
+            contact: acme.contact.0,
+            directory: acme
+                .directory
+                .unwrap_or_else(|| DEFAULT_ACME_DIRECTORY.to_string()),
+            cache: acme.cache.unwrap_or_else(|| DEFAULT_ACME_CACHE.into()),
+            ca_roots: acme.ca_roots,
+        },
+        (None, Some(cert), Some(key)) => CertSource::Files { cert, key },
+        (None, Some(_), None) | (None, None, Some(_)) => {
+            return Err(format!(
+                "{key}.tls: `cert` and `key` go together: give both"
+            ))
+        }
+        (None, None, None) => {
+            return Err(format!(
+                "{key}.tls: give either `acme:` or `cert:` + `key:`"
+            ))
+        }
+        (Some(_), _, _) => {
+            return Err(format!(
+                "{key}.tls: `acme:` and `cert:`/`key:` exclude each other"
+            ))
+        }
+    };
+    let mut settings = TlsSettings::new(names.iter().map(ToString::to_string).collect(), source);
+    if let Some(alpn) = tls.alpn {
+        settings.alpn = alpn.into_iter().map(String::into_bytes).collect();
+    }
+    if let Some(timeout) = tls.handshake_timeout {
+        settings.handshake_timeout = timeout.0;
+    }
+    TlsTerminator::check(&settings).map_err(|e| format!("{key}.tls: {e}"))?;
+    Ok(settings)
 }
 
 fn target_route(key: &str, target: &TargetSection, listen: &[SocketAddr]) -> Result<Route, String> {

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::PathBuf;
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -65,6 +66,28 @@ pub struct RouteSection {
     pub to: OneOrMany<UpstreamValue>,
     #[serde(default)]
     pub proxy_protocol: ProxyProtocolValue,
+    pub tls: Option<TlsSection>,
+}
+
+/// `tls:` of a route: terminate TLS here with an ACME or a file certificate.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub acme: Option<AcmeSection>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub alpn: Option<Vec<String>>,
+    pub handshake_timeout: Option<DurationValue>,
+}
+
+/// `tls.acme:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeSection {
+    pub contact: OneOrMany<String>,
+    pub directory: Option<String>,
+    pub cache: Option<PathBuf>,
+    pub ca_roots: Option<PathBuf>,
 }
 
 /// `default:` and `non_tls:`.

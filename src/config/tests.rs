@@ -45,7 +45,9 @@ non_tls: { to: 127.0.0.1:8080 }
         .routes
         .for_server_name(Some("x.example.com"))
         .unwrap();
-    let Action::Forward(forward) = &route.action;
+    let Action::Forward(forward) = &route.action else {
+        panic!("a forward route")
+    };
     assert_eq!(forward.upstreams.len(), 2);
     assert_eq!(
         forward.proxy_protocol,

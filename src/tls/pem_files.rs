@@ -1,0 +1,99 @@
+//! Reading PEM certificates, private keys and trust roots from disk.
+
+use std::io::BufReader;
+use std::path::Path;
+
+use rustls::pki_types::CertificateDer;
+use rustls::sign::CertifiedKey;
+use rustls::RootCertStore;
+
+use crate::tls::{rustls_provider, TlsError};
+
+/// Loads a certificate chain and its private key, and checks that they belong together.
+pub(crate) fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
+    let chain = read_certs(cert).map_err(|err| match err {
+        ReadError::Io(source) => TlsError::ReadCert {
+            path: cert.to_owned(),
+            source,
+        },
+        ReadError::Pem(source) => TlsError::BadPem {
+            path: cert.to_owned(),
+            source,
+        },
+    })?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: cert.to_owned(),
+        });
+    }
+
+    let key_pem = std::fs::read(key).map_err(|source| TlsError::ReadKey {
+        path: key.to_owned(),
+        source,
+    })?;
+    let key_der = rustls_pemfile::private_key(&mut BufReader::new(key_pem.as_slice()))
+        .map_err(|source| TlsError::BadPem {
+            path: key.to_owned(),
+            source,
+        })?
+        .ok_or_else(|| TlsError::NoPrivateKey {
+            path: key.to_owned(),
+        })?;
+    let signing_key = rustls_provider()
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(|source| TlsError::BadPrivateKey {
+            path: key.to_owned(),
+            source,
+        })?;
+
+    let certified = CertifiedKey::new(chain, signing_key);
+    certified
+        .keys_match()
+        .map_err(|source| TlsError::KeyMismatch {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            source,
+        })?;
+    Ok(certified)
+}
+
+/// Loads PEM trust anchors, for talking to an ACME server signed by a private CA.
+pub(crate) fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let bad = |reason: String| TlsError::BadCaRoots {
+        path: path.to_owned(),
+        reason,
+    };
+    let certs = read_certs(path).map_err(|err| match err {
+        ReadError::Io(e) => bad(e.to_string()),
+        ReadError::Pem(e) => bad(format!("invalid PEM: {e}")),
+    })?;
+    if certs.is_empty() {
+        return Err(bad(
+            "expected PEM blocks `-----BEGIN CERTIFICATE-----`".into()
+        ));
+    }
+    let mut roots = RootCertStore::empty();
+    let (added, ignored) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(bad(format!(
+            "{ignored} certificate(s) found, none parses as a CA certificate"
+        )));
+    }
+    Ok(roots)
+}
+
+/// Why a PEM certificate file could not be read.
+enum ReadError {
+    /// The file could not be read.
+    Io(std::io::Error),
+    /// The file is not valid PEM.
+    Pem(std::io::Error),
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ReadError> {
+    let pem = std::fs::read(path).map_err(ReadError::Io)?;
+    rustls_pemfile::certs(&mut BufReader::new(pem.as_slice()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ReadError::Pem)
+}
