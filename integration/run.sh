@@ -13,6 +13,7 @@
 
 set -u
 set -o pipefail
+export PATH="$PATH:/usr/sbin:/sbin"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 FRONTGATE="${FRONTGATE:-$ROOT/target/release/frontgate}"
@@ -44,7 +45,10 @@ trap 'exit 130' INT TERM
 PASSED=0
 FAILED=0
 ok() { PASSED=$((PASSED + 1)); echo "ok   $1"; }
-fail() { FAILED=$((FAILED + 1)); echo "FAIL $1: $2"; }
+fail() { # details on one line
+    FAILED=$((FAILED + 1))
+    echo "FAIL $1: $(printf '%s' "$2" | tr -s '\n' ' ' | cut -c1-400)"
+}
 # expect_eq WHAT EXPECTED ACTUAL
 expect_eq() {
     if [ "$2" == "$3" ]; then ok "$1"; else fail "$1" "expected '$2', got '$3'"; fi
@@ -354,7 +358,7 @@ done
 expect_eq "route without proxy_protocol sends no header (plain nginx logs '-')" \
     "- 127.0.0.1 /plain-$$" \
     "$(curl -sS --max-time 10 --cacert "$CA" --resolve "a.test:$FG:127.0.0.1" -o /dev/null \
-        "https://a.test:$FG/plain-$$"; log_line a "/plain-$$")"
+        "https://a.test:$FG/plain-$$" 2>&1; log_line a "/plain-$$")"
 
 # ---------------------------------------------------------------- 4. HAProxy (send-proxy-v2) -> frontgate -> nginx
 uri="/via-haproxy-$RANDOM"

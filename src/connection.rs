@@ -12,13 +12,14 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::config::Config;
-use crate::hello::{self, FirstFlight, PeekError};
+use crate::hello::{self, FirstFlight, PeekError, Peeked};
 use crate::limits::ConnectionCounts;
 use crate::loop_guard::{OutboundAddrs, Registration};
+use crate::mtproto_gate::{self, Gate};
 use crate::prefixed::PrefixedStream;
 use crate::proxy_protocol;
 use crate::relay::{self, RelayEnd, RelayStats};
-use crate::router::{Action, Forward, Route, Terminate};
+use crate::router::{Action, Forward, Terminate};
 use crate::tls::{Accepted, TlsError};
 use crate::upstream;
 
@@ -62,6 +63,20 @@ pub enum Outcome {
     AcmeChallenge,
     /// The TLS handshake of a `tls:` route failed (or the route has no certificate yet).
     TlsFailed(TlsError),
+    /// An MTProto session ran and ended.
+    Mtproto {
+        /// The DC index the client asked for.
+        dc: i16,
+        /// Why it ended.
+        end: String,
+    },
+    /// A valid MTProto client whose DC could not be reached.
+    DcUnreachable {
+        /// The DC index.
+        dc: i16,
+        /// The last connect error.
+        error: std::io::Error,
+    },
 }
 
 impl fmt::Display for Outcome {
@@ -82,6 +97,10 @@ impl fmt::Display for Outcome {
             Outcome::ConnectFailed(e) => write!(f, "connect_failed ({e})"),
             Outcome::AcmeChallenge => f.write_str("acme_challenge_answered"),
             Outcome::TlsFailed(e) => write!(f, "tls_failed ({e})"),
+            Outcome::Mtproto { dc, end } => write!(f, "mtproto_closed (dc {dc}, {end})"),
+            Outcome::DcUnreachable { dc, error } => {
+                write!(f, "mtproto_dc_unreachable (dc {dc}: {error})")
+            }
         }
     }
 }
@@ -93,6 +112,7 @@ struct Record {
     client: SocketAddr,
     sni: Option<String>,
     route: Option<String>,
+    user: Option<String>,
     backend: Option<SocketAddr>,
     upstream_bytes: u64,
     downstream_bytes: u64,
@@ -106,6 +126,7 @@ impl Record {
             peer = %self.peer,
             sni = self.sni.as_deref().unwrap_or("-"),
             route = self.route.as_deref().unwrap_or("-"),
+            user = self.user.as_deref().unwrap_or("-"),
             backend = %self.backend.map_or_else(|| "-".to_string(), |b| b.to_string()),
             bytes_up = self.upstream_bytes,
             bytes_down = self.downstream_bytes,
@@ -124,6 +145,7 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, local: SocketAddr, ctx:
         client: proxy_protocol::canonical(peer),
         sni: None,
         route: None,
+        user: None,
         backend: None,
         upstream_bytes: 0,
         downstream_bytes: 0,
@@ -176,7 +198,19 @@ async fn serve(
             Ok(Err(e)) => return Outcome::ClientGone(e),
             Ok(Ok(peeked)) => peeked,
         };
-    let route = match &peeked.flight {
+    let Peeked { flight, mut bytes } = peeked;
+    if flight == FirstFlight::NotTls {
+        if let Some(mtproto) = config.mtproto.as_ref().filter(|m| m.settings.allow_plain) {
+            match mtproto_gate::plain(stream, bytes, mtproto).await {
+                Gate::Fallback {
+                    client,
+                    bytes: read,
+                } => (stream, bytes) = (client, read),
+                served => return mtproto_outcome(served, record),
+            }
+        }
+    }
+    let route = match &flight {
         FirstFlight::Tls(hello) => {
             record.sni = hello.server_name.clone();
             config.routes.for_server_name(hello.server_name.as_deref())
@@ -191,44 +225,73 @@ async fn serve(
         return Outcome::NoRoute;
     };
     record.route = Some(route.label.clone());
-    dispatch(stream, local, &route, peeked.bytes, config, ctx, record).await
+    let conn = Conn { local, config, ctx };
+    match &route.action {
+        Action::Forward(forward) => forward_tcp(stream, forward, bytes, &conn, record).await,
+        Action::Terminate(terminate) => {
+            terminate_tls(stream, terminate, bytes, &conn, record).await
+        }
+        Action::Mtproto(forward) => {
+            let (FirstFlight::Tls(hello), Some(mtproto)) = (&flight, &config.mtproto) else {
+                return forward_tcp(stream, forward, bytes, &conn, record).await;
+            };
+            match mtproto_gate::fake_tls(stream, record.client.ip(), hello, bytes, mtproto).await {
+                Gate::Fallback { client, bytes } => {
+                    forward_tcp(client, forward, bytes, &conn, record).await
+                }
+                served => mtproto_outcome(served, record),
+            }
+        }
+    }
 }
 
-async fn dispatch(
-    stream: TcpStream,
+/// What the relay stages need besides the client and the route.
+struct Conn<'a> {
+    /// The listener address the client connected to (the PROXY header's destination).
     local: SocketAddr,
-    route: &Route,
-    peeked: Vec<u8>,
-    config: &Config,
-    ctx: &Context,
-    record: &mut Record,
-) -> Outcome {
-    match &route.action {
-        Action::Forward(forward) => {
-            forward_tcp(stream, local, forward, peeked, config, ctx, record).await
+    config: &'a Config,
+    ctx: &'a Context,
+}
+
+/// Records an MTProto session's facts and turns it into the connection's outcome.
+fn mtproto_outcome(gate: Gate, record: &mut Record) -> Outcome {
+    match gate {
+        Gate::Served {
+            user,
+            dc,
+            from_client,
+            to_client,
+            end,
+        } => {
+            record.user = Some(user);
+            record.upstream_bytes = from_client;
+            record.downstream_bytes = to_client;
+            Outcome::Mtproto { dc, end }
         }
-        Action::Terminate(terminate) => {
-            terminate_tls(stream, local, terminate, peeked, config, ctx, record).await
+        Gate::DcUnreachable { user, dc, error } => {
+            record.user = Some(user);
+            Outcome::DcUnreachable { dc, error }
         }
+        // Callers handle fallbacks themselves; reaching here would be a bug, not a client's doing.
+        Gate::Fallback { .. } => Outcome::NoRoute,
     }
 }
 
 /// Connects to the route's backends and sends the PROXY header (if any) plus `first`.
 async fn open_backend(
     forward: &Forward,
-    local: SocketAddr,
     first: &[u8],
-    config: &Config,
-    ctx: &Context,
+    conn: &Conn<'_>,
     record: &mut Record,
 ) -> Result<(TcpStream, Registration), Outcome> {
-    let (mut backend, reached) = upstream::connect(&forward.upstreams, config.timeouts.connect)
-        .await
-        .map_err(Outcome::ConnectFailed)?;
+    let (mut backend, reached) =
+        upstream::connect(&forward.upstreams, conn.config.timeouts.connect)
+            .await
+            .map_err(Outcome::ConnectFailed)?;
     record.backend = Some(reached);
     let local_of_backend = backend.local_addr().map_err(Outcome::RelayError)?;
-    let registration = ctx.outbound.register(local_of_backend);
-    let mut head = proxy_protocol::encode(forward.proxy_protocol, record.client, local);
+    let registration = conn.ctx.outbound.register(local_of_backend);
+    let mut head = proxy_protocol::encode(forward.proxy_protocol, record.client, conn.local);
     head.extend_from_slice(first);
     backend
         .write_all(&head)
@@ -253,11 +316,9 @@ fn relayed(stats: RelayStats, record: &mut Record) -> Outcome {
 /// plaintext to the backend.
 async fn terminate_tls(
     client: TcpStream,
-    local: SocketAddr,
     terminate: &Terminate,
     peeked: Vec<u8>,
-    config: &Config,
-    ctx: &Context,
+    conn: &Conn<'_>,
     record: &mut Record,
 ) -> Outcome {
     let Some(terminator) = terminate.terminator.get() else {
@@ -271,31 +332,27 @@ async fn terminate_tls(
         Ok(Accepted::AcmeChallenge) => return Outcome::AcmeChallenge,
         Err(e) => return Outcome::TlsFailed(e),
     };
-    let opened = open_backend(&terminate.forward, local, &[], config, ctx, record).await;
-    let (backend, _registration) = match opened {
+    let (backend, _registration) = match open_backend(&terminate.forward, &[], conn, record).await {
         Ok(opened) => opened,
         Err(outcome) => return outcome,
     };
-    let stats = relay::relay_streams(session.stream, backend, config.timeouts.idle).await;
+    let stats = relay::relay_streams(session.stream, backend, conn.config.timeouts.idle).await;
     relayed(stats, record)
 }
 
 /// Passthrough: connect, send the PROXY header (if any) and the peeked bytes, relay.
 async fn forward_tcp(
     client: TcpStream,
-    local: SocketAddr,
     forward: &Forward,
     peeked: Vec<u8>,
-    config: &Config,
-    ctx: &Context,
+    conn: &Conn<'_>,
     record: &mut Record,
 ) -> Outcome {
-    let (backend, _registration) =
-        match open_backend(forward, local, &peeked, config, ctx, record).await {
-            Ok(opened) => opened,
-            Err(outcome) => return outcome,
-        };
+    let (backend, _registration) = match open_backend(forward, &peeked, conn, record).await {
+        Ok(opened) => opened,
+        Err(outcome) => return outcome,
+    };
     drop(peeked);
-    let stats = relay::relay_tcp(&client, &backend, config.timeouts.idle).await;
+    let stats = relay::relay_tcp(&client, &backend, conn.config.timeouts.idle).await;
     relayed(stats, record)
 }

@@ -158,7 +158,7 @@ impl Gateway {
 
     /// Makes `config` the one new connections use, binding new listen addresses first (a bind
     /// failure leaves everything as it was) and stopping the ones no longer configured.
-    pub async fn apply(&self, config: Config) -> Result<(), ApplyError> {
+    pub async fn apply(&self, mut config: Config) -> Result<(), ApplyError> {
         let wanted = self
             .listen_override
             .clone()
@@ -166,6 +166,9 @@ impl Gateway {
         let mut listeners = self.listeners.lock().await;
         let bound = bind_missing(&wanted, &listeners)?;
         let terminators = start_terminators(&config, &self.lock_terminators())?;
+        if let (Some(new), Some(running)) = (&mut config.mtproto, &self.ctx.config.load().mtproto) {
+            new.carry_over(running);
+        }
         self.ctx.config.store(Arc::new(config));
         // The old table's terminators stop here unless the new table reuses them.
         *self.lock_terminators() = terminators;

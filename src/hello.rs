@@ -40,6 +40,9 @@ pub struct ClientHello {
     pub cipher_suites: Vec<u16>,
     /// How many TLS records carried the hello.
     pub records: usize,
+    /// How many raw bytes (record headers included) those records took: bytes past this in
+    /// [`Peeked::bytes`] were sent after the hello.
+    pub raw_len: usize,
     /// The hello as one TLS record: exactly as received when it came in one record, rebuilt as
     /// `16 03 01` + length + handshake message when it was split (what fake-TLS digests cover).
     pub single_record: Vec<u8>,
@@ -190,6 +193,7 @@ impl Assembler {
         Some(match parse_message(message) {
             Ok(mut hello) => {
                 hello.records = self.records;
+                hello.raw_len = self.next_record;
                 hello.single_record = if self.records == 1 {
                     raw[..self.next_record].to_vec()
                 } else {
@@ -230,6 +234,7 @@ fn parse_message(message: &[u8]) -> Result<ClientHello, &'static str> {
         session_id: contents.session_id.unwrap_or_default().to_vec(),
         cipher_suites: contents.ciphers.iter().map(|c| c.0).collect(),
         records: 0,
+        raw_len: 0,
         single_record: Vec::new(),
     };
     let Some(ext) = contents.ext else {
@@ -306,7 +311,8 @@ mod tests {
         assert_eq!(hello.session_id.len(), 32);
         assert_eq!(hello.cipher_suites[0], 0x1303);
         assert_eq!(hello.alpn[0], b"h2");
-        assert_eq!((hello.records, hello.single_record), (1, raw));
+        assert_eq!((hello.records, hello.raw_len), (1, raw.len()));
+        assert_eq!(hello.single_record, raw);
     }
 
     #[test]

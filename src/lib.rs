@@ -10,6 +10,8 @@
 //! - [`connection`]: one connection's path from peek to relay, and its single log line.
 //! - [`upstream`]: connects to a route's backends, in order, with a timeout.
 //! - [`relay`]: copies bytes both ways with half-close and an idle timeout.
+//! - [`mtproto_gate`]: the fake-TLS check of `mtproto: true` routes and the hand-off to the
+//!   [`mtproto`] core, or back to the route's backend (domain fronting).
 //! - [`tls`]: TLS termination for `tls:` routes (static files or ACME TLS-ALPN-01), fed by
 //!   a [`prefixed::PrefixedStream`] that replays the peeked hello.
 //! - [`proxy_protocol`]: PROXY v1/v2 headers in and out.
@@ -26,6 +28,8 @@ pub mod hello;
 pub mod limits;
 pub mod listener;
 pub mod loop_guard;
+pub mod mtproto;
+pub mod mtproto_gate;
 pub mod prefixed;
 pub mod proxy_protocol;
 pub mod relay;

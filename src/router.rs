@@ -116,6 +116,9 @@ pub enum Action {
     Forward(Forward),
     /// Terminate TLS here, relay the plaintext.
     Terminate(Terminate),
+    /// Check for a fake-TLS MTProto client first; everything else is forwarded like
+    /// [`Action::Forward`] (domain fronting).
+    Mtproto(Forward),
 }
 
 /// One entry of the route table, shared by every name that points at it.

@@ -78,6 +78,12 @@ pub fn render(config: &Config) -> String {
 fn describe(route: &Route) -> String {
     match &route.action {
         Action::Forward(forward) => describe_forward(forward),
+        Action::Mtproto(forward) => {
+            format!(
+                "MTProto fake-TLS users, everything else -> {}",
+                describe_forward(forward)
+            )
+        }
         Action::Terminate(terminate) => {
             let source = match &terminate.settings.source {
                 CertSource::Files { cert, .. } => format!("certificate {}", cert.display()),

@@ -11,12 +11,17 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+
+use crate::mtproto::dc::DcTable;
+use crate::mtproto::replay::ReplayCache;
+use crate::mtproto::secret::Secret;
+use crate::mtproto::session::{MtprotoSettings, UserCounters};
 
 use crate::router::{Action, Forward, NamePattern, Route, RouteTable, Terminate};
 use crate::tls::{CertSource, TlsSettings, TlsTerminator, DEFAULT_ACME_DIRECTORY};
 use crate::upstream::Upstream;
-use model::{RouteFile, TargetSection, TlsSection};
+use model::{MtprotoSection, RouteFile, TargetSection, TlsSection};
 use values::{NameValue, UpstreamValue};
 
 /// Time limits for each stage of a connection.
@@ -76,6 +81,36 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     /// The routing decision table.
     pub routes: RouteTable,
+    /// The built-in MTProto proxy, when `mtproto:` is configured.
+    pub mtproto: Option<MtprotoConfig>,
+}
+
+/// The MTProto core's settings plus the state a reload carries over (see
+/// [`MtprotoConfig::carry_over`]).
+#[derive(Debug)]
+pub struct MtprotoConfig {
+    /// Users, skew, DC table, timeouts.
+    pub settings: MtprotoSettings,
+    /// One counter set per user, in `settings.users` order.
+    pub counters: Vec<Arc<UserCounters>>,
+    /// Digests of accepted hellos (and plain inits), shared by all mtproto routes.
+    pub replay: Arc<ReplayCache>,
+}
+
+impl MtprotoConfig {
+    /// Keeps the running counters of users that stay, and the replay cache when its size is
+    /// unchanged, so a reload neither resets statistics nor reopens a replay window.
+    pub fn carry_over(&mut self, running: &MtprotoConfig) {
+        for (index, (name, _)) in self.settings.users.iter().enumerate() {
+            let old = running.settings.users.iter().position(|(n, _)| n == name);
+            if let Some(old) = old.and_then(|i| running.counters.get(i)) {
+                self.counters[index] = old.clone();
+            }
+        }
+        if running.replay.capacity() == self.replay.capacity() {
+            self.replay = running.replay.clone();
+        }
+    }
 }
 
 impl Config {
@@ -192,15 +227,30 @@ fn compile(file: RouteFile) -> Result<Config, String> {
         return Err("limits: a limit of 0 would refuse every connection".to_string());
     }
 
+    let mtproto = file
+        .mtproto
+        .map(|section| mtproto_config(section, &timeouts))
+        .transpose()?;
     let mut routes = RouteTable::new();
     for (index, route) in file.routes.0.into_iter().enumerate() {
         let key = format!("routes[{index}]");
         let names: Vec<NamePattern> = route.sni.0.into_iter().map(|NameValue(n)| n).collect();
         let forward = forward(&key, &route.to.0, route.proxy_protocol.0, &listen)?;
         let label = names.first().map(ToString::to_string).unwrap_or_default();
-        let action = match route.tls {
-            None => Action::Forward(forward),
-            Some(tls) => Action::Terminate(Terminate {
+        let action = match (route.tls, route.mtproto) {
+            (Some(_), true) => {
+                return Err(format!(
+                    "{key}: a route is either `mtproto: true` or `tls:`, not both"
+                ))
+            }
+            (None, true) if mtproto.is_none() => {
+                return Err(format!(
+                    "{key}: `mtproto: true` needs an `mtproto:` section with users"
+                ))
+            }
+            (None, true) => Action::Mtproto(forward),
+            (None, false) => Action::Forward(forward),
+            (Some(tls), false) => Action::Terminate(Terminate {
                 settings: tls_settings(&key, &names, tls)?,
                 forward,
                 terminator: OnceLock::new(),
@@ -228,6 +278,69 @@ fn compile(file: RouteFile) -> Result<Config, String> {
         limits,
         metrics: file.metrics.map(|m| m.listen.0),
         routes,
+        mtproto,
+    })
+}
+
+/// `mtproto.max_clock_skew` when not given.
+pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(600);
+
+/// `mtproto.replay_cache` when not given.
+pub const DEFAULT_REPLAY_CACHE: usize = 100_000;
+
+fn mtproto_config(section: MtprotoSection, timeouts: &Timeouts) -> Result<MtprotoConfig, String> {
+    if section.ad_tag.is_some() {
+        return Err(
+            "mtproto.ad_tag: middle-proxy mode (promoted channels) is not supported yet; \
+                    remove ad_tag to run in direct mode"
+                .into(),
+        );
+    }
+    if section.users.is_empty() {
+        return Err("mtproto.users: add at least one user (name: secret)".into());
+    }
+    let users: Vec<(String, Secret)> = section
+        .users
+        .into_iter()
+        .map(|(name, secret)| (name, secret.0))
+        .collect();
+    for (i, (name, secret)) in users.iter().enumerate() {
+        if let Some((other, _)) = users[..i].iter().find(|(_, s)| s == secret) {
+            return Err(format!(
+                "mtproto.users: `{other}` and `{name}` have the same secret; give each user their own \
+                 (`frontgate secret` makes one)"
+            ));
+        }
+    }
+    let overrides = section
+        .datacenters
+        .into_iter()
+        .map(|(dc, addrs)| (dc, addrs.0))
+        .collect();
+    let datacenters =
+        DcTable::with_overrides(overrides).map_err(|e| format!("mtproto.datacenters: {e}"))?;
+    let replay_capacity = section.replay_cache.unwrap_or(DEFAULT_REPLAY_CACHE);
+    let counters = users
+        .iter()
+        .map(|_| Arc::new(UserCounters::default()))
+        .collect();
+    Ok(MtprotoConfig {
+        settings: MtprotoSettings {
+            users,
+            max_clock_skew: section
+                .max_clock_skew
+                .map_or(DEFAULT_MAX_CLOCK_SKEW, |d| d.0),
+            replay_cache: replay_capacity,
+            allow_plain: section.allow_plain,
+            datacenters,
+            fast_mode: section.fast_mode,
+            connect_timeout: timeouts.connect,
+            idle_timeout: timeouts.idle,
+            handshake_timeout: timeouts.client_hello,
+            prefer_ipv6: section.prefer_ipv6,
+        },
+        counters,
+        replay: Arc::new(ReplayCache::new(replay_capacity)),
     })
 }
 

@@ -1,7 +1,7 @@
 //! The route file as serde sees it: one struct per YAML mapping, unknown keys refused, values
 //! validated by the types in [`super::values`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::PathBuf;
 
@@ -9,7 +9,8 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::values::{
-    DurationValue, ListenAddr, NameValue, Network, OneOrMany, ProxyProtocolValue, UpstreamValue,
+    DurationValue, ListenAddr, NameValue, Network, OneOrMany, ProxyProtocolValue, SecretValue,
+    UpstreamValue,
 };
 
 /// The whole file.
@@ -24,6 +25,7 @@ pub struct RouteFile {
     #[serde(default)]
     pub limits: LimitsSection,
     pub metrics: Option<MetricsSection>,
+    pub mtproto: Option<MtprotoSection>,
     #[serde(default)]
     pub routes: Routes,
     pub default: Option<TargetSection>,
@@ -55,6 +57,24 @@ pub struct MetricsSection {
     pub listen: ListenAddr,
 }
 
+/// `mtproto:`: the built-in MTProto proxy's users and behaviour.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MtprotoSection {
+    pub users: BTreeMap<String, SecretValue>,
+    pub max_clock_skew: Option<DurationValue>,
+    pub replay_cache: Option<usize>,
+    #[serde(default)]
+    pub allow_plain: bool,
+    #[serde(default)]
+    pub datacenters: HashMap<i16, OneOrMany<String>>,
+    #[serde(default)]
+    pub fast_mode: bool,
+    #[serde(default)]
+    pub prefer_ipv6: bool,
+    pub ad_tag: Option<String>,
+}
+
 /// One entry of `routes:`.
 #[derive(Debug, Deserialize)]
 #[serde(
@@ -63,6 +83,8 @@ pub struct MetricsSection {
 )]
 pub struct RouteSection {
     pub sni: OneOrMany<NameValue>,
+    #[serde(default)]
+    pub mtproto: bool,
     pub to: OneOrMany<UpstreamValue>,
     #[serde(default)]
     pub proxy_protocol: ProxyProtocolValue,

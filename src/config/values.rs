@@ -10,6 +10,7 @@ use ipnet::IpNet;
 use serde::de::{self, value::StrDeserializer, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use crate::mtproto::secret::Secret;
 use crate::proxy_protocol::ProxyProtocol;
 use crate::router::NamePattern;
 use crate::upstream::Upstream;
@@ -170,3 +171,17 @@ fn positive<E: de::Error>(duration: Duration) -> Result<DurationValue, E> {
     }
     Ok(DurationValue(duration))
 }
+
+/// An MTProto user secret in any form users paste (hex, dd.., ee..+domain, base64).
+#[derive(Debug, Clone)]
+pub struct SecretValue(pub Secret);
+
+from_text!(
+    SecretValue,
+    "an MTProto secret (32 hex characters, dd/ee forms or base64)",
+    |text| {
+        text.parse::<Secret>()
+            .map(SecretValue)
+            .map_err(|e| e.to_string())
+    }
+);

@@ -2,6 +2,8 @@
 //! started in-process from route-file text.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod fake_dc;
+pub mod mtproto_client;
 pub mod test_ca;
 
 use std::net::SocketAddr;

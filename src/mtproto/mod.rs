@@ -1,0 +1,49 @@
+//! The MTProto proxy core: Telegram clients reach their datacenters through frontgate,
+//! disguised as TLS to the route's domain (fake-TLS) or as plain obfuscated2.
+//!
+//! The router verifies a ClientHello with [`faketls::verify_client_hello`], checks the
+//! [`replay::ReplayCache`], and hands the connection to [`session::serve_faketls`] (or
+//! [`session::serve_plain`] for non-TLS clients). Anything that turns out not to be MTProto
+//! comes back as [`session::SessionOutcome::Fallback`] with every byte read, so the route's
+//! real backend can answer it. Byte-level rules live in `PROTOCOL.md`.
+//!
+//! # Layout
+//! - [`secret`]: user secrets in every form users paste, and `tg://` / `t.me` links.
+//! - [`faketls`]: ClientHello digest check and the fake ServerHello flight.
+//! - [`records`]: the TLS record layer after the handshake, in place.
+//! - [`replay`]: bounded memory of accepted handshakes.
+//! - [`obfuscated2`]: the 64-byte init, key derivation and AES-256-CTR on both legs.
+//! - [`dc`]: Telegram DC addresses (built-in table and overrides).
+//! - [`session`]: one client session: handshake, DC connect, relay, counters.
+
+pub mod dc;
+pub mod faketls;
+pub mod obfuscated2;
+pub mod records;
+pub mod replay;
+pub mod secret;
+pub mod session;
+
+/// Test vectors from `shared/testdata` (read at test time; see its README).
+#[cfg(test)]
+pub(crate) mod test_vectors {
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    use base64::Engine as _;
+    use std::path::PathBuf;
+
+    /// Path of a file under `shared/testdata`, which sits beside the crate directory.
+    pub(crate) fn testdata(rel: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/testdata")
+            .join(rel)
+    }
+
+    /// Decodes a JSON string field in standard or URL-safe base64, padding optional.
+    pub(crate) fn b64(value: &serde_json::Value) -> Vec<u8> {
+        let text = value.as_str().expect("string field").trim_end_matches('=');
+        STANDARD_NO_PAD
+            .decode(text)
+            .or_else(|_| URL_SAFE_NO_PAD.decode(text))
+            .expect("base64 field")
+    }
+}

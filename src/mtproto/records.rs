@@ -1,0 +1,444 @@
+//! The TLS record layer after the fake handshake (PROTOCOL.md §4).
+//!
+//! Client -> proxy: an optional single ChangeCipherSpec, then `17 03 03` application-data
+//! records whose payloads, concatenated, are the obfuscated2 stream. Proxy -> client: the
+//! stream cut into `17 03 03` records of at most 16 KiB. Both directions work in place on
+//! buffers the session reuses, so relaying allocates nothing per chunk.
+
+/// Bytes of a TLS record header (`type`, `version`, u16 length).
+pub const RECORD_HEADER_LEN: usize = 5;
+/// Largest payload the proxy puts into one record.
+pub const MAX_OUTGOING_PAYLOAD: usize = 16384;
+/// A full outgoing record: header plus [`MAX_OUTGOING_PAYLOAD`].
+pub const FULL_RECORD_LEN: usize = RECORD_HEADER_LEN + MAX_OUTGOING_PAYLOAD;
+/// Largest payload accepted from a client (iOS clients send up to 16408 bytes).
+pub const MAX_INCOMING_PAYLOAD: usize = 16384 + 256;
+
+const TYPE_CHANGE_CIPHER_SPEC: u8 = 0x14;
+const TYPE_APPLICATION_DATA: u8 = 0x17;
+const VERSION_TLS12: [u8; 2] = [0x03, 0x03];
+
+/// A record-layer violation by the client; the connection is closed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// A record type other than application data (or one early ChangeCipherSpec).
+    #[error("unexpected TLS record type {0:#04x} after the fake handshake")]
+    UnexpectedType(u8),
+    /// A record version other than `03 03`.
+    #[error("unexpected TLS record version {0:#06x}")]
+    BadVersion(u16),
+    /// A record longer than [`MAX_INCOMING_PAYLOAD`].
+    #[error("TLS record payload of {0} bytes exceeds the limit of 16640")]
+    Oversized(usize),
+    /// A second ChangeCipherSpec, one after application data, or one that is not `01`.
+    #[error("ChangeCipherSpec out of place or malformed")]
+    BadChangeCipherSpec,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum DecodeState {
+    /// Collecting a header; `got` bytes of it are in `hdr`.
+    Header {
+        got: usize,
+        hdr: [u8; RECORD_HEADER_LEN],
+    },
+    /// Inside an application-data payload with `left` bytes to go.
+    Payload { left: usize },
+    /// The one-byte body of a ChangeCipherSpec is next.
+    ChangeCipherSpecBody,
+}
+
+/// Strips record headers from the client's byte stream, in place, keeping only the
+/// application-data payloads. Feed it whatever each read returned, in any split.
+#[derive(Debug, Clone)]
+pub struct RecordDecoder {
+    state: DecodeState,
+    /// A ChangeCipherSpec or a data record was seen, so no ChangeCipherSpec may follow.
+    ccs_closed: bool,
+}
+
+impl Default for RecordDecoder {
+    fn default() -> Self {
+        RecordDecoder::new()
+    }
+}
+
+impl RecordDecoder {
+    /// A decoder at the start of the post-handshake stream.
+    pub fn new() -> RecordDecoder {
+        RecordDecoder {
+            state: DecodeState::Header {
+                got: 0,
+                hdr: [0; RECORD_HEADER_LEN],
+            },
+            ccs_closed: false,
+        }
+    }
+
+    /// Decodes `buf` (raw bytes from the client, continuing where the last call stopped) in
+    /// place: the payload bytes it contains are moved to the front and their count returned.
+    /// After an error the decoder must not be used again.
+    pub fn decode_in_place(&mut self, buf: &mut [u8]) -> Result<usize, RecordError> {
+        let mut read = 0;
+        let mut written = 0;
+        while read < buf.len() {
+            match &mut self.state {
+                DecodeState::Header { got, hdr } => {
+                    let take = (RECORD_HEADER_LEN - *got).min(buf.len() - read);
+                    hdr[*got..*got + take].copy_from_slice(&buf[read..read + take]);
+                    *got += take;
+                    read += take;
+                    if *got == RECORD_HEADER_LEN {
+                        let hdr = *hdr;
+                        self.state = self.on_header(&hdr)?;
+                    }
+                }
+                DecodeState::Payload { left } => {
+                    let take = (*left).min(buf.len() - read);
+                    if read != written {
+                        buf.copy_within(read..read + take, written);
+                    }
+                    read += take;
+                    written += take;
+                    *left -= take;
+                    if *left == 0 {
+                        self.state = fresh_header();
+                    }
+                }
+                DecodeState::ChangeCipherSpecBody => {
+                    if buf[read] != 0x01 {
+                        return Err(RecordError::BadChangeCipherSpec);
+                    }
+                    read += 1;
+                    self.state = fresh_header();
+                }
+            }
+        }
+        Ok(written)
+    }
+
+    fn on_header(&mut self, hdr: &[u8; RECORD_HEADER_LEN]) -> Result<DecodeState, RecordError> {
+        if hdr[1..3] != VERSION_TLS12 {
+            return Err(RecordError::BadVersion(u16::from_be_bytes([
+                hdr[1], hdr[2],
+            ])));
+        }
+        let len = usize::from(u16::from_be_bytes([hdr[3], hdr[4]]));
+        match hdr[0] {
+            TYPE_APPLICATION_DATA => {
+                if len > MAX_INCOMING_PAYLOAD {
+                    return Err(RecordError::Oversized(len));
+                }
+                self.ccs_closed = true;
+                Ok(if len == 0 {
+                    fresh_header()
+                } else {
+                    DecodeState::Payload { left: len }
+                })
+            }
+            TYPE_CHANGE_CIPHER_SPEC => {
+                if self.ccs_closed || len != 1 {
+                    return Err(RecordError::BadChangeCipherSpec);
+                }
+                self.ccs_closed = true;
+                Ok(DecodeState::ChangeCipherSpecBody)
+            }
+            other => Err(RecordError::UnexpectedType(other)),
+        }
+    }
+}
+
+fn fresh_header() -> DecodeState {
+    DecodeState::Header {
+        got: 0,
+        hdr: [0; RECORD_HEADER_LEN],
+    }
+}
+
+/// A reusable output buffer that builds `17 03 03` records around payload written straight
+/// into it: [`spare`](Self::spare) hands out the room behind a reserved header, the caller
+/// reads and en/decrypts into it in place, and [`commit`](Self::commit) writes the header.
+/// [`as_bytes`](Self::as_bytes) is then ready for one write.
+#[derive(Debug)]
+pub struct RecordEncoder {
+    buf: Box<[u8]>,
+    /// End of the complete output (headers and committed payload).
+    len: usize,
+    /// Header offset of the record still accepting payload.
+    open: Option<usize>,
+}
+
+impl RecordEncoder {
+    /// An encoder with a buffer of `bytes` (at least one header and one payload byte);
+    /// `n * FULL_RECORD_LEN` holds `n` full records.
+    pub fn with_capacity(bytes: usize) -> RecordEncoder {
+        let size = bytes.max(RECORD_HEADER_LEN + 1);
+        RecordEncoder {
+            buf: vec![0u8; size].into_boxed_slice(),
+            len: 0,
+            open: None,
+        }
+    }
+
+    /// Where the next payload goes: `(header offset, payload start, payload end)`, or `None`
+    /// when the buffer is full.
+    fn next_region(&self) -> Option<(usize, usize, usize)> {
+        if let Some(start) = self.open {
+            let end = (start + RECORD_HEADER_LEN + MAX_OUTGOING_PAYLOAD).min(self.buf.len());
+            if self.len < end {
+                return Some((start, self.len, end));
+            }
+        }
+        let start = self.len;
+        let payload = start + RECORD_HEADER_LEN;
+        let end = (payload + MAX_OUTGOING_PAYLOAD).min(self.buf.len());
+        (payload < end).then_some((start, payload, end))
+    }
+
+    /// Room for more payload: the rest of the current record, or a new record's payload area
+    /// (its header space stays reserved). Empty when the buffer is full.
+    pub fn spare(&mut self) -> &mut [u8] {
+        match self.next_region() {
+            Some((_, from, to)) => &mut self.buf[from..to],
+            None => &mut [],
+        }
+    }
+
+    /// Marks the first `n` bytes of the last [`spare`](Self::spare) as payload and writes the
+    /// record header around them. `n` is clamped to the spare room.
+    pub fn commit(&mut self, n: usize) {
+        let Some((start, from, to)) = self.next_region() else {
+            return;
+        };
+        let n = n.min(to - from);
+        if n == 0 {
+            return;
+        }
+        self.open = Some(start);
+        self.len = from + n;
+        let payload_len = self.len - start - RECORD_HEADER_LEN;
+        self.buf[start] = TYPE_APPLICATION_DATA;
+        self.buf[start + 1..start + 3].copy_from_slice(&VERSION_TLS12);
+        // payload_len <= MAX_OUTGOING_PAYLOAD, so it fits a u16.
+        self.buf[start + 3..start + 5].copy_from_slice(&(payload_len as u16).to_be_bytes());
+    }
+
+    /// The complete records built so far.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// Whether no payload is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether no more payload fits.
+    pub fn is_full(&self) -> bool {
+        self.next_region().is_none()
+    }
+
+    /// Size of the buffer in bytes.
+    pub fn capacity(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Forgets the records after they were written.
+    pub fn clear(&mut self) {
+        self.len = 0;
+        self.open = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(kind: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![kind, 3, 3];
+        out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn decode_all(
+        dec: &mut RecordDecoder,
+        input: &[u8],
+        step: usize,
+    ) -> Result<Vec<u8>, RecordError> {
+        let mut out = Vec::new();
+        for chunk in input.chunks(step) {
+            let mut buf = chunk.to_vec();
+            let n = dec.decode_in_place(&mut buf)?;
+            out.extend_from_slice(&buf[..n]);
+        }
+        Ok(out)
+    }
+
+    fn sample_stream() -> (Vec<u8>, Vec<u8>) {
+        let payload: Vec<u8> = (0..30_000u32).map(|i| (i * 7 + 3) as u8).collect();
+        let mut wire = vec![0x14, 3, 3, 0, 1, 1];
+        wire.extend(record(0x17, &payload[..100]));
+        wire.extend(record(0x17, &[]));
+        wire.extend(record(0x17, &payload[100..100 + MAX_INCOMING_PAYLOAD]));
+        wire.extend(record(0x17, &payload[100 + MAX_INCOMING_PAYLOAD..]));
+        (wire, payload)
+    }
+
+    #[test]
+    fn decodes_in_any_split_including_one_byte_feeding() {
+        let (wire, payload) = sample_stream();
+        for step in [1, 2, 5, 6, 7, 1000, 16389, wire.len()] {
+            let mut dec = RecordDecoder::new();
+            assert_eq!(
+                decode_all(&mut dec, &wire, step).unwrap(),
+                payload,
+                "step {step}"
+            );
+        }
+    }
+
+    #[test]
+    fn change_cipher_spec_is_optional_and_tolerated_once() {
+        let mut dec = RecordDecoder::new();
+        assert_eq!(
+            decode_all(&mut dec, &record(0x17, b"abc"), 1).unwrap(),
+            b"abc"
+        );
+
+        let mut twice = vec![0x14, 3, 3, 0, 1, 1, 0x14, 3, 3, 0, 1, 1];
+        twice.extend(record(0x17, b"x"));
+        let mut dec = RecordDecoder::new();
+        assert_eq!(
+            decode_all(&mut dec, &twice, 3),
+            Err(RecordError::BadChangeCipherSpec)
+        );
+
+        let mut late = record(0x17, b"x");
+        late.extend([0x14, 3, 3, 0, 1, 1]);
+        let mut dec = RecordDecoder::new();
+        assert_eq!(
+            decode_all(&mut dec, &late, 1),
+            Err(RecordError::BadChangeCipherSpec)
+        );
+
+        for bad in [[0x14, 3, 3, 0, 1, 2].as_slice(), &[0x14, 3, 3, 0, 2, 1, 1]] {
+            let mut dec = RecordDecoder::new();
+            assert_eq!(
+                decode_all(&mut dec, bad, 1),
+                Err(RecordError::BadChangeCipherSpec)
+            );
+        }
+    }
+
+    #[test]
+    fn oversize_wrong_type_and_version_are_rejected() {
+        let mut dec = RecordDecoder::new();
+        let too_big = [0x17, 3, 3, 0x41, 0x01]; // 16641
+        assert_eq!(
+            decode_all(&mut dec, &too_big, 1),
+            Err(RecordError::Oversized(16641))
+        );
+        let mut dec = RecordDecoder::new();
+        let limit = [0x17, 3, 3, 0x41, 0x00]; // 16640 is fine
+        assert_eq!(decode_all(&mut dec, &limit, 1), Ok(vec![]));
+
+        for kind in [0x15, 0x16, 0x18, 0x00] {
+            let mut dec = RecordDecoder::new();
+            assert_eq!(
+                decode_all(&mut dec, &record(kind, b"zz"), 2),
+                Err(RecordError::UnexpectedType(kind))
+            );
+        }
+        let mut dec = RecordDecoder::new();
+        assert_eq!(
+            decode_all(&mut dec, &[0x17, 3, 1, 0, 1, 0], 6),
+            Err(RecordError::BadVersion(0x0301))
+        );
+        // The type error comes after valid data too.
+        let mut wire = record(0x17, b"ok");
+        wire.extend(record(0x15, b"\x02\x28"));
+        let mut dec = RecordDecoder::new();
+        assert_eq!(
+            decode_all(&mut dec, &wire, 4),
+            Err(RecordError::UnexpectedType(0x15))
+        );
+    }
+
+    /// Splits the encoder output back into records and checks their shape.
+    fn parse_records(bytes: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            assert_eq!(&bytes[at..at + 3], &[0x17, 3, 3]);
+            let len = usize::from(u16::from_be_bytes([bytes[at + 3], bytes[at + 4]]));
+            assert!((1..=MAX_OUTGOING_PAYLOAD).contains(&len), "len {len}");
+            out.push(bytes[at + 5..at + 5 + len].to_vec());
+            at += 5 + len;
+        }
+        assert_eq!(at, bytes.len());
+        out
+    }
+
+    #[test]
+    fn encoder_frames_in_place_and_fills_records() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let mut enc = RecordEncoder::with_capacity(2 * FULL_RECORD_LEN);
+        let mut fed = 0;
+        // Feed uneven reads until the buffer is full.
+        for size in [1usize, 1000, 20_000, 5, 50_000].iter().cycle() {
+            let spare = enc.spare();
+            if spare.is_empty() {
+                break;
+            }
+            let n = (*size).min(spare.len());
+            spare[..n].copy_from_slice(&data[fed..fed + n]);
+            enc.commit(n);
+            fed += n;
+        }
+        assert_eq!(fed, 2 * MAX_OUTGOING_PAYLOAD);
+        assert!(enc.is_full());
+        let records = parse_records(enc.as_bytes());
+        assert_eq!(records.len(), 2, "reads merge into full records");
+        assert_eq!(records.concat(), data[..fed]);
+        enc.commit(10); // full: ignored
+        assert_eq!(enc.as_bytes().len(), 2 * (5 + MAX_OUTGOING_PAYLOAD));
+
+        enc.clear();
+        assert!(enc.is_empty() && !enc.is_full());
+        enc.spare()[..3].copy_from_slice(b"abc");
+        enc.commit(0);
+        assert!(enc.is_empty(), "an empty commit opens no record");
+        enc.commit(3);
+        assert_eq!(enc.as_bytes(), &[0x17, 3, 3, 0, 3, b'a', b'b', b'c']);
+    }
+
+    #[test]
+    fn small_encoder_fills_to_its_end() {
+        let mut enc = RecordEncoder::with_capacity(100);
+        assert_eq!(enc.capacity(), 100);
+        assert_eq!(enc.spare().len(), 95);
+        enc.commit(90);
+        assert_eq!(enc.spare().len(), 5, "the open record continues");
+        enc.commit(5);
+        assert!(enc.is_full());
+        assert_eq!(parse_records(enc.as_bytes()), vec![vec![0u8; 95]]);
+        assert_eq!(RecordEncoder::with_capacity(0).capacity(), 6);
+    }
+
+    #[test]
+    fn encoder_output_decodes_back() {
+        let mut enc = RecordEncoder::with_capacity(3 * FULL_RECORD_LEN);
+        let data: Vec<u8> = (0..40_000u32).map(|i| (i * 13) as u8).collect();
+        let mut fed = 0;
+        while fed < data.len() {
+            let spare = enc.spare();
+            let n = spare.len().min(7_000).min(data.len() - fed);
+            spare[..n].copy_from_slice(&data[fed..fed + n]);
+            enc.commit(n);
+            fed += n;
+        }
+        let mut dec = RecordDecoder::new();
+        assert_eq!(decode_all(&mut dec, enc.as_bytes(), 999).unwrap(), data);
+    }
+}

@@ -1,0 +1,790 @@
+//! One MTProto client session, from an authenticated ClientHello (or a plain obfuscated2
+//! init) to the end of the relay with its Telegram DC.
+//!
+//! Until the DC connection is up nothing is committed: any failure hands the client back as
+//! [`SessionOutcome::Fallback`] with every byte read from it, so the router can replay them
+//! to the route's real backend (domain fronting). After that the session relays both ways,
+//! en/decrypting in place in two buffers allocated once per session, with one idle timer
+//! covering both directions.
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use aes::cipher::StreamCipher;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::task::{AbortHandle, JoinError};
+use tokio::time::Instant;
+
+use crate::mtproto::dc::{DcAddr, DcTable};
+use crate::mtproto::faketls::{random_cert_len, server_hello, FakeTlsClient};
+use crate::mtproto::obfuscated2::{
+    dc_init, is_forbidden_init_prefix, parse_client_init, try_users, AesCtr, ClientObfuscation,
+    Downlink, INIT_LEN,
+};
+use crate::mtproto::records::{RecordDecoder, RecordEncoder, RecordError, FULL_RECORD_LEN};
+use crate::mtproto::replay::ReplayCache;
+use crate::mtproto::secret::Secret;
+
+/// Raw client bytes allowed before the 64-byte init is complete (a real client needs ~75).
+const MAX_HANDSHAKE_BYTES: usize = 64 * 1024;
+/// Per-direction buffer of a session until a read fills it: quiet connections (most
+/// Telegram connections idle for long stretches) stay small.
+const SMALL_BUF: usize = 4096;
+/// Client -> DC read buffer once traffic is heavy.
+const UPLOAD_BUF: usize = 64 * 1024;
+/// DC -> client batch once traffic is heavy: four full TLS records per write.
+const DOWNLOAD_BUF: usize = 4 * FULL_RECORD_LEN;
+
+/// The `mtproto:` block of the route file, resolved into values (CONFIG.md).
+#[derive(Debug, Clone)]
+pub struct MtprotoSettings {
+    /// User name and secret; the index is the user id in counters and outcomes.
+    pub users: Vec<(String, Secret)>,
+    /// Accepted |client timestamp - now| of a fake-TLS digest.
+    pub max_clock_skew: Duration,
+    /// Capacity of the replay cache the router keeps (entries).
+    pub replay_cache: usize,
+    /// Whether non-TLS obfuscated2 clients are served ([`serve_plain`]).
+    pub allow_plain: bool,
+    /// Where to dial each DC.
+    pub datacenters: DcTable,
+    /// mtprotoproxy's fast path: DC replies reach the client without re-encryption, at the
+    /// cost of sending the client's download key to the DC in the clear (PROTOCOL.md §6).
+    pub fast_mode: bool,
+    /// Per-address DC connect timeout (`timeouts.connect`).
+    pub connect_timeout: Duration,
+    /// A relay with no byte in either direction for this long is closed (`timeouts.idle`).
+    pub idle_timeout: Duration,
+    /// Time allowed for the 64-byte obfuscated2 init to arrive (`timeouts.client_hello`).
+    pub handshake_timeout: Duration,
+    /// Dial a built-in DC's IPv6 address before its IPv4 one.
+    pub prefer_ipv6: bool,
+}
+
+impl MtprotoSettings {
+    /// The secrets in user order, as [`crate::mtproto::faketls::verify_client_hello`] takes
+    /// them.
+    pub fn secrets(&self) -> Vec<Secret> {
+        self.users
+            .iter()
+            .map(|(_, secret)| secret.clone())
+            .collect()
+    }
+}
+
+/// Live traffic counters of one user, read by the metrics endpoint. Byte counts are the
+/// client socket's bytes after the ClientHello (TLS framing included).
+#[derive(Debug, Default)]
+pub struct UserCounters {
+    /// Sessions that reached their DC.
+    pub connections: AtomicU64,
+    /// Sessions relaying now.
+    pub active: AtomicU64,
+    /// Bytes read from clients.
+    pub bytes_from_client: AtomicU64,
+    /// Bytes written to clients.
+    pub bytes_to_client: AtomicU64,
+}
+
+/// Why a connection was handed back before reaching a DC.
+#[derive(Debug, thiserror::Error)]
+pub enum FallbackReason {
+    /// `auth.user` is not an index into `settings.users`.
+    #[error("authenticated user index is not configured")]
+    UnknownUser,
+    /// [`serve_plain`] was called while `allow_plain` is off.
+    #[error("plain obfuscated2 is disabled")]
+    PlainDisabled,
+    /// The client broke the TLS record layer.
+    #[error("bad TLS record: {0}")]
+    BadRecord(RecordError),
+    /// The first 64 bytes are no obfuscated2 init for this user (or any user, plain mode).
+    #[error("no valid obfuscated2 init")]
+    BadInit,
+    /// A plain init seen before.
+    #[error("replayed obfuscated2 init")]
+    Replayed,
+    /// Too many bytes without a complete init.
+    #[error("no obfuscated2 init within the first 64 KiB")]
+    InitTooLate,
+    /// The init did not arrive within `handshake_timeout`.
+    #[error("timed out waiting for the obfuscated2 init")]
+    Timeout,
+    /// The client closed before sending the whole init.
+    #[error("client closed before the obfuscated2 init")]
+    ClientClosed,
+    /// Reading from or writing to the client failed.
+    #[error("client I/O error: {0}")]
+    ClientIo(io::Error),
+}
+
+/// Why an established relay ended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndReason {
+    /// Both sides closed their sending direction.
+    #[error("closed")]
+    Closed,
+    /// No byte either way for `idle_timeout`.
+    #[error("idle timeout")]
+    IdleTimeout,
+    /// Client socket error.
+    #[error("client I/O error: {0}")]
+    ClientIo(io::ErrorKind),
+    /// DC socket error.
+    #[error("DC I/O error: {0}")]
+    DcIo(io::ErrorKind),
+    /// The client broke the TLS record layer mid-session.
+    #[error("bad TLS record: {0}")]
+    BadRecord(RecordError),
+    /// A relay task panicked (a bug; the session is closed).
+    #[error("relay task failed")]
+    Internal,
+}
+
+/// How a session ended; the router logs it (without secrets) and acts on `Fallback`.
+#[derive(Debug)]
+pub enum SessionOutcome<S> {
+    /// Not MTProto after all (or not yet): forward `client_bytes` — every byte read from the
+    /// client after the ClientHello, in order — to the route's backend, then relay `client`.
+    Fallback {
+        /// The untouched client connection.
+        client: S,
+        /// Bytes consumed from the client so far.
+        client_bytes: Vec<u8>,
+        /// Why.
+        reason: FallbackReason,
+    },
+    /// Valid client, but no address of its DC accepted a connection (client closed).
+    DcUnreachable {
+        /// User index.
+        user: usize,
+        /// The client's DC index.
+        dc: i16,
+        /// The last connect error.
+        error: io::Error,
+    },
+    /// A relay ran and ended.
+    Finished {
+        /// User index.
+        user: usize,
+        /// The client's DC index.
+        dc: i16,
+        /// Client socket bytes read after the ClientHello.
+        bytes_from_client: u64,
+        /// Client socket bytes written (the ServerHello flight included).
+        bytes_to_client: u64,
+        /// Why it ended.
+        reason: EndReason,
+    },
+}
+
+fn fallback<S>(client: S, client_bytes: Vec<u8>, reason: FallbackReason) -> SessionOutcome<S> {
+    SessionOutcome::Fallback {
+        client,
+        client_bytes,
+        reason,
+    }
+}
+
+/// Serves a client whose ClientHello passed [`crate::mtproto::faketls::verify_client_hello`]
+/// (and the replay check): sends the fake ServerHello flight in one write, reads TLS records
+/// until the obfuscated2 init is complete, then connects to the DC and relays until the end.
+///
+/// `already_read_after_hello` holds bytes the router read past the hello; `hello_session_id`
+/// and `hello_cipher_suites` come from the parsed ClientHello.
+pub async fn serve_faketls<S>(
+    mut client: S,
+    already_read_after_hello: Vec<u8>,
+    auth: &FakeTlsClient,
+    hello_session_id: &[u8],
+    hello_cipher_suites: &[u16],
+    settings: &MtprotoSettings,
+    counters: &[Arc<UserCounters>],
+) -> SessionOutcome<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut raw = already_read_after_hello;
+    let Some((_, secret)) = settings.users.get(auth.user) else {
+        return fallback(client, raw, FallbackReason::UnknownUser);
+    };
+    let flight = server_hello(
+        secret,
+        &auth.random,
+        hello_session_id,
+        hello_cipher_suites,
+        random_cert_len(),
+    );
+    if let Err(e) = client.write_all(&flight).await {
+        return fallback(client, raw, FallbackReason::ClientIo(e));
+    }
+
+    let deadline = Instant::now() + settings.handshake_timeout;
+    let mut decoder = RecordDecoder::new();
+    let mut payload = Vec::with_capacity(2 * INIT_LEN);
+    let mut decoded_upto = 0;
+    loop {
+        if decoded_upto < raw.len() {
+            let mut chunk = raw[decoded_upto..].to_vec();
+            decoded_upto = raw.len();
+            match decoder.decode_in_place(&mut chunk) {
+                Ok(n) => payload.extend_from_slice(&chunk[..n]),
+                Err(e) => return fallback(client, raw, FallbackReason::BadRecord(e)),
+            }
+        }
+        if payload.len() >= INIT_LEN {
+            break;
+        }
+        if let Err(reason) = read_more(&mut client, &mut raw, deadline).await {
+            return fallback(client, raw, reason);
+        }
+    }
+
+    let mut init = [0u8; INIT_LEN];
+    init.copy_from_slice(&payload[..INIT_LEN]);
+    let Some(obfuscation) = parse_client_init(&init, secret) else {
+        return fallback(client, raw, FallbackReason::BadInit);
+    };
+    let handshake = Handshake {
+        user: auth.user,
+        obfuscation,
+        leftover: payload.split_off(INIT_LEN),
+        decoder: Some(decoder),
+        from_client: raw.len() as u64,
+        to_client: flight.len() as u64,
+    };
+    establish(client, handshake, settings, counters).await
+}
+
+/// Serves a non-TLS client if its first 64 bytes are an obfuscated2 init for some user
+/// (`allow_plain`). `first_bytes` are the bytes the router already read (any number); the
+/// rest of the init is read here. Replayed inits (keyed by their 32 key bytes) fall back.
+pub async fn serve_plain<S>(
+    mut client: S,
+    first_bytes: Vec<u8>,
+    settings: &MtprotoSettings,
+    counters: &[Arc<UserCounters>],
+    replay: &ReplayCache,
+) -> SessionOutcome<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut raw = first_bytes;
+    if !settings.allow_plain {
+        return fallback(client, raw, FallbackReason::PlainDisabled);
+    }
+    let deadline = Instant::now() + settings.handshake_timeout;
+    while raw.len() < INIT_LEN {
+        // An HTTP request or other reserved start is never an init: don't wait for 64 bytes
+        // that a waiting HTTP client will never send.
+        if raw.len() >= 8 && is_forbidden_init_prefix(&raw) {
+            return fallback(client, raw, FallbackReason::BadInit);
+        }
+        if let Err(reason) = read_more(&mut client, &mut raw, deadline).await {
+            return fallback(client, raw, reason);
+        }
+    }
+    let mut init = [0u8; INIT_LEN];
+    init.copy_from_slice(&raw[..INIT_LEN]);
+    if is_forbidden_init_prefix(&init) {
+        return fallback(client, raw, FallbackReason::BadInit);
+    }
+    let Some((user, obfuscation)) = try_users(&init, &settings.secrets()) else {
+        return fallback(client, raw, FallbackReason::BadInit);
+    };
+    let mut key = [0u8; 32];
+    key.copy_from_slice(&init[8..40]);
+    if !replay.insert_if_new(&key) {
+        return fallback(client, raw, FallbackReason::Replayed);
+    }
+    let handshake = Handshake {
+        user,
+        obfuscation,
+        leftover: raw[INIT_LEN..].to_vec(),
+        decoder: None,
+        from_client: raw.len() as u64,
+        to_client: 0,
+    };
+    establish(client, handshake, settings, counters).await
+}
+
+/// Appends one read's worth of client bytes to `raw`, within the handshake limits.
+async fn read_more<S: AsyncRead + Unpin>(
+    client: &mut S,
+    raw: &mut Vec<u8>,
+    deadline: Instant,
+) -> Result<(), FallbackReason> {
+    if raw.len() >= MAX_HANDSHAKE_BYTES {
+        return Err(FallbackReason::InitTooLate);
+    }
+    raw.reserve(4096);
+    match tokio::time::timeout_at(deadline, client.read_buf(raw)).await {
+        Err(_) => Err(FallbackReason::Timeout),
+        Ok(Ok(0)) => Err(FallbackReason::ClientClosed),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(FallbackReason::ClientIo(e)),
+    }
+}
+
+/// A client leg that passed its obfuscated2 init.
+struct Handshake {
+    user: usize,
+    obfuscation: ClientObfuscation,
+    /// Payload bytes that arrived after the init (still encrypted).
+    leftover: Vec<u8>,
+    /// The record decoder mid-stream (fake-TLS), or `None` (plain).
+    decoder: Option<RecordDecoder>,
+    from_client: u64,
+    to_client: u64,
+}
+
+/// Decrements the active-session gauge however the relay ends.
+struct ActiveGuard(Arc<UserCounters>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn establish<S>(
+    client: S,
+    handshake: Handshake,
+    settings: &MtprotoSettings,
+    counters: &[Arc<UserCounters>],
+) -> SessionOutcome<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Handshake {
+        user,
+        obfuscation: mut client_obf,
+        mut leftover,
+        decoder,
+        from_client,
+        to_client,
+    } = handshake;
+    let dc_idx = client_obf.dc;
+    let addresses = settings.datacenters.addresses(dc_idx, settings.prefer_ipv6);
+    let mut dc = match connect_dc(&addresses, settings.connect_timeout).await {
+        Ok(stream) => stream,
+        Err(error) => {
+            return SessionOutcome::DcUnreachable {
+                user,
+                dc: dc_idx,
+                error,
+            }
+        }
+    };
+
+    let fast = settings.fast_mode.then_some(&client_obf);
+    let mut dc_obf = dc_init(client_obf.tag, dc_idx, fast);
+    client_obf.decrypt.apply_keystream(&mut leftover);
+    dc_obf.encrypt.apply_keystream(&mut leftover);
+    let mut first = Vec::with_capacity(INIT_LEN + leftover.len());
+    first.extend_from_slice(&dc_obf.init);
+    first.extend_from_slice(&leftover);
+    if let Err(error) = dc.write_all(&first).await {
+        return SessionOutcome::DcUnreachable {
+            user,
+            dc: dc_idx,
+            error,
+        };
+    }
+
+    // A `counters` slice shorter than `users` leaves the extra users uncounted.
+    let stats = counters.get(user).cloned().unwrap_or_default();
+    stats.connections.fetch_add(1, Ordering::Relaxed);
+    stats.active.fetch_add(1, Ordering::Relaxed);
+    let _active = ActiveGuard(Arc::clone(&stats));
+    stats
+        .bytes_from_client
+        .fetch_add(from_client, Ordering::Relaxed);
+    stats
+        .bytes_to_client
+        .fetch_add(to_client, Ordering::Relaxed);
+
+    let legs = Legs {
+        client_decrypt: client_obf.decrypt,
+        client_encrypt: client_obf.encrypt,
+        dc_encrypt: dc_obf.encrypt,
+        downlink: dc_obf.downlink,
+        decoder,
+    };
+    let (up, down, reason) = relay(client, dc, legs, settings.idle_timeout, stats).await;
+    SessionOutcome::Finished {
+        user,
+        dc: dc_idx,
+        bytes_from_client: from_client + up,
+        bytes_to_client: to_client + down,
+        reason,
+    }
+}
+
+/// Dials the addresses in order, each with its own timeout.
+async fn connect_dc(addresses: &[DcAddr], timeout: Duration) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no DC address configured");
+    for addr in addresses {
+        let attempt = async {
+            match addr {
+                DcAddr::Ip(sa) => TcpStream::connect(sa).await,
+                DcAddr::Host { host, port } => TcpStream::connect((host.as_str(), *port)).await,
+            }
+        };
+        let error = match tokio::time::timeout(timeout, attempt).await {
+            Ok(Ok(stream)) => {
+                // Small MTProto messages must not wait for Nagle.
+                stream.set_nodelay(true).ok();
+                return Ok(stream);
+            }
+            Ok(Err(e)) => e,
+            Err(_) => io::Error::new(io::ErrorKind::TimedOut, "DC connect timed out"),
+        };
+        tracing::debug!(dc_addr = %addr, error = %error, "DC connect attempt failed");
+        last = error;
+    }
+    Err(last)
+}
+
+/// Cipher state of both legs for the relay.
+struct Legs {
+    client_decrypt: AesCtr,
+    client_encrypt: AesCtr,
+    dc_encrypt: AesCtr,
+    downlink: Downlink,
+    decoder: Option<RecordDecoder>,
+}
+
+/// Last-activity clock shared by both directions and the idle watcher.
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    async fn idle(&self, timeout: Duration) {
+        loop {
+            let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let deadline = self.start + last + timeout;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+/// The DC -> client output buffer: TLS records, or the raw stream for plain clients.
+enum Framer {
+    Tls(RecordEncoder),
+    Raw { buf: Box<[u8]>, len: usize },
+}
+
+impl Framer {
+    fn spare(&mut self) -> &mut [u8] {
+        match self {
+            Framer::Tls(enc) => enc.spare(),
+            Framer::Raw { buf, len } => &mut buf[*len..],
+        }
+    }
+
+    fn commit(&mut self, n: usize) {
+        match self {
+            Framer::Tls(enc) => enc.commit(n),
+            Framer::Raw { buf, len } => *len = (*len + n).min(buf.len()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Framer::Tls(enc) => enc.as_bytes(),
+            Framer::Raw { buf, len } => &buf[..*len],
+        }
+    }
+
+    fn clear(&mut self) {
+        match self {
+            Framer::Tls(enc) => enc.clear(),
+            Framer::Raw { len, .. } => *len = 0,
+        }
+    }
+
+    fn new(tls: bool, bytes: usize) -> Framer {
+        if tls {
+            Framer::Tls(RecordEncoder::with_capacity(bytes))
+        } else {
+            Framer::Raw {
+                buf: vec![0u8; bytes].into_boxed_slice(),
+                len: 0,
+            }
+        }
+    }
+
+    /// After a batch that filled the buffer: switch an empty small buffer to the big size.
+    fn grow_if_full(&mut self) {
+        let (full, tls, size) = match self {
+            Framer::Tls(enc) => (enc.is_full(), true, enc.capacity()),
+            Framer::Raw { buf, len } => (*len == buf.len(), false, buf.len()),
+        };
+        if full && size < DOWNLOAD_BUF {
+            *self = Framer::new(tls, DOWNLOAD_BUF);
+        }
+    }
+}
+
+/// State both relay tasks and the idle watcher share.
+struct Shared {
+    activity: Activity,
+    up_bytes: AtomicU64,
+    down_bytes: AtomicU64,
+    stats: Arc<UserCounters>,
+}
+
+/// Aborts the relay tasks when the session ends or its future is dropped.
+struct AbortOnDrop(Vec<AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for handle in &self.0 {
+            handle.abort();
+        }
+    }
+}
+
+fn joined(result: Result<Result<(), EndReason>, JoinError>) -> Result<(), EndReason> {
+    result.unwrap_or(Err(EndReason::Internal))
+}
+
+/// Relays until both directions closed, an error, or the idle timeout. Each direction runs
+/// as its own task so a single connection can use two cores. Returns client bytes read,
+/// client bytes written, and why it ended.
+async fn relay<S>(
+    client: S,
+    dc: TcpStream,
+    legs: Legs,
+    idle_timeout: Duration,
+    stats: Arc<UserCounters>,
+) -> (u64, u64, EndReason)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Legs {
+        client_decrypt,
+        client_encrypt,
+        dc_encrypt,
+        downlink,
+        decoder,
+    } = legs;
+    let (client_rd, client_wr) = tokio::io::split(client);
+    let (dc_rd, dc_wr) = dc.into_split();
+    let shared = Arc::new(Shared {
+        activity: Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        },
+        up_bytes: AtomicU64::new(0),
+        down_bytes: AtomicU64::new(0),
+        stats,
+    });
+    let framer = Framer::new(decoder.is_some(), SMALL_BUF);
+    let up = tokio::spawn(upload(
+        client_rd,
+        dc_wr,
+        Upload {
+            client_decrypt,
+            dc_encrypt,
+            decoder,
+        },
+        Arc::clone(&shared),
+    ));
+    let down = tokio::spawn(download(
+        dc_rd,
+        client_wr,
+        Download {
+            downlink,
+            client_encrypt,
+            framer,
+        },
+        Arc::clone(&shared),
+    ));
+    let _abort = AbortOnDrop(vec![up.abort_handle(), down.abort_handle()]);
+
+    let reason = tokio::select! {
+        done = async { tokio::try_join!(async { joined(up.await) }, async { joined(down.await) }) } => {
+            match done {
+                Ok(_) => EndReason::Closed,
+                Err(reason) => reason,
+            }
+        }
+        () = shared.activity.idle(idle_timeout) => EndReason::IdleTimeout,
+    };
+    (
+        shared.up_bytes.load(Ordering::Relaxed),
+        shared.down_bytes.load(Ordering::Relaxed),
+        reason,
+    )
+}
+
+/// Client -> DC cipher state.
+struct Upload {
+    client_decrypt: AesCtr,
+    dc_encrypt: AesCtr,
+    decoder: Option<RecordDecoder>,
+}
+
+/// Client -> DC: strip records, decrypt with the client key, encrypt with the DC key.
+async fn upload<R, W>(
+    mut client_rd: R,
+    mut dc_wr: W,
+    mut up: Upload,
+    shared: Arc<Shared>,
+) -> Result<(), EndReason>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; SMALL_BUF];
+    loop {
+        let n = client_rd
+            .read(&mut buf)
+            .await
+            .map_err(|e| EndReason::ClientIo(e.kind()))?;
+        if n == 0 {
+            // Half-close: the client is done sending; let the DC know.
+            dc_wr.shutdown().await.ok();
+            return Ok(());
+        }
+        shared.activity.touch();
+        if n == buf.len() && buf.len() < UPLOAD_BUF {
+            // A full small read: traffic is heavy, switch to the big buffer (keeps the data).
+            buf.resize(UPLOAD_BUF, 0);
+        }
+        shared.up_bytes.fetch_add(n as u64, Ordering::Relaxed);
+        shared
+            .stats
+            .bytes_from_client
+            .fetch_add(n as u64, Ordering::Relaxed);
+        let m = match up.decoder.as_mut() {
+            Some(dec) => dec
+                .decode_in_place(&mut buf[..n])
+                .map_err(EndReason::BadRecord)?,
+            None => n,
+        };
+        if m == 0 {
+            continue;
+        }
+        up.client_decrypt.apply_keystream(&mut buf[..m]);
+        up.dc_encrypt.apply_keystream(&mut buf[..m]);
+        dc_wr
+            .write_all(&buf[..m])
+            .await
+            .map_err(|e| EndReason::DcIo(e.kind()))?;
+        shared.activity.touch();
+    }
+}
+
+/// DC -> client state.
+struct Download {
+    downlink: Downlink,
+    client_encrypt: AesCtr,
+    framer: Framer,
+}
+
+/// DC -> client: re-encrypt (or pass through in fast mode) and frame, in batches.
+async fn download<R, W>(
+    mut dc_rd: R,
+    mut client_wr: W,
+    down: Download,
+    shared: Arc<Shared>,
+) -> Result<(), EndReason>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let Download {
+        mut downlink,
+        mut client_encrypt,
+        mut framer,
+    } = down;
+    let mut transform = |chunk: &mut [u8]| {
+        if let Downlink::Reencrypt(dc_decrypt) = &mut downlink {
+            dc_decrypt.apply_keystream(chunk);
+            client_encrypt.apply_keystream(chunk);
+        }
+    };
+    loop {
+        let (n, eof) = read_batch(&mut dc_rd, &mut framer, &mut transform)
+            .await
+            .map_err(|e| EndReason::DcIo(e.kind()))?;
+        if n > 0 {
+            shared.activity.touch();
+            let out = framer.as_bytes();
+            client_wr
+                .write_all(out)
+                .await
+                .map_err(|e| EndReason::ClientIo(e.kind()))?;
+            shared
+                .down_bytes
+                .fetch_add(out.len() as u64, Ordering::Relaxed);
+            shared
+                .stats
+                .bytes_to_client
+                .fetch_add(out.len() as u64, Ordering::Relaxed);
+            framer.grow_if_full();
+            framer.clear();
+            shared.activity.touch();
+        }
+        if eof {
+            client_wr.shutdown().await.ok();
+            return Ok(());
+        }
+    }
+}
+
+/// Reads from `reader` into the framer while data is ready, without waiting once something
+/// arrived, transforming each chunk in place. Returns the payload bytes read and whether the
+/// reader hit end of stream.
+async fn read_batch<R, F>(
+    reader: &mut R,
+    framer: &mut Framer,
+    transform: &mut F,
+) -> io::Result<(usize, bool)>
+where
+    R: AsyncRead + Unpin,
+    F: FnMut(&mut [u8]),
+{
+    let mut total = 0;
+    poll_fn(|cx| loop {
+        let spare = framer.spare();
+        if spare.is_empty() {
+            return Poll::Ready(Ok((total, false)));
+        }
+        let mut read_buf = ReadBuf::new(spare);
+        match Pin::new(&mut *reader).poll_read(cx, &mut read_buf) {
+            Poll::Ready(Ok(())) => {
+                let n = read_buf.filled().len();
+                if n == 0 {
+                    return Poll::Ready(Ok((total, true)));
+                }
+                transform(&mut framer.spare()[..n]);
+                framer.commit(n);
+                total += n;
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending if total > 0 => return Poll::Ready(Ok((total, false))),
+            Poll::Pending => return Poll::Pending,
+        }
+    })
+    .await
+}

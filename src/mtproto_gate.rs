@@ -1,0 +1,167 @@
+//! The gate of `mtproto: true` routes: is this connection a Telegram client with a valid
+//! fake-TLS digest for one of our users, fresh and never seen before? If so the MTProto core
+//! serves it; anything else — a browser, a prober, a replayed or stale handshake, a client
+//! that breaks the protocol before its session starts — comes back as [`Gate::Fallback`] with
+//! every byte read, so the route's real backend answers it and the prober sees the real site.
+
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::net::TcpStream;
+
+use crate::config::MtprotoConfig;
+use crate::hello::ClientHello;
+use crate::mtproto::faketls::{verify_client_hello, FakeTlsReject};
+use crate::mtproto::session::{serve_faketls, serve_plain, SessionOutcome};
+
+/// What the gate did with a connection.
+#[derive(Debug)]
+pub enum Gate {
+    /// Served as MTProto until the session ended.
+    Served {
+        /// The user's name from the route file.
+        user: String,
+        /// The DC index the client asked for.
+        dc: i16,
+        /// Client bytes read after the ClientHello.
+        from_client: u64,
+        /// Bytes written to the client.
+        to_client: u64,
+        /// Why the session ended.
+        end: String,
+    },
+    /// A valid client whose DC could not be reached (the client was closed).
+    DcUnreachable {
+        /// The user's name.
+        user: String,
+        /// The DC index.
+        dc: i16,
+        /// The last connect error.
+        error: std::io::Error,
+    },
+    /// Not (or no longer) MTProto: forward `bytes` — every byte read from the client, in
+    /// order — to the route's backend, then relay `client` to it.
+    Fallback {
+        /// The client connection.
+        client: TcpStream,
+        /// Everything read from it so far.
+        bytes: Vec<u8>,
+    },
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Logs a failed digest check in the line fail2ban reads; never a secret, never the digest.
+fn auth_failed(client: IpAddr, reason: &str) {
+    tracing::info!(%client, reason, "mtproto auth failed from {client}");
+}
+
+/// Checks a TLS ClientHello that reached an `mtproto: true` route and serves it if it is a
+/// fake-TLS client. `peeked` holds every byte read so far (the hello and anything after it).
+pub async fn fake_tls(
+    client: TcpStream,
+    client_ip: IpAddr,
+    hello: &ClientHello,
+    peeked: Vec<u8>,
+    mtproto: &MtprotoConfig,
+) -> Gate {
+    let settings = &mtproto.settings;
+    let verified = verify_client_hello(
+        &hello.single_record,
+        &settings.secrets(),
+        unix_now(),
+        settings.max_clock_skew,
+    );
+    let auth = match verified {
+        Ok(auth) => auth,
+        Err(reject) => {
+            if !matches!(reject, FakeTlsReject::Malformed) {
+                auth_failed(client_ip, &reject.to_string());
+            }
+            return Gate::Fallback {
+                client,
+                bytes: peeked,
+            };
+        }
+    };
+    if !mtproto.replay.insert_if_new(&auth.random) {
+        auth_failed(client_ip, "replayed handshake");
+        return Gate::Fallback {
+            client,
+            bytes: peeked,
+        };
+    }
+    let after_hello = peeked.get(hello.raw_len..).unwrap_or_default().to_vec();
+    let outcome = serve_faketls(
+        client,
+        after_hello,
+        &auth,
+        &hello.session_id,
+        &hello.cipher_suites,
+        settings,
+        &mtproto.counters,
+    )
+    .await;
+    let mut hello_bytes = peeked;
+    hello_bytes.truncate(hello.raw_len);
+    finish(outcome, hello_bytes, mtproto)
+}
+
+/// Tries a non-TLS connection as a plain obfuscated2 client (`allow_plain`).
+pub async fn plain(client: TcpStream, peeked: Vec<u8>, mtproto: &MtprotoConfig) -> Gate {
+    let outcome = serve_plain(
+        client,
+        peeked,
+        &mtproto.settings,
+        &mtproto.counters,
+        &mtproto.replay,
+    )
+    .await;
+    finish(outcome, Vec::new(), mtproto)
+}
+
+/// Turns a session outcome into the gate's answer; `before` are the bytes read before the
+/// session started (the hello), which a fallback must replay first.
+fn finish(outcome: SessionOutcome<TcpStream>, before: Vec<u8>, mtproto: &MtprotoConfig) -> Gate {
+    let name = |user: usize| {
+        mtproto
+            .settings
+            .users
+            .get(user)
+            .map_or_else(String::new, |(name, _)| name.clone())
+    };
+    match outcome {
+        SessionOutcome::Fallback {
+            client,
+            client_bytes,
+            reason,
+        } => {
+            tracing::debug!(%reason, "not an MTProto session, forwarding to the route's backend");
+            let mut bytes = before;
+            bytes.extend_from_slice(&client_bytes);
+            Gate::Fallback { client, bytes }
+        }
+        SessionOutcome::DcUnreachable { user, dc, error } => Gate::DcUnreachable {
+            user: name(user),
+            dc,
+            error,
+        },
+        SessionOutcome::Finished {
+            user,
+            dc,
+            bytes_from_client,
+            bytes_to_client,
+            reason,
+        } => Gate::Served {
+            user: name(user),
+            dc,
+            from_client: bytes_from_client,
+            to_client: bytes_to_client,
+            end: reason.to_string(),
+        },
+    }
+}
