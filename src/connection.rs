@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::hello::{self, FirstFlight, PeekError, Peeked};
 use crate::limits::ConnectionCounts;
 use crate::loop_guard::{OutboundAddrs, Registration};
+use crate::metrics::Metrics;
 use crate::mtproto_gate::{self, Gate};
 use crate::prefixed::PrefixedStream;
 use crate::proxy_protocol;
@@ -32,6 +33,8 @@ pub struct Context {
     pub counts: Arc<ConnectionCounts>,
     /// Our own backend connections, to refuse fronting loops.
     pub outbound: Arc<OutboundAddrs>,
+    /// Counters exported on `metrics.listen`.
+    pub metrics: Arc<Metrics>,
 }
 
 /// How a connection ended; the `outcome` field of its log line.
@@ -77,6 +80,29 @@ pub enum Outcome {
         /// The last connect error.
         error: std::io::Error,
     },
+}
+
+impl Outcome {
+    /// The outcome's short name: the `outcome` label of the metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Closed => "closed",
+            Outcome::IdleTimeout => "idle_timeout",
+            Outcome::RelayError(_) => "relay_error",
+            Outcome::OverTotalLimit => "refused_max_connections",
+            Outcome::OverIpLimit => "refused_max_connections_per_ip",
+            Outcome::Loop => "refused_loop",
+            Outcome::BadProxyHeader(_) => "refused_proxy_header",
+            Outcome::HelloTimeout => "client_hello_timeout",
+            Outcome::ClientGone(_) => "client_gone",
+            Outcome::NoRoute => "no_route",
+            Outcome::ConnectFailed(_) => "connect_failed",
+            Outcome::AcmeChallenge => "acme_challenge_answered",
+            Outcome::TlsFailed(_) => "tls_failed",
+            Outcome::Mtproto { .. } => "mtproto_closed",
+            Outcome::DcUnreachable { .. } => "mtproto_dc_unreachable",
+        }
+    }
 }
 
 impl fmt::Display for Outcome {
@@ -153,6 +179,13 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, local: SocketAddr, ctx:
     };
     let outcome = serve(stream, local, &config, &ctx, &mut record).await;
     record.log(&outcome);
+    let route = record.route.as_deref().unwrap_or("-");
+    ctx.metrics.connection_closed(
+        route,
+        outcome.kind(),
+        record.upstream_bytes,
+        record.downstream_bytes,
+    );
 }
 
 async fn serve(

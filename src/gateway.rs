@@ -19,6 +19,7 @@ use crate::connection::Context;
 use crate::limits::ConnectionCounts;
 use crate::listener;
 use crate::loop_guard::OutboundAddrs;
+use crate::metrics::{self, Metrics};
 use crate::router::Action;
 use crate::tls::{TlsError, TlsSettings, TlsTerminator};
 
@@ -92,6 +93,7 @@ fn bind_missing(
 /// One bound listen address and the switch that stops its accept loop.
 #[derive(Debug)]
 struct Listening {
+    configured: SocketAddr,
     local: SocketAddr,
     stop: CancellationToken,
 }
@@ -110,6 +112,8 @@ pub struct Gateway {
     /// The running TLS terminators by settings: a reload reuses a route's terminator (and its
     /// ACME state) when its settings did not change; dropped ones stop their background task.
     terminators: std::sync::Mutex<HashMap<TlsSettings, Arc<TlsTerminator>>>,
+    /// The metrics endpoint, when `metrics.listen` is set: its address and stop switch.
+    metrics_endpoint: std::sync::Mutex<Option<Listening>>,
 }
 
 /// A reload or start that could not be applied.
@@ -143,12 +147,16 @@ impl Gateway {
                 config: ArcSwap::from_pointee(config),
                 counts: Arc::new(ConnectionCounts::default()),
                 outbound: Arc::new(OutboundAddrs::default()),
+                metrics: Arc::new(Metrics::default()),
             }),
             listeners: Mutex::new(HashMap::new()),
             listen_override,
             connections: TaskTracker::new(),
             terminators: std::sync::Mutex::new(terminators),
+            metrics_endpoint: std::sync::Mutex::new(None),
         };
+        let metrics_addr = gateway.ctx.config.load().metrics;
+        gateway.sync_metrics_endpoint(metrics_addr)?;
         let mut listeners = gateway.listeners.lock().await;
         let bound = bind_missing(&wanted, &listeners)?;
         gateway.serve(bound, &wanted, &mut listeners);
@@ -166,6 +174,7 @@ impl Gateway {
         let mut listeners = self.listeners.lock().await;
         let bound = bind_missing(&wanted, &listeners)?;
         let terminators = start_terminators(&config, &self.lock_terminators())?;
+        self.sync_metrics_endpoint(config.metrics)?;
         if let (Some(new), Some(running)) = (&mut config.mtproto, &self.ctx.config.load().mtproto) {
             new.carry_over(running);
         }
@@ -174,6 +183,54 @@ impl Gateway {
         *self.lock_terminators() = terminators;
         self.serve(bound, &wanted, &mut listeners);
         Ok(())
+    }
+
+    /// Starts, moves or stops the metrics endpoint to match `wanted`.
+    fn sync_metrics_endpoint(&self, wanted: Option<SocketAddr>) -> Result<(), BindError> {
+        let mut endpoint = self
+            .metrics_endpoint
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = endpoint.as_ref().map(|e| e.configured);
+        if current == wanted {
+            return Ok(());
+        }
+        let Some(addr) = wanted else {
+            if let Some(old) = endpoint.take() {
+                old.stop.cancel();
+            }
+            return Ok(());
+        };
+        let listener = listener::bind(addr).map_err(|source| BindError { addr, source })?;
+        if let Some(old) = endpoint.take() {
+            old.stop.cancel();
+        }
+        let local = listener.local_addr().unwrap_or(addr);
+        let stop = CancellationToken::new();
+        let ctx = self.ctx.clone();
+        let snapshot = move || (ctx.config.load_full(), ctx.counts.open());
+        tokio::spawn(metrics::serve(
+            listener,
+            self.ctx.metrics.clone(),
+            snapshot,
+            stop.clone(),
+        ));
+        tracing::info!(%local, "metrics on http://{local}/metrics and /stats");
+        *endpoint = Some(Listening {
+            configured: addr,
+            local,
+            stop,
+        });
+        Ok(())
+    }
+
+    /// The metrics endpoint's bound address, if it runs.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        let endpoint = self
+            .metrics_endpoint
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        endpoint.as_ref().map(|e| e.local)
     }
 
     fn lock_terminators(
@@ -202,7 +259,14 @@ impl Gateway {
             );
             tokio::spawn(accept);
             tracing::info!(%local, "listening");
-            listeners.insert(addr, Listening { local, stop });
+            listeners.insert(
+                addr,
+                Listening {
+                    configured: addr,
+                    local,
+                    stop,
+                },
+            );
         }
         listeners.retain(|addr, listening| {
             let keep = wanted.contains(addr);

@@ -19,15 +19,19 @@
 //!
 //! Around them: [`config`] reads and validates the route file (the only module that knows
 //! YAML), [`gateway`] owns the listeners and the hot-swappable table, [`reload`] watches the
-//! file and SIGHUP, [`shutdown`] carries the stop signal.
+//! file and SIGHUP, [`shutdown`] carries the stop signal, [`metrics`] serves `/metrics` and
+//! `/stats`, [`summary`] renders `frontgate check`'s route list, [`links`] makes the users'
+//! `tg://` links and QR codes.
 
 pub mod config;
 pub mod connection;
 pub mod gateway;
 pub mod hello;
 pub mod limits;
+pub mod links;
 pub mod listener;
 pub mod loop_guard;
+pub mod metrics;
 pub mod mtproto;
 pub mod mtproto_gate;
 pub mod prefixed;

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use frontgate::{config, gateway::Gateway, reload, shutdown, summary};
+use frontgate::mtproto::secret::Secret;
+use frontgate::{config, gateway::Gateway, links, reload, shutdown, summary};
 
 /// frontgate: one process on :443 for SNI routing, MTProto fake-TLS and TLS termination.
 #[derive(Parser)]
@@ -50,6 +51,35 @@ enum Command {
         )]
         config: PathBuf,
     },
+    /// Print each MTProto user's tg:// and t.me links (and QR codes) for the route file.
+    Link {
+        /// The route file.
+        #[arg(
+            short,
+            long,
+            env = "FRONTGATE_CONFIG",
+            default_value = "/etc/frontgate/routes.yaml"
+        )]
+        config: PathBuf,
+        /// Host clients connect to (default: the route's domain, which must resolve here).
+        #[arg(long)]
+        host: Option<String>,
+        /// Port clients connect to (default: the first listen address's port).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Only this user.
+        #[arg(long)]
+        user: Option<String>,
+        /// Also draw each tg:// link as a QR code.
+        #[arg(long)]
+        qr: bool,
+    },
+    /// Generate a new random MTProto user secret (OS RNG) to paste into mtproto.users.
+    Secret {
+        /// Also print the ee-form a client needs for this fronted domain.
+        #[arg(long)]
+        domain: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -64,6 +94,21 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Link {
+            config,
+            host,
+            port,
+            user,
+            qr,
+        } => link(&config, host.as_deref(), port, user.as_deref(), qr),
+        Command::Secret { domain } => {
+            let secret = Secret::generate();
+            println!("{}", hex::encode(secret.as_bytes()));
+            if let Some(domain) = domain {
+                println!("{}", secret.ee_hex(&domain));
+            }
+            ExitCode::SUCCESS
+        }
         Command::Run {
             config,
             listen,
@@ -101,6 +146,42 @@ fn check(path: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn link(
+    path: &std::path::Path,
+    host: Option<&str>,
+    port: Option<u16>,
+    user: Option<&str>,
+    qr: bool,
+) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("frontgate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let links = match links::user_links(&config, host, port, user) {
+        Ok(links) => links,
+        Err(e) => {
+            eprintln!("frontgate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for link in links {
+        println!(
+            "{} ({})\n  {}\n  {}",
+            link.user, link.domain, link.tg, link.tme
+        );
+        if qr {
+            match links::qr(&link.tg) {
+                Ok(code) => println!("{code}"),
+                Err(e) => eprintln!("frontgate: cannot draw a QR code: {e}"),
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn init_logging(format: LogFormat) {
