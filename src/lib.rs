@@ -9,7 +9,7 @@
 //! - [`router`]: the immutable [`router::RouteTable`] that maps a server name to a route.
 //! - [`connection`]: one connection's path from peek to relay, and its single log line.
 //! - [`upstream`]: connects to a route's backends, in order, with a timeout.
-//! - [`relay`]: copies bytes both ways with half-close and an idle timeout.
+//! - [`relay`]: copies bytes both ways with half-close and an idle timeout ([`idle`]).
 //! - [`mtproto_gate`]: the fake-TLS check of `mtproto: true` routes and the hand-off to the
 //!   [`mtproto`] core, or back to the route's backend (domain fronting).
 //! - [`tls`]: TLS termination for `tls:` routes (static files or ACME TLS-ALPN-01), fed by
@@ -27,6 +27,7 @@ pub mod config;
 pub mod connection;
 pub mod gateway;
 pub mod hello;
+pub mod idle;
 pub mod limits;
 pub mod links;
 pub mod listener;

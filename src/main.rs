@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use frontgate::mtproto::secret::Secret;
 use frontgate::{config, gateway::Gateway, links, reload, shutdown, summary};
@@ -24,14 +24,8 @@ struct Cli {
 enum Command {
     /// Serve: route connections as the route file says; reload on SIGHUP or file change.
     Run {
-        /// The route file (see routes.example.yaml).
-        #[arg(
-            short,
-            long,
-            env = "FRONTGATE_CONFIG",
-            default_value = "/etc/frontgate/routes.yaml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Listen here instead of the file's `listen` (repeatable), e.g. 127.0.0.1:8443 for a
         /// try-out without root. Reloads keep these addresses.
         #[arg(long, value_name = "ADDR")]
@@ -42,25 +36,13 @@ enum Command {
     },
     /// Validate the route file and print the route summary; exit code 0 if valid, 1 if not.
     Check {
-        /// The route file.
-        #[arg(
-            short,
-            long,
-            env = "FRONTGATE_CONFIG",
-            default_value = "/etc/frontgate/routes.yaml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Print each MTProto user's tg:// and t.me links (and QR codes) for the route file.
     Link {
-        /// The route file.
-        #[arg(
-            short,
-            long,
-            env = "FRONTGATE_CONFIG",
-            default_value = "/etc/frontgate/routes.yaml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Host clients connect to (default: the route's domain, which must resolve here).
         #[arg(long)]
         host: Option<String>,
@@ -82,6 +64,19 @@ enum Command {
     },
 }
 
+/// The route file argument every command that reads it shares.
+#[derive(Args)]
+struct ConfigArg {
+    /// The route file (see routes.example.yaml).
+    #[arg(
+        short = 'c',
+        long = "config",
+        env = "FRONTGATE_CONFIG",
+        default_value = "/etc/frontgate/routes.yaml"
+    )]
+    path: PathBuf,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     /// `key=value` lines for people and fail2ban.
@@ -93,14 +88,14 @@ enum LogFormat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => check(&config),
+        Command::Check { config } => check(&config.path),
         Command::Link {
             config,
             host,
             port,
             user,
             qr,
-        } => link(&config, host.as_deref(), port, user.as_deref(), qr),
+        } => link(&config.path, host.as_deref(), port, user.as_deref(), qr),
         Command::Secret { domain } => {
             let secret = Secret::generate();
             println!("{}", hex::encode(secret.as_bytes()));
@@ -115,7 +110,7 @@ fn main() -> ExitCode {
             log_format,
         } => {
             init_logging(log_format);
-            match run(config, listen) {
+            match run(config.path, listen) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");

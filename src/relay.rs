@@ -5,6 +5,7 @@
 //! direction for that long. Buffers are taken only while bytes are flowing, so an idle relayed
 //! connection holds no copy buffer at all.
 
+use std::future::Future;
 use std::io;
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +13,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
+
+use crate::idle::IdleClock;
 
 /// Copy buffer size: large enough for bulk throughput, taken only during a burst.
 const BUFFER_SIZE: usize = 64 * 1024;
@@ -40,38 +42,30 @@ pub struct RelayStats {
 }
 
 /// Shared between both directions: byte counts and the time of the last byte either way.
+#[derive(Default)]
 struct Progress {
-    started: Instant,
-    last_activity_ms: AtomicU64,
+    clock: IdleClock,
     upstream: AtomicU64,
     downstream: AtomicU64,
 }
 
 impl Progress {
-    fn new() -> Self {
-        Self {
-            started: Instant::now(),
-            last_activity_ms: AtomicU64::new(0),
-            upstream: AtomicU64::new(0),
-            downstream: AtomicU64::new(0),
-        }
-    }
-
     fn moved(&self, counter: &AtomicU64, n: usize) {
         counter.fetch_add(n as u64, Ordering::Relaxed);
-        let now = self.started.elapsed().as_millis() as u64;
-        self.last_activity_ms.store(now, Ordering::Relaxed);
+        self.clock.touch();
     }
 
-    /// Resolves once nothing has moved for `idle`.
-    async fn idle_for(&self, idle: Duration) {
-        loop {
-            let last = Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed));
-            let deadline = self.started + last + idle;
-            if Instant::now() >= deadline {
-                return;
-            }
-            tokio::time::sleep_until(deadline).await;
+    /// Runs both directions until they finish, one fails, or nothing moves for `idle`.
+    async fn drive<F>(&self, both: F, idle: Duration) -> RelayEnd
+    where
+        F: Future<Output = io::Result<((), ())>>,
+    {
+        tokio::select! {
+            result = both => match result {
+                Ok(_) => RelayEnd::Finished,
+                Err(e) => RelayEnd::Failed(e),
+            },
+            () = self.clock.expired(idle) => RelayEnd::IdleTimeout,
         }
     }
 
@@ -87,20 +81,14 @@ impl Progress {
 /// Relays between two TCP sockets until both directions are closed, one fails, or the
 /// relay is idle for `idle`.
 pub async fn relay_tcp(client: &TcpStream, backend: &TcpStream, idle: Duration) -> RelayStats {
-    let progress = Progress::new();
+    let progress = Progress::default();
     let both = async {
         tokio::try_join!(
             pump_tcp(client, backend, &progress, &progress.upstream),
             pump_tcp(backend, client, &progress, &progress.downstream),
         )
     };
-    let end = tokio::select! {
-        result = both => match result {
-            Ok(_) => RelayEnd::Finished,
-            Err(e) => RelayEnd::Failed(e),
-        },
-        () = progress.idle_for(idle) => RelayEnd::IdleTimeout,
-    };
+    let end = progress.drive(both, idle).await;
     progress.finish(end)
 }
 
@@ -153,7 +141,7 @@ where
     A: AsyncRead + AsyncWrite,
     B: AsyncRead + AsyncWrite,
 {
-    let progress = Progress::new();
+    let progress = Progress::default();
     let (client_read, client_write) = tokio::io::split(client);
     let (backend_read, backend_write) = tokio::io::split(backend);
     let both = async {
@@ -162,13 +150,7 @@ where
             pump_stream(backend_read, client_write, &progress, &progress.downstream),
         )
     };
-    let end = tokio::select! {
-        result = both => match result {
-            Ok(_) => RelayEnd::Finished,
-            Err(e) => RelayEnd::Failed(e),
-        },
-        () = progress.idle_for(idle) => RelayEnd::IdleTimeout,
-    };
+    let end = progress.drive(both, idle).await;
     progress.finish(end)
 }
 

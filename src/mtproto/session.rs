@@ -21,6 +21,7 @@ use tokio::net::TcpStream;
 use tokio::task::{AbortHandle, JoinError};
 use tokio::time::Instant;
 
+use crate::idle::IdleClock;
 use crate::mtproto::dc::{DcAddr, DcTable};
 use crate::mtproto::faketls::{random_cert_len, server_hello, FakeTlsClient};
 use crate::mtproto::obfuscated2::{
@@ -461,30 +462,6 @@ struct Legs {
     decoder: Option<RecordDecoder>,
 }
 
-/// Last-activity clock shared by both directions and the idle watcher.
-struct Activity {
-    start: Instant,
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    fn touch(&self) {
-        let ms = self.start.elapsed().as_millis() as u64;
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    async fn idle(&self, timeout: Duration) {
-        loop {
-            let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            let deadline = self.start + last + timeout;
-            if Instant::now() >= deadline {
-                return;
-            }
-            tokio::time::sleep_until(deadline).await;
-        }
-    }
-}
-
 /// The DC -> client output buffer: TLS records, or the raw stream for plain clients.
 enum Framer {
     Tls(RecordEncoder),
@@ -545,7 +522,7 @@ impl Framer {
 
 /// State both relay tasks and the idle watcher share.
 struct Shared {
-    activity: Activity,
+    activity: IdleClock,
     up_bytes: AtomicU64,
     down_bytes: AtomicU64,
     stats: Arc<UserCounters>,
@@ -589,10 +566,7 @@ where
     let (client_rd, client_wr) = tokio::io::split(client);
     let (dc_rd, dc_wr) = dc.into_split();
     let shared = Arc::new(Shared {
-        activity: Activity {
-            start: Instant::now(),
-            last_ms: AtomicU64::new(0),
-        },
+        activity: IdleClock::default(),
         up_bytes: AtomicU64::new(0),
         down_bytes: AtomicU64::new(0),
         stats,
@@ -627,7 +601,7 @@ where
                 Err(reason) => reason,
             }
         }
-        () = shared.activity.idle(idle_timeout) => EndReason::IdleTimeout,
+        () = shared.activity.expired(idle_timeout) => EndReason::IdleTimeout,
     };
     (
         shared.up_bytes.load(Ordering::Relaxed),
