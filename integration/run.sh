@@ -64,7 +64,9 @@ port_busy() { # a listener on 127.0.0.1 or ::1
     (exec 3<>"/dev/tcp/::1/$1") 2>/dev/null && return 0
     return 1
 }
-NEXT_PORT=$((20000 + (RANDOM * 7 + $$) % 30000))
+# Below the ephemeral range, so no outgoing connection can be holding the port we pick.
+EPHEMERAL_LOW="$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)"
+NEXT_PORT=$((10000 + (RANDOM * 7 + $$) % (EPHEMERAL_LOW - 10000 - 100)))
 port() { # port VAR: the next free port
     while port_busy "$NEXT_PORT"; do NEXT_PORT=$((NEXT_PORT + 1)); done
     printf -v "$1" '%s' "$NEXT_PORT"
@@ -82,6 +84,8 @@ wait_until() { # wait_until SECONDS CMD... : poll every 0.1 s
     done
 }
 listening() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+# grows COUNTER-FUNCTION N: the counter (re-evaluated on every poll) is now above N.
+grows() { [ "$("$1")" -gt "$2" ]; }
 
 IPV6=0
 if grep -qE '^0{31}1 .* lo$' /proc/net/if_inet6 2>/dev/null; then IPV6=1; fi
@@ -372,11 +376,12 @@ expect_match "HAProxy -> frontgate: frontgate logs client=127.0.0.7 from peer 12
     'client=127\.0\.0\.7:[0-9]+ peer=127\.0\.0\.1:[0-9]+ sni="ha\.test"' \
     "$(grep 'sni="ha.test"' "$FG2_LOG" | tail -n1)"
 # Trusted peers must send a header: a direct client from 127.0.0.1 is refused.
-before="$(grep -c 'refused: expected a PROXY protocol header' "$FG2_LOG")"
+header_refusals() { grep -c 'refused: expected a PROXY protocol header' "$FG2_LOG"; }
+before="$(header_refusals)"
 out="$(curl -sS --max-time 10 --cacert "$CA" --resolve "ha.test:$FG2:127.0.0.1" "https://ha.test:$FG2/direct" 2>&1)"
 rc=$?
-wait_until 3 test "$(grep -c 'refused: expected a PROXY protocol header' "$FG2_LOG")" -gt "$before"
-after="$(grep -c 'refused: expected a PROXY protocol header' "$FG2_LOG")"
+wait_until 3 grows header_refusals "$before"
+after="$(header_refusals)"
 expect_eq "trusted peer without a PROXY header is refused (curl fails, frontgate logs it)" \
     "curl-failed logged=1 backend-untouched=0" \
     "$([ $rc -ne 0 ] && echo curl-failed || echo "curl-ok:$out") logged=$((after - before)) backend-untouched=$(grep -c ' /direct$' "$T/nginx/logs/ha.access.log")"
@@ -396,8 +401,8 @@ printf 'GET /before-reload HTTP/1.1\r\nHost: r.test\r\n\r\n' >&7
 wait_until 10 grep -q 'backend-r1 uri=/before-reload' "$T/sclient.out" ||
     fail "reload: long-lived s_client got its first answer" "$(cat "$T/sclient.out" "$T/sclient.err")"
 
-# Long-lived connection #2: a 3 MiB download at 1 MiB/s (~3 s) spanning the reload.
-curl -sS --max-time 30 --cacert "$CA" --resolve "r.test:$FG:127.0.0.1" --limit-rate 1M \
+# Long-lived connection #2: a 3 MiB download at 512 KiB/s (~6 s) spanning the reload.
+curl -sS --max-time 30 --cacert "$CA" --resolve "r.test:$FG:127.0.0.1" --limit-rate 512K \
     -D "$T/slow.headers" -o "$T/slow.body" -w '%{http_code} %{size_download}' \
     "https://r.test:$FG/big" >"$T/slow.result" 2>"$T/slow.err" &
 SLOW_PID=$!
@@ -410,7 +415,7 @@ before="$(reloads)"
 fg_config "$P_R2" >"$T/fg/routes.yaml.new"
 mv "$T/fg/routes.yaml.new" "$T/fg/routes.yaml"
 kill -HUP "$FG_PID"
-wait_until 5 test "$(reloads)" -gt "$before"
+wait_until 5 grows reloads "$before"
 expect_match "reload: SIGHUP applied the new file (log)" \
     'configuration reloaded .*trigger="SIGHUP"' "$(grep 'configuration reloaded.*SIGHUP' "$FG_LOG" | tail -n1)"
 partial="$(stat -c %s "$T/slow.body")"
@@ -441,7 +446,7 @@ before="$(refusals)"
 cp "$T/fg/broken.yaml" "$T/fg/routes.yaml.new"
 mv "$T/fg/routes.yaml.new" "$T/fg/routes.yaml"
 kill -HUP "$FG_PID"
-wait_until 5 test "$(refusals)" -gt "$before"
+wait_until 5 grows refusals "$before"
 expect_match "reload: a broken file is refused with file:line:col in the log" \
     "configuration reload refused.*routes\.yaml:6:[0-9]+: routes\[0\]\.proxy_protocol" \
     "$(grep 'configuration reload refused.*SIGHUP' "$FG_LOG" | tail -n1)"

@@ -164,6 +164,10 @@ impl Record {
 }
 
 /// Serves one accepted connection to its end and logs it.
+///
+/// The TLS-termination and MTProto paths are boxed: their state machines are large, and the
+/// future of every connection would otherwise be as large as the largest path even for a
+/// plain relay (memory per idle connection is a benchmark target).
 pub async fn handle(stream: TcpStream, peer: SocketAddr, local: SocketAddr, ctx: Arc<Context>) {
     let config = ctx.config.load_full();
     let mut record = Record {
@@ -198,7 +202,7 @@ async fn serve(
     let Some(_total) = ctx.counts.admit(config.limits.max_connections) else {
         return Outcome::OverTotalLimit;
     };
-    if ctx.outbound.is_ours(record.peer) {
+    if ctx.outbound.is_ours(record.peer, local) {
         return Outcome::Loop;
     }
     // Nagle would delay the small handshake records both ways.
@@ -234,7 +238,7 @@ async fn serve(
     let Peeked { flight, mut bytes } = peeked;
     if flight == FirstFlight::NotTls {
         if let Some(mtproto) = config.mtproto.as_ref().filter(|m| m.settings.allow_plain) {
-            match mtproto_gate::plain(stream, bytes, mtproto).await {
+            match Box::pin(mtproto_gate::plain(stream, bytes, mtproto)).await {
                 Gate::Fallback {
                     client,
                     bytes: read,
@@ -262,13 +266,14 @@ async fn serve(
     match &route.action {
         Action::Forward(forward) => forward_tcp(stream, forward, bytes, &conn, record).await,
         Action::Terminate(terminate) => {
-            terminate_tls(stream, terminate, bytes, &conn, record).await
+            Box::pin(terminate_tls(stream, terminate, bytes, &conn, record)).await
         }
         Action::Mtproto(forward) => {
             let (FirstFlight::Tls(hello), Some(mtproto)) = (&flight, &config.mtproto) else {
                 return forward_tcp(stream, forward, bytes, &conn, record).await;
             };
-            match mtproto_gate::fake_tls(stream, record.client.ip(), hello, bytes, mtproto).await {
+            let gate = mtproto_gate::fake_tls(stream, record.client.ip(), hello, bytes, mtproto);
+            match Box::pin(gate).await {
                 Gate::Fallback { client, bytes } => {
                     forward_tcp(client, forward, bytes, &conn, record).await
                 }
@@ -323,7 +328,7 @@ async fn open_backend(
             .map_err(Outcome::ConnectFailed)?;
     record.backend = Some(reached);
     let local_of_backend = backend.local_addr().map_err(Outcome::RelayError)?;
-    let registration = conn.ctx.outbound.register(local_of_backend);
+    let registration = conn.ctx.outbound.register(local_of_backend, reached);
     let mut head = proxy_protocol::encode(forward.proxy_protocol, record.client, conn.local);
     head.extend_from_slice(first);
     backend
