@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 use crate::mtproto_gate::{self, Gate};
 use crate::prefixed::PrefixedStream;
 use crate::proxy_protocol;
-use crate::relay::{self, RelayEnd, RelayStats};
+use crate::relay::{self, RelayEnd, RelayStats, Side, SideError};
 use crate::router::{Action, Forward, Terminate};
 use crate::tls::{Accepted, TlsError};
 use crate::upstream;
@@ -44,8 +44,8 @@ pub enum Outcome {
     Closed,
     /// Relayed, then closed after `timeouts.idle` without traffic.
     IdleTimeout,
-    /// Relayed, then a socket failed.
-    RelayError(std::io::Error),
+    /// Relayed, then a socket failed on one side.
+    RelayError(SideError),
     /// Over `limits.max_connections`.
     OverTotalLimit,
     /// Over `limits.max_connections_per_ip`.
@@ -88,7 +88,8 @@ impl Outcome {
         match self {
             Outcome::Closed => "closed",
             Outcome::IdleTimeout => "idle_timeout",
-            Outcome::RelayError(_) => "relay_error",
+            Outcome::RelayError(e) if e.side == Side::Client => "client_error",
+            Outcome::RelayError(_) => "backend_error",
             Outcome::OverTotalLimit => "refused_max_connections",
             Outcome::OverIpLimit => "refused_max_connections_per_ip",
             Outcome::Loop => "refused_loop",
@@ -327,14 +328,16 @@ async fn open_backend(
             .await
             .map_err(Outcome::ConnectFailed)?;
     record.backend = Some(reached);
-    let local_of_backend = backend.local_addr().map_err(Outcome::RelayError)?;
+    let local_of_backend = backend
+        .local_addr()
+        .map_err(|e| Outcome::RelayError(Side::Backend.error(e)))?;
     let registration = conn.ctx.outbound.register(local_of_backend, reached);
     let mut head = proxy_protocol::encode(forward.proxy_protocol, record.client, conn.local);
     head.extend_from_slice(first);
     backend
         .write_all(&head)
         .await
-        .map_err(Outcome::RelayError)?;
+        .map_err(|e| Outcome::RelayError(Side::Backend.error(e)))?;
     record.upstream_bytes = first.len() as u64;
     Ok((backend, registration))
 }

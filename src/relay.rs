@@ -27,7 +27,34 @@ pub enum RelayEnd {
     /// No byte moved in either direction for `timeouts.idle`.
     IdleTimeout,
     /// A socket failed (reset, broken pipe, ...).
-    Failed(io::Error),
+    Failed(SideError),
+}
+
+/// Which end of a relay a failure came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The connection that reached frontgate.
+    Client,
+    /// The connection frontgate opened to the route's backend.
+    Backend,
+}
+
+/// A socket error and the side it happened on, so a client's reset is not mistaken for a
+/// broken backend in the logs.
+#[derive(Debug, thiserror::Error)]
+#[error("{} {error}", match .side { Side::Client => "client", Side::Backend => "backend" })]
+pub struct SideError {
+    /// Where it happened.
+    pub side: Side,
+    /// What happened.
+    pub error: io::Error,
+}
+
+impl Side {
+    /// Tags `error` with this side.
+    pub fn error(self, error: io::Error) -> SideError {
+        SideError { side: self, error }
+    }
 }
 
 /// What a relay moved and how it ended.
@@ -58,7 +85,7 @@ impl Progress {
     /// Runs both directions until they finish, one fails, or nothing moves for `idle`.
     async fn drive<F>(&self, both: F, idle: Duration) -> RelayEnd
     where
-        F: Future<Output = io::Result<((), ())>>,
+        F: Future<Output = Result<((), ()), SideError>>,
     {
         tokio::select! {
             result = both => match result {
@@ -84,8 +111,18 @@ pub async fn relay_tcp(client: &TcpStream, backend: &TcpStream, idle: Duration) 
     let progress = Progress::default();
     let both = async {
         tokio::try_join!(
-            pump_tcp(client, backend, &progress, &progress.upstream),
-            pump_tcp(backend, client, &progress, &progress.downstream),
+            pump_tcp(
+                (client, Side::Client),
+                (backend, Side::Backend),
+                &progress,
+                &progress.upstream
+            ),
+            pump_tcp(
+                (backend, Side::Backend),
+                (client, Side::Client),
+                &progress,
+                &progress.downstream
+            ),
         )
     };
     let end = progress.drive(both, idle).await;
@@ -94,13 +131,13 @@ pub async fn relay_tcp(client: &TcpStream, backend: &TcpStream, idle: Duration) 
 
 /// One direction between TCP sockets, readiness-driven so the buffer exists only during a burst.
 async fn pump_tcp(
-    from: &TcpStream,
-    to: &TcpStream,
+    (from, from_side): (&TcpStream, Side),
+    (to, to_side): (&TcpStream, Side),
     progress: &Progress,
     counter: &AtomicU64,
-) -> io::Result<()> {
+) -> Result<(), SideError> {
     loop {
-        from.readable().await?;
+        from.readable().await.map_err(|e| from_side.error(e))?;
         let mut buf = vec![0u8; BUFFER_SIZE];
         loop {
             let n = match from.try_read(&mut buf) {
@@ -110,9 +147,11 @@ async fn pump_tcp(
                 }
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
+                Err(e) => return Err(from_side.error(e)),
             };
-            write_all_tcp(to, &buf[..n]).await?;
+            write_all_tcp(to, &buf[..n])
+                .await
+                .map_err(|e| to_side.error(e))?;
             progress.moved(counter, n);
         }
     }
@@ -146,8 +185,18 @@ where
     let (backend_read, backend_write) = tokio::io::split(backend);
     let both = async {
         tokio::try_join!(
-            pump_stream(client_read, backend_write, &progress, &progress.upstream),
-            pump_stream(backend_read, client_write, &progress, &progress.downstream),
+            pump_stream(
+                (client_read, Side::Client),
+                (backend_write, Side::Backend),
+                &progress,
+                &progress.upstream
+            ),
+            pump_stream(
+                (backend_read, Side::Backend),
+                (client_write, Side::Client),
+                &progress,
+                &progress.downstream
+            ),
         )
     };
     let end = progress.drive(both, idle).await;
@@ -155,24 +204,26 @@ where
 }
 
 async fn pump_stream<R, W>(
-    mut from: R,
-    mut to: W,
+    (mut from, from_side): (R, Side),
+    (mut to, to_side): (W, Side),
     progress: &Progress,
     counter: &AtomicU64,
-) -> io::Result<()>
+) -> Result<(), SideError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut buf = vec![0u8; BUFFER_SIZE];
     loop {
-        let n = from.read(&mut buf).await?;
+        let n = from.read(&mut buf).await.map_err(|e| from_side.error(e))?;
         if n == 0 {
             // The peer may already have closed its side; nothing left to tell it.
             let _ = to.shutdown().await;
             return Ok(());
         }
-        to.write_all(&buf[..n]).await?;
+        to.write_all(&buf[..n])
+            .await
+            .map_err(|e| to_side.error(e))?;
         progress.moved(counter, n);
     }
 }
@@ -225,6 +276,28 @@ mod tests {
             "{:?}",
             stats.end
         );
+    }
+
+    #[tokio::test]
+    async fn a_client_reset_is_blamed_on_the_client() {
+        let (client, client_side) = pair().await;
+        let (backend_side, _backend) = pair().await;
+        let relay = tokio::spawn(async move {
+            relay_tcp(&client_side, &backend_side, Duration::from_secs(5)).await
+        });
+        // Linger 0: close sends RST instead of FIN.
+        socket2::SockRef::from(&client)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(client);
+        let stats = relay.await.unwrap();
+        match stats.end {
+            RelayEnd::Failed(SideError { side, error }) => {
+                assert_eq!(side, Side::Client);
+                assert_eq!(error.kind(), io::ErrorKind::ConnectionReset);
+            }
+            other => panic!("expected a client reset, got {other:?}"),
+        }
     }
 
     #[tokio::test]
