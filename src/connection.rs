@@ -264,24 +264,38 @@ async fn serve(
     };
     record.route = Some(route.label.clone());
     let conn = Conn { local, config, ctx };
-    match &route.action {
-        Action::Forward(forward) => forward_tcp(stream, forward, bytes, &conn, record).await,
+    // Every path but TLS termination ends in one passthrough relay; `flight` is consumed
+    // before it so the parsed hello is not kept for the connection's whole life.
+    let (stream, forward, bytes) = match &route.action {
+        Action::Forward(forward) => {
+            drop(flight);
+            (stream, forward, bytes)
+        }
         Action::Terminate(terminate) => {
-            Box::pin(terminate_tls(stream, terminate, bytes, &conn, record)).await
+            drop(flight);
+            return Box::pin(terminate_tls(stream, terminate, bytes, &conn, record)).await;
         }
         Action::Mtproto(forward) => {
-            let (FirstFlight::Tls(hello), Some(mtproto)) = (&flight, &config.mtproto) else {
-                return forward_tcp(stream, forward, bytes, &conn, record).await;
-            };
-            let gate = mtproto_gate::fake_tls(stream, record.client.ip(), hello, bytes, mtproto);
-            match Box::pin(gate).await {
-                Gate::Fallback { client, bytes } => {
-                    forward_tcp(client, forward, bytes, &conn, record).await
+            let gate = match (flight, &config.mtproto) {
+                (FirstFlight::Tls(hello), Some(mtproto)) => {
+                    let client_ip = record.client.ip();
+                    let check = async move {
+                        mtproto_gate::fake_tls(stream, client_ip, &hello, bytes, mtproto).await
+                    };
+                    Box::pin(check).await
                 }
-                served => mtproto_outcome(served, record),
+                _ => Gate::Fallback {
+                    client: stream,
+                    bytes,
+                },
+            };
+            match gate {
+                Gate::Fallback { client, bytes } => (client, forward, bytes),
+                served => return mtproto_outcome(served, record),
             }
         }
-    }
+    };
+    forward_tcp(stream, forward, bytes, &conn, record).await
 }
 
 /// What the relay stages need besides the client and the route.
