@@ -508,15 +508,58 @@ impl Framer {
         }
     }
 
-    /// After a batch that filled the buffer: switch an empty small buffer to the big size.
-    fn grow_if_full(&mut self) {
+    /// After a batch has been written (the framer is about to be cleared): grow to the big
+    /// size when the batch filled the buffer, shrink back when traffic has gone quiet.
+    fn resize_after_batch(&mut self, batch: usize, sizing: &mut Sizing) {
         let (full, tls, size) = match self {
             Framer::Tls(enc) => (enc.is_full(), true, enc.capacity()),
             Framer::Raw { buf, len } => (*len == buf.len(), false, buf.len()),
         };
-        if full && size < DOWNLOAD_BUF {
-            *self = Framer::new(tls, DOWNLOAD_BUF);
+        match sizing.after_read(full, batch, size, DOWNLOAD_BUF) {
+            Resize::Grow => *self = Framer::new(tls, DOWNLOAD_BUF),
+            Resize::Shrink => *self = Framer::new(tls, SMALL_BUF),
+            Resize::Keep => {}
         }
+    }
+}
+
+/// Small reads in a row after which a big buffer goes back to [`SMALL_BUF`].
+const QUIET_READS: u32 = 16;
+
+/// What a direction's buffer should do after a read.
+#[derive(Debug, PartialEq, Eq)]
+enum Resize {
+    Keep,
+    Grow,
+    Shrink,
+}
+
+/// Buffer sizing of one relay direction: grow when reads fill the buffer (a burst), shrink
+/// back after [`QUIET_READS`] small reads in a row. Telegram connections live for hours; one
+/// media download must not leave them holding big buffers for the rest of their life.
+#[derive(Debug, Default)]
+struct Sizing {
+    small_in_a_row: u32,
+}
+
+impl Sizing {
+    /// `filled`: the read filled the buffer; `moved`: bytes it carried; `size`: the buffer's
+    /// size now; `big`: the size for bursts.
+    fn after_read(&mut self, filled: bool, moved: usize, size: usize, big: usize) -> Resize {
+        if filled && size < big {
+            self.small_in_a_row = 0;
+            return Resize::Grow;
+        }
+        if size <= SMALL_BUF || moved >= SMALL_BUF {
+            self.small_in_a_row = 0;
+            return Resize::Keep;
+        }
+        self.small_in_a_row += 1;
+        if self.small_in_a_row < QUIET_READS {
+            return Resize::Keep;
+        }
+        self.small_in_a_row = 0;
+        Resize::Shrink
     }
 }
 
@@ -629,6 +672,7 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut buf = vec![0u8; SMALL_BUF];
+    let mut sizing = Sizing::default();
     loop {
         let n = client_rd
             .read(&mut buf)
@@ -640,7 +684,8 @@ where
             return Ok(());
         }
         shared.activity.touch();
-        if n == buf.len() && buf.len() < UPLOAD_BUF {
+        let resize = sizing.after_read(n == buf.len(), n, buf.len(), UPLOAD_BUF);
+        if resize == Resize::Grow {
             // A full small read: traffic is heavy, switch to the big buffer (keeps the data).
             buf.resize(UPLOAD_BUF, 0);
         }
@@ -665,6 +710,9 @@ where
             .await
             .map_err(|e| EndReason::DcIo(e.kind()))?;
         shared.activity.touch();
+        if resize == Resize::Shrink {
+            buf = vec![0u8; SMALL_BUF];
+        }
     }
 }
 
@@ -691,6 +739,7 @@ where
         mut client_encrypt,
         mut framer,
     } = down;
+    let mut sizing = Sizing::default();
     let mut transform = |chunk: &mut [u8]| {
         if let Downlink::Reencrypt(dc_decrypt) = &mut downlink {
             dc_decrypt.apply_keystream(chunk);
@@ -715,7 +764,7 @@ where
                 .stats
                 .bytes_to_client
                 .fetch_add(out.len() as u64, Ordering::Relaxed);
-            framer.grow_if_full();
+            framer.resize_after_batch(n, &mut sizing);
             framer.clear();
             shared.activity.touch();
         }
@@ -761,4 +810,37 @@ where
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_grow_on_bursts_and_shrink_after_quiet_reads() {
+        let mut sizing = Sizing::default();
+        let big = UPLOAD_BUF;
+        assert_eq!(sizing.after_read(false, 100, SMALL_BUF, big), Resize::Keep);
+        assert_eq!(
+            sizing.after_read(true, SMALL_BUF, SMALL_BUF, big),
+            Resize::Grow
+        );
+        // Big reads keep the big buffer; small ones count towards shrinking.
+        for _ in 0..QUIET_READS - 1 {
+            assert_eq!(sizing.after_read(false, 200, big, big), Resize::Keep);
+        }
+        assert_eq!(
+            sizing.after_read(false, big, big, big),
+            Resize::Keep,
+            "a big read resets the count"
+        );
+        for _ in 0..QUIET_READS - 1 {
+            assert_eq!(sizing.after_read(false, 200, big, big), Resize::Keep);
+        }
+        assert_eq!(sizing.after_read(false, 200, big, big), Resize::Shrink);
+        // Small buffers never "shrink".
+        for _ in 0..2 * QUIET_READS {
+            assert_eq!(sizing.after_read(false, 10, SMALL_BUF, big), Resize::Keep);
+        }
+    }
 }
