@@ -199,3 +199,19 @@ async fn without_allow_plain_an_obfuscated2_init_is_just_non_tls_bytes() {
     assert_eq!(plain_site.next_seen().await.bytes, obf.wire_init);
     assert!(s.dc.seen.try_recv().is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_goes_quiet_after_a_burst_loses_no_byte() {
+    bounded(async {
+        let s = setup("", "", None).await;
+        let (mut w, mut r, _) =
+            client::connect_faketls(s.addr, &ALICE, SNI, client::PADDED, 2, false).await;
+        // A burst grows both directions' buffers; the quiet spell that follows gives them
+        // back while reads are pending (frontgate::mtproto::session::QUIET is 1 s).
+        client::echo(&mut w, &mut r, 2 * 1024 * 1024).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        client::echo(&mut w, &mut r, 2 * 1024 * 1024).await;
+        client::echo(&mut w, &mut r, 1000).await;
+    })
+    .await;
+}

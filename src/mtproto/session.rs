@@ -508,60 +508,37 @@ impl Framer {
         }
     }
 
-    /// After a batch has been written (the framer is about to be cleared): grow to the big
-    /// size when the batch filled the buffer, shrink back when traffic has gone quiet.
-    fn resize_after_batch(&mut self, batch: usize, sizing: &mut Sizing) {
+    /// After a batch that filled the buffer: switch to the big size.
+    fn grow_if_full(&mut self) {
         let (full, tls, size) = match self {
             Framer::Tls(enc) => (enc.is_full(), true, enc.capacity()),
             Framer::Raw { buf, len } => (*len == buf.len(), false, buf.len()),
         };
-        match sizing.after_read(full, batch, size, DOWNLOAD_BUF) {
-            Resize::Grow => *self = Framer::new(tls, DOWNLOAD_BUF),
-            Resize::Shrink => *self = Framer::new(tls, SMALL_BUF),
-            Resize::Keep => {}
+        if full && size < DOWNLOAD_BUF {
+            *self = Framer::new(tls, DOWNLOAD_BUF);
         }
+    }
+
+    /// Whether the big buffer is in use (then a quiet spell gives it back).
+    fn is_big(&self) -> bool {
+        let size = match self {
+            Framer::Tls(enc) => enc.capacity(),
+            Framer::Raw { buf, .. } => buf.len(),
+        };
+        size > SMALL_BUF
+    }
+
+    /// Back to the small size; only between batches (the framer is empty then).
+    fn shrink(&mut self) {
+        let tls = matches!(self, Framer::Tls(_));
+        *self = Framer::new(tls, SMALL_BUF);
     }
 }
 
-/// Small reads in a row after which a big buffer goes back to [`SMALL_BUF`].
-const QUIET_READS: u32 = 16;
-
-/// What a direction's buffer should do after a read.
-#[derive(Debug, PartialEq, Eq)]
-enum Resize {
-    Keep,
-    Grow,
-    Shrink,
-}
-
-/// Buffer sizing of one relay direction: grow when reads fill the buffer (a burst), shrink
-/// back after [`QUIET_READS`] small reads in a row. Telegram connections live for hours; one
+/// A direction whose read waits this long while holding a big buffer gives the buffer back
+/// (socket reads are cancel-safe: nothing is lost). Telegram connections live for hours; one
 /// media download must not leave them holding big buffers for the rest of their life.
-#[derive(Debug, Default)]
-struct Sizing {
-    small_in_a_row: u32,
-}
-
-impl Sizing {
-    /// `filled`: the read filled the buffer; `moved`: bytes it carried; `size`: the buffer's
-    /// size now; `big`: the size for bursts.
-    fn after_read(&mut self, filled: bool, moved: usize, size: usize, big: usize) -> Resize {
-        if filled && size < big {
-            self.small_in_a_row = 0;
-            return Resize::Grow;
-        }
-        if size <= SMALL_BUF || moved >= SMALL_BUF {
-            self.small_in_a_row = 0;
-            return Resize::Keep;
-        }
-        self.small_in_a_row += 1;
-        if self.small_in_a_row < QUIET_READS {
-            return Resize::Keep;
-        }
-        self.small_in_a_row = 0;
-        Resize::Shrink
-    }
-}
+const QUIET: Duration = Duration::from_secs(1);
 
 /// State both relay tasks and the idle watcher share.
 struct Shared {
@@ -672,20 +649,26 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut buf = vec![0u8; SMALL_BUF];
-    let mut sizing = Sizing::default();
     loop {
-        let n = client_rd
-            .read(&mut buf)
-            .await
-            .map_err(|e| EndReason::ClientIo(e.kind()))?;
+        let read = if buf.len() > SMALL_BUF {
+            match tokio::time::timeout(QUIET, client_rd.read(&mut buf)).await {
+                Ok(read) => read,
+                Err(_) => {
+                    buf = vec![0u8; SMALL_BUF];
+                    client_rd.read(&mut buf).await
+                }
+            }
+        } else {
+            client_rd.read(&mut buf).await
+        };
+        let n = read.map_err(|e| EndReason::ClientIo(e.kind()))?;
         if n == 0 {
             // Half-close: the client is done sending; let the DC know.
             dc_wr.shutdown().await.ok();
             return Ok(());
         }
         shared.activity.touch();
-        let resize = sizing.after_read(n == buf.len(), n, buf.len(), UPLOAD_BUF);
-        if resize == Resize::Grow {
+        if n == buf.len() && buf.len() < UPLOAD_BUF {
             // A full small read: traffic is heavy, switch to the big buffer (keeps the data).
             buf.resize(UPLOAD_BUF, 0);
         }
@@ -710,9 +693,6 @@ where
             .await
             .map_err(|e| EndReason::DcIo(e.kind()))?;
         shared.activity.touch();
-        if resize == Resize::Shrink {
-            buf = vec![0u8; SMALL_BUF];
-        }
     }
 }
 
@@ -739,7 +719,6 @@ where
         mut client_encrypt,
         mut framer,
     } = down;
-    let mut sizing = Sizing::default();
     let mut transform = |chunk: &mut [u8]| {
         if let Downlink::Reencrypt(dc_decrypt) = &mut downlink {
             dc_decrypt.apply_keystream(chunk);
@@ -747,9 +726,19 @@ where
         }
     };
     loop {
-        let (n, eof) = read_batch(&mut dc_rd, &mut framer, &mut transform)
-            .await
-            .map_err(|e| EndReason::DcIo(e.kind()))?;
+        let batch = if framer.is_big() {
+            let first = read_batch(&mut dc_rd, &mut framer, &mut transform);
+            match tokio::time::timeout(QUIET, first).await {
+                Ok(batch) => batch,
+                Err(_) => {
+                    framer.shrink();
+                    read_batch(&mut dc_rd, &mut framer, &mut transform).await
+                }
+            }
+        } else {
+            read_batch(&mut dc_rd, &mut framer, &mut transform).await
+        };
+        let (n, eof) = batch.map_err(|e| EndReason::DcIo(e.kind()))?;
         if n > 0 {
             shared.activity.touch();
             let out = framer.as_bytes();
@@ -764,7 +753,7 @@ where
                 .stats
                 .bytes_to_client
                 .fetch_add(out.len() as u64, Ordering::Relaxed);
-            framer.resize_after_batch(n, &mut sizing);
+            framer.grow_if_full();
             framer.clear();
             shared.activity.touch();
         }
@@ -810,37 +799,4 @@ where
         }
     })
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn buffers_grow_on_bursts_and_shrink_after_quiet_reads() {
-        let mut sizing = Sizing::default();
-        let big = UPLOAD_BUF;
-        assert_eq!(sizing.after_read(false, 100, SMALL_BUF, big), Resize::Keep);
-        assert_eq!(
-            sizing.after_read(true, SMALL_BUF, SMALL_BUF, big),
-            Resize::Grow
-        );
-        // Big reads keep the big buffer; small ones count towards shrinking.
-        for _ in 0..QUIET_READS - 1 {
-            assert_eq!(sizing.after_read(false, 200, big, big), Resize::Keep);
-        }
-        assert_eq!(
-            sizing.after_read(false, big, big, big),
-            Resize::Keep,
-            "a big read resets the count"
-        );
-        for _ in 0..QUIET_READS - 1 {
-            assert_eq!(sizing.after_read(false, 200, big, big), Resize::Keep);
-        }
-        assert_eq!(sizing.after_read(false, 200, big, big), Resize::Shrink);
-        // Small buffers never "shrink".
-        for _ in 0..2 * QUIET_READS {
-            assert_eq!(sizing.after_read(false, 10, SMALL_BUF, big), Resize::Keep);
-        }
-    }
 }
