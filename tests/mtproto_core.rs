@@ -140,6 +140,17 @@ async fn connect_faketls(
     client::connect_faketls(proxy, &BOB, SNI, tag, dc, false).await
 }
 
+/// A connection whose valid hello got the server flight: the next bytes are the session's.
+async fn past_the_flight(proxy: SocketAddr) -> TcpStream {
+    let mut sock = TcpStream::connect(proxy).await.unwrap();
+    let hello = client::build_hello(&BOB, SNI, &[0x1301], client::now_unix() as u32);
+    sock.write_all(&hello.record).await.unwrap();
+    client::read_flight(&mut sock, &BOB, &hello.random)
+        .await
+        .unwrap();
+    sock
+}
+
 /// Fails the test instead of hanging when something never arrives.
 async fn bounded(secs: u64, body: impl std::future::Future<Output = ()>) {
     tokio::time::timeout(Duration::from_secs(secs), body)
@@ -276,12 +287,7 @@ async fn bad_obfuscated2_tag_falls_back_with_exact_bytes() {
     bounded(60, async {
         let dc = fake_dc::spawn(false).await;
         let mut proxy = start_proxy(settings(dc.addr, false), Mode::FakeTls).await;
-        let mut sock = TcpStream::connect(proxy.addr).await.unwrap();
-        let hello = client::build_hello(&BOB, SNI, &[0x1301], client::now_unix() as u32);
-        sock.write_all(&hello.record).await.unwrap();
-        client::read_flight(&mut sock, &BOB, &hello.random)
-            .await
-            .unwrap();
+        let mut sock = past_the_flight(proxy.addr).await;
 
         // An init made with another secret: the tag decrypts to garbage under bob's key.
         let obf = client::obfuscated2(&[0x99; 16], client::PADDED, 2);
@@ -315,12 +321,7 @@ async fn bad_record_after_flight_falls_back() {
     bounded(60, async {
         let dc = fake_dc::spawn(false).await;
         let mut proxy = start_proxy(settings(dc.addr, false), Mode::FakeTls).await;
-        let mut sock = TcpStream::connect(proxy.addr).await.unwrap();
-        let hello = client::build_hello(&BOB, SNI, &[0x1301], client::now_unix() as u32);
-        sock.write_all(&hello.record).await.unwrap();
-        client::read_flight(&mut sock, &BOB, &hello.random)
-            .await
-            .unwrap();
+        let mut sock = past_the_flight(proxy.addr).await;
         let sent = b"\x15\x03\x03\x00\x02\x02\x28".to_vec(); // an alert record
         sock.write_all(&sent).await.unwrap();
         match next_outcome(&mut proxy).await {
