@@ -72,7 +72,7 @@ pub async fn fake_tls(
     let settings = &mtproto.settings;
     let verified = verify_client_hello(
         &hello.single_record,
-        &settings.secrets(),
+        settings.secrets(),
         unix_now(),
         settings.max_clock_skew,
     );

@@ -110,7 +110,7 @@ async fn start_proxy(settings: MtprotoSettings, mode: Mode) -> Proxy {
                         sock.read_exact(&mut record[5..]).await.unwrap();
                         let auth = verify_client_hello(
                             &record,
-                            &settings.secrets(),
+                            settings.secrets(),
                             client::now_unix(),
                             settings.max_clock_skew,
                         )
@@ -399,7 +399,7 @@ async fn bytes_read_past_the_hello_are_used() {
         let hello = client::build_hello(&BOB, SNI, &[0x1303], client::now_unix() as u32);
         let auth = verify_client_hello(
             &hello.record,
-            &settings.secrets(),
+            settings.secrets(),
             client::now_unix(),
             settings.max_clock_skew,
         )

@@ -74,9 +74,9 @@ pub enum FakeTlsReject {
 /// does not depend on which digest byte differs. The first matching user wins. Replay
 /// detection is the caller's job: put [`FakeTlsClient::random`] into the
 /// [`crate::mtproto::replay::ReplayCache`] after success.
-pub fn verify_client_hello(
+pub fn verify_client_hello<'a>(
     record: &[u8],
-    users: &[Secret],
+    users: impl IntoIterator<Item = &'a Secret>,
     now_unix: u64,
     max_skew: Duration,
 ) -> Result<FakeTlsClient, FakeTlsReject> {
@@ -85,7 +85,7 @@ pub fn verify_client_hello(
     random.copy_from_slice(&record[DIGEST_OFFSET..DIGEST_OFFSET + DIGEST_LEN]);
 
     let mut matched: Option<(usize, u32)> = None;
-    for (index, secret) in users.iter().enumerate() {
+    for (index, secret) in users.into_iter().enumerate() {
         let mut mac = new_mac(secret);
         mac.update(&record[..DIGEST_OFFSET]);
         mac.update(&[0u8; DIGEST_LEN]);

@@ -125,9 +125,12 @@ pub fn parse_client_init(init: &[u8; INIT_LEN], secret: &Secret) -> Option<Clien
 
 /// Tries every user's secret on a plain (non-TLS) init; the first one yielding a valid tag
 /// identifies the user (false positives: 2^-32 per user).
-pub fn try_users(init: &[u8; INIT_LEN], users: &[Secret]) -> Option<(usize, ClientObfuscation)> {
+pub fn try_users<'a>(
+    init: &[u8; INIT_LEN],
+    users: impl IntoIterator<Item = &'a Secret>,
+) -> Option<(usize, ClientObfuscation)> {
     users
-        .iter()
+        .into_iter()
         .enumerate()
         .find_map(|(index, secret)| parse_client_init(init, secret).map(|obf| (index, obf)))
 }

@@ -70,12 +70,9 @@ pub struct MtprotoSettings {
 
 impl MtprotoSettings {
     /// The secrets in user order, as [`crate::mtproto::faketls::verify_client_hello`] takes
-    /// them.
-    pub fn secrets(&self) -> Vec<Secret> {
-        self.users
-            .iter()
-            .map(|(_, secret)| secret.clone())
-            .collect()
+    /// them: borrowed, since every hello on an `mtproto: true` route asks for them.
+    pub fn secrets(&self) -> impl Iterator<Item = &Secret> {
+        self.users.iter().map(|(_, secret)| secret)
     }
 }
 
@@ -296,7 +293,7 @@ where
     if is_forbidden_init_prefix(&init) {
         return fallback(client, raw, FallbackReason::BadInit);
     }
-    let Some((user, obfuscation)) = try_users(&init, &settings.secrets()) else {
+    let Some((user, obfuscation)) = try_users(&init, settings.secrets()) else {
         return fallback(client, raw, FallbackReason::BadInit);
     };
     let mut key = [0u8; 32];
