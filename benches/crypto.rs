@@ -7,9 +7,9 @@
 //! - `uplink/...`: client -> DC: strip the record headers in place (`RecordDecoder`), decrypt
 //!   with the client key, encrypt with the DC key. The input is a copy of 4 records as one
 //!   64 KiB socket read would hold them (the copy is batch setup, not timed).
-//! - `downlink/reencrypt`: DC -> client in normal mode: copy a DC read into the
-//!   `RecordEncoder`'s spare room (standing in for the socket read), decrypt with the DC key,
-//!   encrypt with the client key, commit (writes the record header).
+//! - `downlink/reencrypt`: DC -> client in normal mode: copy a DC read into the bodies of the
+//!   `RecordEncoder`'s records (standing in for the `readv`), decrypt with the DC key,
+//!   encrypt with the client key, commit (writes the record headers).
 //! - `downlink/fast_mode`: the same without any AES (`Downlink::PassThrough`).
 //!
 //! Throughput is payload bytes, so GB/s per core is what criterion prints; a relayed echo
@@ -23,7 +23,8 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use frontgate::mtproto::obfuscated2::{
-    dc_init, parse_client_init, AesCtr, ClientObfuscation, Downlink, ProtocolTag, INIT_LEN,
+    dc_init, parse_client_init, reencrypt, AesCtr, ClientObfuscation, Downlink, ProtocolTag,
+    INIT_LEN,
 };
 use frontgate::mtproto::records::{
     RecordDecoder, RecordEncoder, FULL_RECORD_LEN, MAX_OUTGOING_PAYLOAD, RECORD_HEADER_LEN,
@@ -126,8 +127,7 @@ fn uplink(c: &mut Criterion) {
             || wire.clone(),
             |buf| {
                 let m = decoder.decode_in_place(buf).expect("well-formed records");
-                client.decrypt.apply_keystream(&mut buf[..m]);
-                dc.encrypt.apply_keystream(&mut buf[..m]);
+                reencrypt(&mut client.decrypt, &mut dc.encrypt, &mut buf[..m]);
                 black_box(&buf[..m]);
             },
             BatchSize::SmallInput,
@@ -148,17 +148,21 @@ fn uplink(c: &mut Criterion) {
     group.finish();
 }
 
-/// DC -> client: reads land in the encoder's spare room 16 KiB at a time, get transformed in
-/// place, and are committed as records.
-fn frame(encoder: &mut RecordEncoder, from_dc: &[u8], mut transform: impl FnMut(&mut [u8])) {
+/// DC -> client: one vectored read (a copy standing in for the `readv`) fills the bodies of
+/// the encoder's records, each piece is transformed in place and committed as a record.
+fn frame(encoder: &mut RecordEncoder, from_dc: &[u8], transform: impl FnMut(&mut [u8])) {
     encoder.clear();
-    for chunk in from_dc.chunks(PAYLOAD) {
-        let spare = encoder.spare();
-        let n = chunk.len().min(spare.len());
-        spare[..n].copy_from_slice(&chunk[..n]);
-        transform(&mut spare[..n]);
-        encoder.commit(n);
-    }
+    let readv = |bodies: &mut [std::io::IoSliceMut<'_>]| {
+        let mut copied = 0;
+        for body in bodies {
+            let n = body.len().min(from_dc.len() - copied);
+            body[..n].copy_from_slice(&from_dc[copied..copied + n]);
+            copied += n;
+        }
+        Ok(copied)
+    };
+    let n = encoder.fill_vectored(readv, transform).expect("no I/O");
+    assert_eq!(n, from_dc.len());
     black_box(encoder.as_bytes());
 }
 
@@ -176,8 +180,7 @@ fn downlink(c: &mut Criterion) {
     group.bench_function("reencrypt+frame/4x16KiB", |b| {
         b.iter(|| {
             frame(&mut encoder, &from_dc, |chunk| {
-                dc_decrypt.apply_keystream(chunk);
-                client.encrypt.apply_keystream(chunk);
+                reencrypt(&mut dc_decrypt, &mut client.encrypt, chunk);
             })
         })
     });

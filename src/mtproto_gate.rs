@@ -126,7 +126,7 @@ pub async fn plain(client: TcpStream, peeked: Vec<u8>, mtproto: &MtprotoConfig) 
 
 /// Turns a session outcome into the gate's answer; `before` are the bytes read before the
 /// session started (the hello), which a fallback must replay first.
-fn finish(outcome: SessionOutcome<TcpStream>, before: Vec<u8>, mtproto: &MtprotoConfig) -> Gate {
+fn finish(outcome: SessionOutcome, before: Vec<u8>, mtproto: &MtprotoConfig) -> Gate {
     let name = |user: usize| {
         mtproto
             .settings

@@ -157,7 +157,9 @@ async fn pump_tcp(
     }
 }
 
-async fn write_all_tcp(to: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+/// Writes all of `data` to a socket shared with a reader of the same socket (no `&mut`
+/// needed), waiting for write readiness when its send buffer is full.
+pub(crate) async fn write_all_tcp(to: &TcpStream, mut data: &[u8]) -> io::Result<()> {
     while !data.is_empty() {
         match to.try_write(data) {
             Ok(n) => data = &data[n..],
@@ -169,7 +171,7 @@ async fn write_all_tcp(to: &TcpStream, mut data: &[u8]) -> io::Result<()> {
 }
 
 /// Propagates EOF; the peer may already be gone, which is not an error worth reporting.
-fn shutdown_write(stream: &TcpStream) {
+pub(crate) fn shutdown_write(stream: &TcpStream) {
     let _ = socket2::SockRef::from(stream).shutdown(Shutdown::Write);
 }
 

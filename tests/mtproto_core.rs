@@ -72,7 +72,7 @@ enum Mode {
 
 struct Proxy {
     addr: SocketAddr,
-    outcomes: mpsc::UnboundedReceiver<SessionOutcome<TcpStream>>,
+    outcomes: mpsc::UnboundedReceiver<SessionOutcome>,
     counters: Arc<Vec<Arc<UserCounters>>>,
 }
 
@@ -158,7 +158,17 @@ async fn bounded(secs: u64, body: impl std::future::Future<Output = ()>) {
         .expect("test did not finish in time");
 }
 
-async fn next_outcome(proxy: &mut Proxy) -> SessionOutcome<TcpStream> {
+/// Both ends of one loopback TCP connection: (the proxy's side, the test client's side).
+async fn tcp_pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    (server, client)
+}
+
+async fn next_outcome(proxy: &mut Proxy) -> SessionOutcome {
     tokio::time::timeout(Duration::from_secs(30), proxy.outcomes.recv())
         .await
         .expect("session outcome in time")
@@ -418,7 +428,7 @@ async fn bytes_read_past_the_hello_are_used() {
             // The router already holds the CCS and part of the first record.
             let (already, rest) = stream.split_at(20);
 
-            let (proxy_side, mut test_side) = tokio::io::duplex(1 << 16);
+            let (proxy_side, mut test_side) = tcp_pair().await;
             let task = {
                 let (settings, counters, auth) =
                     (Arc::clone(&settings), Arc::clone(&counters), auth.clone());

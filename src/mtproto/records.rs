@@ -5,6 +5,8 @@
 //! stream cut into `17 03 03` records of at most 16 KiB. Both directions work in place on
 //! buffers the session reuses, so relaying allocates nothing per chunk.
 
+use std::io::{self, IoSliceMut};
+
 /// Bytes of a TLS record header (`type`, `version`, u16 length).
 pub const RECORD_HEADER_LEN: usize = 5;
 /// Largest payload the proxy puts into one record.
@@ -155,9 +157,12 @@ fn fresh_header() -> DecodeState {
     }
 }
 
-/// A reusable output buffer that builds `17 03 03` records around payload written straight
-/// into it: [`spare`](Self::spare) hands out the room behind a reserved header, the caller
-/// reads and en/decrypts into it in place, and [`commit`](Self::commit) writes the header.
+/// Most records [`RecordEncoder::fill_vectored`] fills with one read (64 KiB of payload).
+pub const MAX_RECORDS_PER_FILL: usize = 4;
+
+/// A reusable output buffer that builds `17 03 03` records around payload read straight into
+/// it: [`fill_vectored`](Self::fill_vectored) reads into the bodies behind reserved headers,
+/// the payload is en/decrypted in place and the headers are written around it.
 /// [`as_bytes`](Self::as_bytes) is then ready for one write.
 #[derive(Debug)]
 pub struct RecordEncoder {
@@ -195,18 +200,10 @@ impl RecordEncoder {
         (payload < end).then_some((start, payload, end))
     }
 
-    /// Room for more payload: the rest of the current record, or a new record's payload area
-    /// (its header space stays reserved). Empty when the buffer is full.
-    pub fn spare(&mut self) -> &mut [u8] {
-        match self.next_region() {
-            Some((_, from, to)) => &mut self.buf[from..to],
-            None => &mut [],
-        }
-    }
-
-    /// Marks the first `n` bytes of the last [`spare`](Self::spare) as payload and writes the
-    /// record header around them. `n` is clamped to the spare room.
-    pub fn commit(&mut self, n: usize) {
+    /// Marks the next `n` bytes of payload room (the rest of the open record, or a new
+    /// record's body) as payload and writes the record header around them. `n` is clamped
+    /// to that room.
+    fn commit(&mut self, n: usize) {
         let Some((start, from, to)) = self.next_region() else {
             return;
         };
@@ -221,6 +218,57 @@ impl RecordEncoder {
         self.buf[start + 1..start + 3].copy_from_slice(&VERSION_TLS12);
         // payload_len <= MAX_OUTGOING_PAYLOAD, so it fits a u16.
         self.buf[start + 3..start + 5].copy_from_slice(&(payload_len as u16).to_be_bytes());
+    }
+
+    /// Fills the payload room of up to [`MAX_RECORDS_PER_FILL`] records with one vectored
+    /// `read` (a `readv` straight into the record bodies, skipping their headers), runs
+    /// `transform` over each filled piece in stream order and commits them. Returns what
+    /// `read` returned: `Ok(0)` is end of stream, or a full buffer (check
+    /// [`is_full`](Self::is_full) first).
+    pub fn fill_vectored<R, T>(&mut self, read: R, mut transform: T) -> io::Result<usize>
+    where
+        R: FnOnce(&mut [IoSliceMut<'_>]) -> io::Result<usize>,
+        T: FnMut(&mut [u8]),
+    {
+        let Some((_, mut from, mut to)) = self.next_region() else {
+            return Ok(0);
+        };
+        let mut regions = [(0, 0); MAX_RECORDS_PER_FILL];
+        let mut count = 0;
+        loop {
+            regions[count] = (from, to);
+            count += 1;
+            from = to + RECORD_HEADER_LEN;
+            if count == MAX_RECORDS_PER_FILL || from >= self.buf.len() {
+                break;
+            }
+            to = (from + MAX_OUTGOING_PAYLOAD).min(self.buf.len());
+        }
+        let n = {
+            let mut slices: [IoSliceMut<'_>; MAX_RECORDS_PER_FILL] =
+                [(); MAX_RECORDS_PER_FILL].map(|()| IoSliceMut::new(&mut []));
+            let mut rest = &mut self.buf[..];
+            let mut consumed = 0;
+            for (slice, &(from, to)) in slices.iter_mut().zip(&regions[..count]) {
+                let (_, tail) = rest.split_at_mut(from - consumed);
+                let (body, tail) = tail.split_at_mut(to - from);
+                *slice = IoSliceMut::new(body);
+                rest = tail;
+                consumed = to;
+            }
+            read(&mut slices[..count])?
+        };
+        let mut left = n;
+        for &(from, to) in &regions[..count] {
+            if left == 0 {
+                break;
+            }
+            let take = left.min(to - from);
+            transform(&mut self.buf[from..from + take]);
+            self.commit(take);
+            left -= take;
+        }
+        Ok(n)
     }
 
     /// The complete records built so far.
@@ -380,36 +428,39 @@ mod tests {
         out
     }
 
+    /// Feeds `data` to `enc` in reads of at most `size` bytes until it is used up or `enc`
+    /// is full; returns the bytes taken.
+    fn feed(enc: &mut RecordEncoder, data: &[u8], sizes: &[usize]) -> usize {
+        let mut fed = 0;
+        for size in sizes.iter().cycle() {
+            if enc.is_full() || fed == data.len() {
+                break;
+            }
+            enc.fill_vectored(readv_from(data, &mut fed, *size), |_| {})
+                .unwrap();
+        }
+        fed
+    }
+
     #[test]
     fn encoder_frames_in_place_and_fills_records() {
         let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
         let mut enc = RecordEncoder::with_capacity(2 * FULL_RECORD_LEN);
-        let mut fed = 0;
-        // Feed uneven reads until the buffer is full.
-        for size in [1usize, 1000, 20_000, 5, 50_000].iter().cycle() {
-            let spare = enc.spare();
-            if spare.is_empty() {
-                break;
-            }
-            let n = (*size).min(spare.len());
-            spare[..n].copy_from_slice(&data[fed..fed + n]);
-            enc.commit(n);
-            fed += n;
-        }
+        // Uneven reads until the buffer is full.
+        let fed = feed(&mut enc, &data, &[1, 1000, 20_000, 5, 50_000]);
         assert_eq!(fed, 2 * MAX_OUTGOING_PAYLOAD);
         assert!(enc.is_full());
         let records = parse_records(enc.as_bytes());
         assert_eq!(records.len(), 2, "reads merge into full records");
         assert_eq!(records.concat(), data[..fed]);
-        enc.commit(10); // full: ignored
-        assert_eq!(enc.as_bytes().len(), 2 * (5 + MAX_OUTGOING_PAYLOAD));
 
         enc.clear();
         assert!(enc.is_empty() && !enc.is_full());
-        enc.spare()[..3].copy_from_slice(b"abc");
-        enc.commit(0);
-        assert!(enc.is_empty(), "an empty commit opens no record");
-        enc.commit(3);
+        let mut none = 0;
+        enc.fill_vectored(readv_from(b"abc", &mut none, 0), |_| {})
+            .unwrap();
+        assert!(enc.is_empty(), "an empty read opens no record");
+        assert_eq!(feed(&mut enc, b"abc", &[3]), 3);
         assert_eq!(enc.as_bytes(), &[0x17, 3, 3, 0, 3, b'a', b'b', b'c']);
     }
 
@@ -417,12 +468,12 @@ mod tests {
     fn small_encoder_fills_to_its_end() {
         let mut enc = RecordEncoder::with_capacity(100);
         assert_eq!(enc.capacity(), 100);
-        assert_eq!(enc.spare().len(), 95);
-        enc.commit(90);
-        assert_eq!(enc.spare().len(), 5, "the open record continues");
-        enc.commit(5);
+        let data = [7u8; 200];
+        assert_eq!(feed(&mut enc, &data[..90], &[1000]), 90);
+        assert!(!enc.is_full(), "the open record continues");
+        assert_eq!(feed(&mut enc, &data, &[1000]), 5);
         assert!(enc.is_full());
-        assert_eq!(parse_records(enc.as_bytes()), vec![vec![0u8; 95]]);
+        assert_eq!(parse_records(enc.as_bytes()), vec![vec![7u8; 95]]);
         assert_eq!(RecordEncoder::with_capacity(0).capacity(), 6);
     }
 
@@ -430,15 +481,78 @@ mod tests {
     fn encoder_output_decodes_back() {
         let mut enc = RecordEncoder::with_capacity(3 * FULL_RECORD_LEN);
         let data: Vec<u8> = (0..40_000u32).map(|i| (i * 13) as u8).collect();
-        let mut fed = 0;
-        while fed < data.len() {
-            let spare = enc.spare();
-            let n = spare.len().min(7_000).min(data.len() - fed);
-            spare[..n].copy_from_slice(&data[fed..fed + n]);
-            enc.commit(n);
-            fed += n;
-        }
+        assert_eq!(feed(&mut enc, &data, &[7_000]), data.len());
         let mut dec = RecordDecoder::new();
         assert_eq!(decode_all(&mut dec, enc.as_bytes(), 999).unwrap(), data);
+    }
+
+    /// A `read` for [`RecordEncoder::fill_vectored`] that copies up to `limit` bytes of
+    /// `data[*fed..]` across the slices, as `readv` would.
+    fn readv_from<'a>(
+        data: &'a [u8],
+        fed: &'a mut usize,
+        limit: usize,
+    ) -> impl FnOnce(&mut [IoSliceMut<'_>]) -> io::Result<usize> + 'a {
+        move |slices| {
+            let start = *fed;
+            for slice in slices.iter_mut() {
+                let n = slice
+                    .len()
+                    .min(data.len() - *fed)
+                    .min(start.saturating_add(limit) - *fed);
+                slice[..n].copy_from_slice(&data[*fed..*fed + n]);
+                *fed += n;
+            }
+            Ok(*fed - start)
+        }
+    }
+
+    #[test]
+    fn vectored_fill_reads_into_several_record_bodies_at_once() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        let mut enc = RecordEncoder::with_capacity(5 * FULL_RECORD_LEN);
+        let mut fed = 0;
+        // One read fills the first four records whole (64 KiB in one call).
+        let mut pieces = Vec::new();
+        let n = enc
+            .fill_vectored(readv_from(&data, &mut fed, usize::MAX), |p| {
+                pieces.push(p.len());
+                p.iter_mut().for_each(|b| *b ^= 0x5a);
+            })
+            .unwrap();
+        assert_eq!(n, MAX_RECORDS_PER_FILL * MAX_OUTGOING_PAYLOAD);
+        assert_eq!(pieces, vec![MAX_OUTGOING_PAYLOAD; MAX_RECORDS_PER_FILL]);
+        // A short read continues in the fifth record; the next one fills it to the end.
+        enc.fill_vectored(readv_from(&data, &mut fed, 100), |p| {
+            p.iter_mut().for_each(|b| *b ^= 0x5a)
+        })
+        .unwrap();
+        enc.fill_vectored(readv_from(&data, &mut fed, usize::MAX), |p| {
+            p.iter_mut().for_each(|b| *b ^= 0x5a)
+        })
+        .unwrap();
+        assert!(enc.is_full());
+        assert_eq!(fed, 5 * MAX_OUTGOING_PAYLOAD);
+        let records = parse_records(enc.as_bytes());
+        assert_eq!(records.len(), 5, "the short read did not end its record");
+        let unmasked: Vec<u8> = records.concat().iter().map(|b| b ^ 0x5a).collect();
+        assert_eq!(unmasked, data[..fed]);
+        // Full: nothing is offered to `read`.
+        let n = enc
+            .fill_vectored(|_| panic!("read called on a full encoder"), |_| {})
+            .unwrap();
+        assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn vectored_fill_passes_end_of_stream_and_errors_through() {
+        let mut enc = RecordEncoder::with_capacity(2 * FULL_RECORD_LEN);
+        assert_eq!(enc.fill_vectored(|_| Ok(0), |_| {}).unwrap(), 0);
+        assert!(enc.is_empty());
+        let err = enc
+            .fill_vectored(|_| Err(io::ErrorKind::WouldBlock.into()), |_| {})
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        assert!(enc.is_empty());
     }
 }

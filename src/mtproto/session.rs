@@ -3,34 +3,32 @@
 //!
 //! Until the DC connection is up nothing is committed: any failure hands the client back as
 //! [`SessionOutcome::Fallback`] with every byte read from it, so the router can replay them
-//! to the route's real backend (domain fronting). After that the session relays both ways,
-//! en/decrypting in place in two buffers allocated once per session, with one idle timer
-//! covering both directions.
+//! to the route's real backend (domain fronting). After that the session relays both ways in
+//! its own task, en/decrypting in place in one buffer per direction (4 KiB, 64 KiB during a
+//! burst, back to 4 KiB after a quiet second), with one idle timer covering both directions.
+//! DC replies are read with one `readv` straight into the bodies of up to four TLS records.
 
-use std::future::poll_fn;
 use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use aes::cipher::StreamCipher;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::task::{AbortHandle, JoinError};
 use tokio::time::Instant;
 
 use crate::idle::IdleClock;
 use crate::mtproto::dc::{DcAddr, DcTable};
 use crate::mtproto::faketls::{random_cert_len, server_hello, FakeTlsClient};
 use crate::mtproto::obfuscated2::{
-    dc_init, is_forbidden_init_prefix, parse_client_init, try_users, AesCtr, ClientObfuscation,
-    Downlink, INIT_LEN,
+    dc_init, is_forbidden_init_prefix, parse_client_init, reencrypt, try_users, AesCtr,
+    ClientObfuscation, Downlink, INIT_LEN,
 };
 use crate::mtproto::records::{RecordDecoder, RecordEncoder, RecordError, FULL_RECORD_LEN};
 use crate::mtproto::replay::ReplayCache;
 use crate::mtproto::secret::Secret;
+use crate::relay::{shutdown_write, write_all_tcp};
 
 /// Raw client bytes allowed before the 64-byte init is complete (a real client needs ~75).
 const MAX_HANDSHAKE_BYTES: usize = 64 * 1024;
@@ -140,19 +138,16 @@ pub enum EndReason {
     /// The client broke the TLS record layer mid-session.
     #[error("bad TLS record: {0}")]
     BadRecord(RecordError),
-    /// A relay task panicked (a bug; the session is closed).
-    #[error("relay task failed")]
-    Internal,
 }
 
 /// How a session ended; the router logs it (without secrets) and acts on `Fallback`.
 #[derive(Debug)]
-pub enum SessionOutcome<S> {
+pub enum SessionOutcome {
     /// Not MTProto after all (or not yet): forward `client_bytes` — every byte read from the
     /// client after the ClientHello, in order — to the route's backend, then relay `client`.
     Fallback {
         /// The untouched client connection.
-        client: S,
+        client: TcpStream,
         /// Bytes consumed from the client so far.
         client_bytes: Vec<u8>,
         /// Why.
@@ -182,7 +177,7 @@ pub enum SessionOutcome<S> {
     },
 }
 
-fn fallback<S>(client: S, client_bytes: Vec<u8>, reason: FallbackReason) -> SessionOutcome<S> {
+fn fallback(client: TcpStream, client_bytes: Vec<u8>, reason: FallbackReason) -> SessionOutcome {
     SessionOutcome::Fallback {
         client,
         client_bytes,
@@ -196,18 +191,15 @@ fn fallback<S>(client: S, client_bytes: Vec<u8>, reason: FallbackReason) -> Sess
 ///
 /// `already_read_after_hello` holds bytes the router read past the hello; `hello_session_id`
 /// and `hello_cipher_suites` come from the parsed ClientHello.
-pub async fn serve_faketls<S>(
-    mut client: S,
+pub async fn serve_faketls(
+    mut client: TcpStream,
     already_read_after_hello: Vec<u8>,
     auth: &FakeTlsClient,
     hello_session_id: &[u8],
     hello_cipher_suites: &[u16],
     settings: &MtprotoSettings,
     counters: &[Arc<UserCounters>],
-) -> SessionOutcome<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+) -> SessionOutcome {
     let mut raw = already_read_after_hello;
     let Some((_, secret)) = settings.users.get(auth.user) else {
         return fallback(client, raw, FallbackReason::UnknownUser);
@@ -263,16 +255,13 @@ where
 /// Serves a non-TLS client if its first 64 bytes are an obfuscated2 init for some user
 /// (`allow_plain`). `first_bytes` are the bytes the router already read (any number); the
 /// rest of the init is read here. Replayed inits (keyed by their 32 key bytes) fall back.
-pub async fn serve_plain<S>(
-    mut client: S,
+pub async fn serve_plain(
+    mut client: TcpStream,
     first_bytes: Vec<u8>,
     settings: &MtprotoSettings,
     counters: &[Arc<UserCounters>],
     replay: &ReplayCache,
-) -> SessionOutcome<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+) -> SessionOutcome {
     let mut raw = first_bytes;
     if !settings.allow_plain {
         return fallback(client, raw, FallbackReason::PlainDisabled);
@@ -313,8 +302,8 @@ where
 }
 
 /// Appends one read's worth of client bytes to `raw`, within the handshake limits.
-async fn read_more<S: AsyncRead + Unpin>(
-    client: &mut S,
+async fn read_more(
+    client: &mut TcpStream,
     raw: &mut Vec<u8>,
     deadline: Instant,
 ) -> Result<(), FallbackReason> {
@@ -351,15 +340,12 @@ impl Drop for ActiveGuard {
     }
 }
 
-async fn establish<S>(
-    client: S,
+async fn establish(
+    client: TcpStream,
     handshake: Handshake,
     settings: &MtprotoSettings,
     counters: &[Arc<UserCounters>],
-) -> SessionOutcome<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+) -> SessionOutcome {
     let Handshake {
         user,
         obfuscation: mut client_obf,
@@ -466,17 +452,41 @@ enum Framer {
 }
 
 impl Framer {
-    fn spare(&mut self) -> &mut [u8] {
-        match self {
-            Framer::Tls(enc) => enc.spare(),
-            Framer::Raw { buf, len } => &mut buf[*len..],
+    fn new(tls: bool, bytes: usize) -> Framer {
+        if tls {
+            Framer::Tls(RecordEncoder::with_capacity(bytes))
+        } else {
+            Framer::Raw {
+                buf: vec![0u8; bytes].into_boxed_slice(),
+                len: 0,
+            }
         }
     }
 
-    fn commit(&mut self, n: usize) {
+    /// Reads what `dc` has ready into the free room (the bodies of several records in one
+    /// `readv` for TLS clients), transforming each piece in place. `Ok(0)` is end of stream;
+    /// only called while [`is_full`](Self::is_full) is false.
+    fn fill_from<T: FnMut(&mut [u8])>(
+        &mut self,
+        dc: &TcpStream,
+        transform: T,
+    ) -> io::Result<usize> {
         match self {
-            Framer::Tls(enc) => enc.commit(n),
-            Framer::Raw { buf, len } => *len = (*len + n).min(buf.len()),
+            Framer::Tls(enc) => enc.fill_vectored(|bodies| dc.try_read_vectored(bodies), transform),
+            Framer::Raw { buf, len } => {
+                let mut transform = transform;
+                let n = dc.try_read(&mut buf[*len..])?;
+                transform(&mut buf[*len..*len + n]);
+                *len += n;
+                Ok(n)
+            }
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        match self {
+            Framer::Tls(enc) => enc.is_full(),
+            Framer::Raw { buf, len } => *len == buf.len(),
         }
     }
 
@@ -494,41 +504,28 @@ impl Framer {
         }
     }
 
-    fn new(tls: bool, bytes: usize) -> Framer {
-        if tls {
-            Framer::Tls(RecordEncoder::with_capacity(bytes))
-        } else {
-            Framer::Raw {
-                buf: vec![0u8; bytes].into_boxed_slice(),
-                len: 0,
-            }
+    fn size(&self) -> usize {
+        match self {
+            Framer::Tls(enc) => enc.capacity(),
+            Framer::Raw { buf, .. } => buf.len(),
         }
     }
 
     /// After a batch that filled the buffer: switch to the big size.
     fn grow_if_full(&mut self) {
-        let (full, tls, size) = match self {
-            Framer::Tls(enc) => (enc.is_full(), true, enc.capacity()),
-            Framer::Raw { buf, len } => (*len == buf.len(), false, buf.len()),
-        };
-        if full && size < DOWNLOAD_BUF {
-            *self = Framer::new(tls, DOWNLOAD_BUF);
+        if self.is_full() && self.size() < DOWNLOAD_BUF {
+            *self = Framer::new(matches!(self, Framer::Tls(_)), DOWNLOAD_BUF);
         }
     }
 
     /// Whether the big buffer is in use (then a quiet spell gives it back).
     fn is_big(&self) -> bool {
-        let size = match self {
-            Framer::Tls(enc) => enc.capacity(),
-            Framer::Raw { buf, .. } => buf.len(),
-        };
-        size > SMALL_BUF
+        self.size() > SMALL_BUF
     }
 
     /// Back to the small size; only between batches (the framer is empty then).
     fn shrink(&mut self) {
-        let tls = matches!(self, Framer::Tls(_));
-        *self = Framer::new(tls, SMALL_BUF);
+        *self = Framer::new(matches!(self, Framer::Tls(_)), SMALL_BUF);
     }
 }
 
@@ -537,7 +534,23 @@ impl Framer {
 /// media download must not leave them holding big buffers for the rest of their life.
 const QUIET: Duration = Duration::from_secs(1);
 
-/// State both relay tasks and the idle watcher share.
+/// Waits until `stream` has something to read (bytes, end of stream or an error). A direction
+/// holding its big buffer (`big`) calls `shrink` after [`QUIET`] without data, then waits on.
+async fn readable_or_shrink(
+    stream: &TcpStream,
+    big: bool,
+    shrink: impl FnOnce(),
+) -> io::Result<()> {
+    if big {
+        match tokio::time::timeout(QUIET, stream.readable()).await {
+            Ok(ready) => return ready,
+            Err(_) => shrink(),
+        }
+    }
+    stream.readable().await
+}
+
+/// State both directions and the idle watcher share.
 struct Shared {
     activity: IdleClock,
     up_bytes: AtomicU64,
@@ -545,34 +558,34 @@ struct Shared {
     stats: Arc<UserCounters>,
 }
 
-/// Aborts the relay tasks when the session ends or its future is dropped.
-struct AbortOnDrop(Vec<AbortHandle>);
+impl Shared {
+    fn moved_up(&self, n: usize) {
+        self.up_bytes.fetch_add(n as u64, Ordering::Relaxed);
+        self.stats
+            .bytes_from_client
+            .fetch_add(n as u64, Ordering::Relaxed);
+    }
 
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        for handle in &self.0 {
-            handle.abort();
-        }
+    fn moved_down(&self, n: usize) {
+        self.down_bytes.fetch_add(n as u64, Ordering::Relaxed);
+        self.stats
+            .bytes_to_client
+            .fetch_add(n as u64, Ordering::Relaxed);
     }
 }
 
-fn joined(result: Result<Result<(), EndReason>, JoinError>) -> Result<(), EndReason> {
-    result.unwrap_or(Err(EndReason::Internal))
-}
-
-/// Relays until both directions closed, an error, or the idle timeout. Each direction runs
-/// as its own task so a single connection can use two cores. Returns client bytes read,
-/// client bytes written, and why it ended.
-async fn relay<S>(
-    client: S,
+/// Relays until both directions closed, an error, or the idle timeout. Both directions run
+/// in the session's own task, readiness-driven like the passthrough relay: on a loaded box a
+/// second task per connection costs more in cross-thread wake-ups than it gains in
+/// parallelism, and many connections spread over the cores anyway. Returns client bytes
+/// read, client bytes written, and why it ended.
+async fn relay(
+    client: TcpStream,
     dc: TcpStream,
     legs: Legs,
     idle_timeout: Duration,
     stats: Arc<UserCounters>,
-) -> (u64, u64, EndReason)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+) -> (u64, u64, EndReason) {
     let Legs {
         client_decrypt,
         client_encrypt,
@@ -580,44 +593,34 @@ where
         downlink,
         decoder,
     } = legs;
-    let (client_rd, client_wr) = tokio::io::split(client);
-    let (dc_rd, dc_wr) = dc.into_split();
-    let shared = Arc::new(Shared {
+    let shared = Shared {
         activity: IdleClock::default(),
         up_bytes: AtomicU64::new(0),
         down_bytes: AtomicU64::new(0),
         stats,
-    });
+    };
     let framer = Framer::new(decoder.is_some(), SMALL_BUF);
-    let up = tokio::spawn(upload(
-        client_rd,
-        dc_wr,
-        Upload {
-            client_decrypt,
-            dc_encrypt,
-            decoder,
-        },
-        Arc::clone(&shared),
-    ));
-    let down = tokio::spawn(download(
-        dc_rd,
-        client_wr,
-        Download {
-            downlink,
-            client_encrypt,
-            framer,
-        },
-        Arc::clone(&shared),
-    ));
-    let _abort = AbortOnDrop(vec![up.abort_handle(), down.abort_handle()]);
-
+    let up = Upload {
+        client_decrypt,
+        dc_encrypt,
+        decoder,
+    };
+    let down = Download {
+        downlink,
+        client_encrypt,
+        framer,
+    };
+    let both = async {
+        tokio::try_join!(
+            upload(&client, &dc, up, &shared),
+            download(&dc, &client, down, &shared)
+        )
+    };
     let reason = tokio::select! {
-        done = async { tokio::try_join!(async { joined(up.await) }, async { joined(down.await) }) } => {
-            match done {
-                Ok(_) => EndReason::Closed,
-                Err(reason) => reason,
-            }
-        }
+        done = both => match done {
+            Ok(_) => EndReason::Closed,
+            Err(reason) => reason,
+        },
         () = shared.activity.expired(idle_timeout) => EndReason::IdleTimeout,
     };
     (
@@ -635,61 +638,50 @@ struct Upload {
 }
 
 /// Client -> DC: strip records, decrypt with the client key, encrypt with the DC key.
-async fn upload<R, W>(
-    mut client_rd: R,
-    mut dc_wr: W,
+async fn upload(
+    client: &TcpStream,
+    dc: &TcpStream,
     mut up: Upload,
-    shared: Arc<Shared>,
-) -> Result<(), EndReason>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
+    shared: &Shared,
+) -> Result<(), EndReason> {
     let mut buf = vec![0u8; SMALL_BUF];
     loop {
-        let read = if buf.len() > SMALL_BUF {
-            match tokio::time::timeout(QUIET, client_rd.read(&mut buf)).await {
-                Ok(read) => read,
-                Err(_) => {
-                    buf = vec![0u8; SMALL_BUF];
-                    client_rd.read(&mut buf).await
-                }
-            }
-        } else {
-            client_rd.read(&mut buf).await
-        };
-        let n = read.map_err(|e| EndReason::ClientIo(e.kind()))?;
-        if n == 0 {
-            // Half-close: the client is done sending; let the DC know.
-            dc_wr.shutdown().await.ok();
-            return Ok(());
-        }
-        shared.activity.touch();
-        if n == buf.len() && buf.len() < UPLOAD_BUF {
-            // A full small read: traffic is heavy, switch to the big buffer (keeps the data).
-            buf.resize(UPLOAD_BUF, 0);
-        }
-        shared.up_bytes.fetch_add(n as u64, Ordering::Relaxed);
-        shared
-            .stats
-            .bytes_from_client
-            .fetch_add(n as u64, Ordering::Relaxed);
-        let m = match up.decoder.as_mut() {
-            Some(dec) => dec
-                .decode_in_place(&mut buf[..n])
-                .map_err(EndReason::BadRecord)?,
-            None => n,
-        };
-        if m == 0 {
-            continue;
-        }
-        up.client_decrypt.apply_keystream(&mut buf[..m]);
-        up.dc_encrypt.apply_keystream(&mut buf[..m]);
-        dc_wr
-            .write_all(&buf[..m])
+        let big = buf.len() > SMALL_BUF;
+        readable_or_shrink(client, big, || buf = vec![0u8; SMALL_BUF])
             .await
-            .map_err(|e| EndReason::DcIo(e.kind()))?;
-        shared.activity.touch();
+            .map_err(|e| EndReason::ClientIo(e.kind()))?;
+        loop {
+            let n = match client.try_read(&mut buf) {
+                Ok(0) => {
+                    // Half-close: the client is done sending; let the DC know.
+                    shutdown_write(dc);
+                    return Ok(());
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(EndReason::ClientIo(e.kind())),
+            };
+            shared.activity.touch();
+            shared.moved_up(n);
+            if n == buf.len() && buf.len() < UPLOAD_BUF {
+                // A full small read: traffic is heavy, switch to the big buffer (keeps the data).
+                buf.resize(UPLOAD_BUF, 0);
+            }
+            let m = match up.decoder.as_mut() {
+                Some(dec) => dec
+                    .decode_in_place(&mut buf[..n])
+                    .map_err(EndReason::BadRecord)?,
+                None => n,
+            };
+            if m == 0 {
+                continue;
+            }
+            reencrypt(&mut up.client_decrypt, &mut up.dc_encrypt, &mut buf[..m]);
+            write_all_tcp(dc, &buf[..m])
+                .await
+                .map_err(|e| EndReason::DcIo(e.kind()))?;
+            shared.activity.touch();
+        }
     }
 }
 
@@ -700,17 +692,14 @@ struct Download {
     framer: Framer,
 }
 
-/// DC -> client: re-encrypt (or pass through in fast mode) and frame, in batches.
-async fn download<R, W>(
-    mut dc_rd: R,
-    mut client_wr: W,
+/// DC -> client: re-encrypt (or pass through in fast mode) and frame, reading whatever the
+/// DC has ready (up to the framer's size) before each write to the client.
+async fn download(
+    dc: &TcpStream,
+    client: &TcpStream,
     down: Download,
-    shared: Arc<Shared>,
-) -> Result<(), EndReason>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
+    shared: &Shared,
+) -> Result<(), EndReason> {
     let Download {
         mut downlink,
         mut client_encrypt,
@@ -718,82 +707,40 @@ where
     } = down;
     let mut transform = |chunk: &mut [u8]| {
         if let Downlink::Reencrypt(dc_decrypt) = &mut downlink {
-            dc_decrypt.apply_keystream(chunk);
-            client_encrypt.apply_keystream(chunk);
+            reencrypt(dc_decrypt, &mut client_encrypt, chunk);
         }
     };
     loop {
-        let batch = if framer.is_big() {
-            let first = read_batch(&mut dc_rd, &mut framer, &mut transform);
-            match tokio::time::timeout(QUIET, first).await {
-                Ok(batch) => batch,
-                Err(_) => {
-                    framer.shrink();
-                    read_batch(&mut dc_rd, &mut framer, &mut transform).await
+        let big = framer.is_big();
+        readable_or_shrink(dc, big, || framer.shrink())
+            .await
+            .map_err(|e| EndReason::DcIo(e.kind()))?;
+        let mut eof = false;
+        while !framer.is_full() {
+            match framer.fill_from(dc, &mut transform) {
+                Ok(0) => {
+                    eof = true;
+                    break;
                 }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(EndReason::DcIo(e.kind())),
             }
-        } else {
-            read_batch(&mut dc_rd, &mut framer, &mut transform).await
-        };
-        let (n, eof) = batch.map_err(|e| EndReason::DcIo(e.kind()))?;
-        if n > 0 {
+        }
+        let out = framer.as_bytes();
+        if !out.is_empty() {
             shared.activity.touch();
-            let out = framer.as_bytes();
-            client_wr
-                .write_all(out)
+            write_all_tcp(client, out)
                 .await
                 .map_err(|e| EndReason::ClientIo(e.kind()))?;
-            shared
-                .down_bytes
-                .fetch_add(out.len() as u64, Ordering::Relaxed);
-            shared
-                .stats
-                .bytes_to_client
-                .fetch_add(out.len() as u64, Ordering::Relaxed);
+            shared.moved_down(out.len());
             framer.grow_if_full();
             framer.clear();
             shared.activity.touch();
         }
         if eof {
-            client_wr.shutdown().await.ok();
+            shutdown_write(client);
             return Ok(());
         }
     }
-}
-
-/// Reads from `reader` into the framer while data is ready, without waiting once something
-/// arrived, transforming each chunk in place. Returns the payload bytes read and whether the
-/// reader hit end of stream.
-async fn read_batch<R, F>(
-    reader: &mut R,
-    framer: &mut Framer,
-    transform: &mut F,
-) -> io::Result<(usize, bool)>
-where
-    R: AsyncRead + Unpin,
-    F: FnMut(&mut [u8]),
-{
-    let mut total = 0;
-    poll_fn(|cx| loop {
-        let spare = framer.spare();
-        if spare.is_empty() {
-            return Poll::Ready(Ok((total, false)));
-        }
-        let mut read_buf = ReadBuf::new(spare);
-        match Pin::new(&mut *reader).poll_read(cx, &mut read_buf) {
-            Poll::Ready(Ok(())) => {
-                let n = read_buf.filled().len();
-                if n == 0 {
-                    return Poll::Ready(Ok((total, true)));
-                }
-                transform(&mut framer.spare()[..n]);
-                framer.commit(n);
-                total += n;
-            }
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending if total > 0 => return Poll::Ready(Ok((total, false))),
-            Poll::Pending => return Poll::Pending,
-        }
-    })
-    .await
 }
