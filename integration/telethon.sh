@@ -124,6 +124,17 @@ EOF
         else
             fail "[$variant] frontgate still running after the Telethon sessions" "$(tail -n 5 "$T/frontgate-$variant.log")"
         fi
+        line="$(grep 'connection closed' "$T/frontgate-$variant.log" | grep -E 'user="?u"? ' | tail -n1)"
+        if printf '%s' "$line" | grep -q "backend=127.0.0.1:$DC_PORT "; then
+            ok "[$variant] the session's log line names the user and the DC it reached (backend=127.0.0.1:$DC_PORT)"
+        else
+            fail "[$variant] the session's log line names the user and the DC it reached" "${line:-no line with user=u}"
+        fi
+        if grep -qi "$SECRET" "$T/frontgate-$variant.log"; then
+            fail "[$variant] the secret appears nowhere in frontgate's log" "$(grep -ci "$SECRET" "$T/frontgate-$variant.log") lines contain it"
+        else
+            ok "[$variant] the secret appears nowhere in frontgate's log"
+        fi
         if [ "$FAILED" -gt "$failed_before" ]; then
             echo "# frontgate log (tail):"
             tail -n 20 "$T/frontgate-$variant.log" | sed 's/^/#   /'

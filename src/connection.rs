@@ -312,11 +312,13 @@ fn mtproto_outcome(gate: Gate, record: &mut Record) -> Outcome {
         Gate::Served {
             user,
             dc,
+            dc_addr,
             from_client,
             to_client,
             end,
         } => {
             record.user = Some(user);
+            record.backend = dc_addr;
             record.upstream_bytes = from_client;
             record.downstream_bytes = to_client;
             Outcome::Mtproto { dc, end }

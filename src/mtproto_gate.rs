@@ -4,7 +4,7 @@
 //! that breaks the protocol before its session starts — comes back as [`Gate::Fallback`] with
 //! every byte read, so the route's real backend answers it and the prober sees the real site.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::net::TcpStream;
@@ -23,6 +23,8 @@ pub enum Gate {
         user: String,
         /// The DC index the client asked for.
         dc: i16,
+        /// The DC address the session was relayed to.
+        dc_addr: Option<SocketAddr>,
         /// Client bytes read after the ClientHello.
         from_client: u64,
         /// Bytes written to the client.
@@ -153,12 +155,14 @@ fn finish(outcome: SessionOutcome, before: Vec<u8>, mtproto: &MtprotoConfig) -> 
         SessionOutcome::Finished {
             user,
             dc,
+            dc_addr,
             bytes_from_client,
             bytes_to_client,
             reason,
         } => Gate::Served {
             user: name(user),
             dc,
+            dc_addr,
             from_client: bytes_from_client,
             to_client: bytes_to_client,
             end: reason.to_string(),

@@ -207,15 +207,18 @@ async fn fake_tls_echo_every_tag_fast_and_slow() {
                 let mut rest = Vec::new();
                 reader.r.read_to_end(&mut rest).await.unwrap();
                 assert!(rest.is_empty());
+                let fake_dc_addr = dc.addr;
                 match next_outcome(&mut proxy).await {
                     SessionOutcome::Finished {
                         user,
                         dc,
+                        dc_addr,
                         bytes_from_client,
                         bytes_to_client,
                         reason,
                     } => {
                         assert_eq!((user, dc, reason), (BOB_INDEX, dc_idx, EndReason::Closed));
+                        assert_eq!(dc_addr, Some(fake_dc_addr), "the DC the session reached");
                         assert!(bytes_from_client >= (TOTAL + 64 + 6) as u64);
                         assert!(bytes_to_client >= (TOTAL + 127 + 6 + 5 + 1024) as u64);
                     }

@@ -9,6 +9,7 @@
 //! DC replies are read with one `readv` straight into the bodies of up to four TLS records.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -168,6 +169,8 @@ pub enum SessionOutcome {
         user: usize,
         /// The client's DC index.
         dc: i16,
+        /// The DC address the session was relayed to.
+        dc_addr: Option<SocketAddr>,
         /// Client socket bytes read after the ClientHello.
         bytes_from_client: u64,
         /// Client socket bytes written (the ServerHello flight included).
@@ -401,10 +404,12 @@ async fn establish(
         downlink: dc_obf.downlink,
         decoder,
     };
+    let dc_addr = dc.peer_addr().ok();
     let (up, down, reason) = relay(client, dc, legs, settings.idle_timeout, stats).await;
     SessionOutcome::Finished {
         user,
         dc: dc_idx,
+        dc_addr,
         bytes_from_client: from_client + up,
         bytes_to_client: to_client + down,
         reason,
