@@ -567,6 +567,26 @@ fn load(opts: &HashMap<String, String>, verify: bool) {
     );
 }
 
+/// One AES-256-CTR pass (the proxy's cipher, same crates) over a 16 KiB buffer for about
+/// two seconds on this thread: GiB/s per core, so the report can state the crypto floor.
+fn aes_speed() {
+    let mut cipher = ctr(&[7u8; 48]);
+    let mut buf = vec![0u8; 16384];
+    let started = Instant::now();
+    let mut bytes = 0u64;
+    while started.elapsed().as_secs_f64() < 2.0 {
+        for _ in 0..256 {
+            cipher.apply_keystream(&mut buf);
+        }
+        bytes += 256 * buf.len() as u64;
+    }
+    let gib_per_s = bytes as f64 / started.elapsed().as_secs_f64() / (1u64 << 30) as f64;
+    println!(
+        "result aes256_ctr_gib_per_s={gib_per_s:.2} check={}",
+        buf[0]
+    );
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let cmd = args.next().unwrap_or_default();
@@ -588,6 +608,7 @@ fn main() {
         "dc" => serve(opts.get("listen").map_or("127.0.0.1:0", |s| s), true),
         "echo" => serve(opts.get("listen").map_or("127.0.0.1:0", |s| s), false),
         "load" => load(&opts, verify),
-        _ => die("usage: bench-mtproto-client dc|echo --listen ADDR | load --connect ADDR --mode mtproto|plain --sni NAME [--secret HEX] [--conns N] [--bytes N] [--verify] [--pid PID] [--label TEXT]"),
+        "aes" => aes_speed(),
+        _ => die("usage: bench-mtproto-client aes | dc|echo --listen ADDR | load --connect ADDR --mode mtproto|plain --sni NAME [--secret HEX] [--conns N] [--bytes N] [--verify] [--pid PID] [--label TEXT]"),
     }
 }
