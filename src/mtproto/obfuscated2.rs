@@ -359,6 +359,17 @@ mod tests {
         assert_eq!(from_dc, via_proxy);
     }
 
+    /// The 4-byte starts PROTOCOL.md §6 forbids for an init (besides a 0xef first byte).
+    const FORBIDDEN_STARTS: [&[u8]; 7] = [
+        b"HEAD",
+        b"POST",
+        b"GET ",
+        b"OPTI",
+        &[0x16, 3, 1, 2],
+        &[0xdd; 4],
+        &[0xee; 4],
+    ];
+
     #[test]
     fn dc_inits_never_use_forbidden_prefixes() {
         let mut firsts = std::collections::HashSet::new();
@@ -366,15 +377,7 @@ mod tests {
             let obf = dc_init(ProtocolTag::Abridged, 2, None);
             let i = &obf.init;
             assert_ne!(i[0], 0xef);
-            for bad in [
-                &b"HEAD"[..],
-                b"POST",
-                b"GET ",
-                b"OPTI",
-                &[0x16, 3, 1, 2],
-                &[0xdd; 4],
-                &[0xee; 4],
-            ] {
+            for bad in FORBIDDEN_STARTS {
                 assert_ne!(&i[..4], bad);
             }
             assert_ne!(i[4..8], [0; 4]);
@@ -384,16 +387,7 @@ mod tests {
         // The predicate itself catches each rule.
         let mut init = [0x42u8; 64];
         assert!(!is_forbidden_init_prefix(&init));
-        for prefix in [
-            &b"HEAD"[..],
-            b"POST",
-            b"GET ",
-            b"OPTI",
-            &[0x16, 3, 1, 2],
-            &[0xdd; 4],
-            &[0xee; 4],
-            &[0xef],
-        ] {
+        for prefix in FORBIDDEN_STARTS.into_iter().chain([&[0xef][..]]) {
             init[..prefix.len()].copy_from_slice(prefix);
             assert!(is_forbidden_init_prefix(&init), "{prefix:?}");
             init[..4].fill(0x42);

@@ -474,12 +474,11 @@ impl Framer {
     fn fill_from<T: FnMut(&mut [u8])>(
         &mut self,
         dc: &TcpStream,
-        transform: T,
+        mut transform: T,
     ) -> io::Result<usize> {
         match self {
             Framer::Tls(enc) => enc.fill_vectored(|bodies| dc.try_read_vectored(bodies), transform),
             Framer::Raw { buf, len } => {
-                let mut transform = transform;
                 let n = dc.try_read(&mut buf[*len..])?;
                 transform(&mut buf[*len..*len + n]);
                 *len += n;
