@@ -22,6 +22,7 @@ use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use frontgate::config::Secret;
 use frontgate::mtproto::obfuscated2::{
     dc_init, parse_client_init, reencrypt, AesCtr, ClientObfuscation, Downlink, ProtocolTag,
     INIT_LEN,
@@ -29,7 +30,6 @@ use frontgate::mtproto::obfuscated2::{
 use frontgate::mtproto::records::{
     RecordDecoder, RecordEncoder, FULL_RECORD_LEN, MAX_OUTGOING_PAYLOAD, RECORD_HEADER_LEN,
 };
-use frontgate::mtproto::secret::Secret;
 
 /// Records per iteration: what one 64 KiB read carries.
 const RECORDS: usize = 4;

@@ -2,45 +2,29 @@
 //! serves Telegram's MTProto fake-TLS clients itself, and terminates TLS for chosen names.
 //!
 //! # Layout
-//! A connection flows one way through these modules:
-//! - [`listener`]: binds the listen addresses, accepts, enforces connection limits, reads an
-//!   inbound PROXY header from trusted balancers, refuses connections that loop back.
-//! - [`hello`]: reads the TLS ClientHello into a bounded buffer without losing a byte.
-//! - [`router`]: the immutable [`router::RouteTable`] that maps a server name to a route.
-//! - [`connection`]: one connection's path from peek to relay, and its single log line.
-//! - [`upstream`]: connects to a route's backends, in order, with a timeout.
-//! - [`relay`]: copies bytes both ways with half-close and an idle timeout ([`idle`]).
-//! - [`mtproto_gate`]: the fake-TLS check of `mtproto: true` routes and the hand-off to the
-//!   [`mtproto`] core, or back to the route's backend (domain fronting).
-//! - [`tls`]: TLS termination for `tls:` routes (static files or ACME TLS-ALPN-01), fed by
-//!   a [`prefixed::PrefixedStream`] that replays the peeked hello.
-//! - [`proxy_protocol`]: PROXY v1/v2 headers in and out.
-//! - [`limits`] and [`loop_guard`]: admission of a connection before any work is done.
-//!
-//! Around them: [`config`] reads and validates the route file (the only module that knows
-//! YAML), [`gateway`] owns the listeners and the hot-swappable table, [`reload`] watches the
-//! file and SIGHUP, [`shutdown`] carries the stop signal, [`metrics`] serves `/metrics` and
-//! `/stats`, [`summary`] renders `frontgate check`'s route list, [`links`] makes the users'
-//! `tg://` links and QR codes.
+//! The folders follow a connection's pipeline. Each imports only the folders listed before it
+//! (`config` imports none of them, `server` may import all):
+//! - [`config`]: the route file: YAML model, validation with `file:line:column` errors, and
+//!   the pure values it compiles to (route table, upstreams, secrets, TLS and MTProto
+//!   settings). The only module that knows the file format; no runtime state.
+//! - [`forward`]: moving bytes to a backend: connect, outbound PROXY header, the relay with
+//!   half-close and idle timeout, the stream that replays peeked bytes.
+//! - [`admission`]: what is decided before a byte is interpreted: connection limits, the
+//!   fronting-loop guard, the inbound PROXY header of trusted balancers.
+//! - [`tls`]: TLS termination for `tls:` routes (certificate files or ACME TLS-ALPN-01).
+//! - [`mtproto`]: the built-in MTProto proxy: the gate (digest check), fake-TLS, records,
+//!   obfuscated2, the session relay to the DC, the users' running state, their links.
+//! - [`ops`]: the metrics endpoint and `frontgate check`'s route summary.
+//! - [`conn`]: one connection from accept to its single log line: ClientHello peek, the
+//!   routing decision, and the hand-off to a relay, the MTProto core or TLS termination.
+//! - [`server`]: the gateway that owns the listeners, the hot-swappable table and the
+//!   runtime resources that outlive a reload; reload; shutdown.
 
+pub mod admission;
 pub mod config;
-pub mod connection;
-pub mod gateway;
-pub mod hello;
-pub mod idle;
-pub mod limits;
-pub mod links;
-pub mod listener;
-pub mod loop_guard;
-pub mod metrics;
+pub mod conn;
+pub mod forward;
 pub mod mtproto;
-pub mod mtproto_gate;
-pub mod prefixed;
-pub mod proxy_protocol;
-pub mod relay;
-pub mod reload;
-pub mod router;
-pub mod shutdown;
-pub mod summary;
+pub mod ops;
+pub mod server;
 pub mod tls;
-pub mod upstream;

@@ -9,8 +9,12 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use frontgate::mtproto::secret::Secret;
-use frontgate::{config, gateway::Gateway, links, reload, shutdown, summary};
+use frontgate::config;
+use frontgate::config::Secret;
+use frontgate::mtproto::links;
+use frontgate::ops::summary;
+use frontgate::server::gateway::Gateway;
+use frontgate::server::{registry, reload, shutdown};
 
 /// frontgate: one process on :443 for SNI routing, MTProto fake-TLS and TLS termination.
 #[derive(Parser)]
@@ -123,7 +127,14 @@ fn main() -> ExitCode {
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    match config::load(path) {
+    let checked = config::load(path)
+        .map_err(|e| e.to_string())
+        .and_then(|config| {
+            registry::probe(&config)
+                .map(|()| config)
+                .map_err(|e| format!("{}: {e}", path.display()))
+        });
+    match checked {
         Ok(config) => {
             print!("{}", summary::render(&config));
             println!(

@@ -21,7 +21,7 @@ struct Setup {
     addr: std::net::SocketAddr,
     dc: fake_dc::FakeDc,
     site: Backend,
-    gateway: frontgate::gateway::Gateway,
+    gateway: frontgate::server::gateway::Gateway,
 }
 
 /// `mtproto_extra` continues the `mtproto:` block, `top_extra` adds top-level keys.

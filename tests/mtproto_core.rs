@@ -12,15 +12,12 @@ use std::time::{Duration, Instant};
 use aes::cipher::StreamCipher;
 use common::fake_dc;
 use common::mtproto_client::{self as client, ClientReader, ClientWriter};
+use frontgate::config::{DcTable, MtprotoSettings, Secret};
 use frontgate::mtproto as mt;
-use mt::dc::DcTable;
 use mt::faketls::verify_client_hello;
 use mt::replay::ReplayCache;
-use mt::secret::Secret;
-use mt::session::{
-    serve_faketls, serve_plain, EndReason, FallbackReason, MtprotoSettings, SessionOutcome,
-    UserCounters,
-};
+use mt::session::{serve_faketls, serve_plain, EndReason, FallbackReason, SessionOutcome};
+use mt::state::UserCounters;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;

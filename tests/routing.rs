@@ -17,7 +17,7 @@ struct Setup {
     fallback: Backend,
     plain: Backend,
     addr: std::net::SocketAddr,
-    _gateway: frontgate::gateway::Gateway,
+    _gateway: frontgate::server::gateway::Gateway,
 }
 
 async fn setup() -> Setup {
@@ -376,7 +376,7 @@ async fn a_connection_back_from_our_own_backend_leg_is_refused() {
     let text = format!("listen: 127.0.0.1:1\ndefault: {{ to: 127.0.0.1:{port} }}\n");
     let config = frontgate::config::parse(&text, "loop.yaml").unwrap();
     let listen = vec![format!("127.0.0.1:{port}").parse().unwrap()];
-    let gw = frontgate::gateway::Gateway::start(config, Some(listen))
+    let gw = frontgate::server::gateway::Gateway::start(config, Some(listen))
         .await
         .unwrap();
     let addr = gw.local_addrs().await[0];

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use frontgate::prefixed::PrefixedStream;
-use frontgate::tls::{Accepted, CertSource, TlsError, TlsSettings, TlsTerminator};
+use frontgate::config::{CertSource, TlsSettings};
+use frontgate::forward::prefixed::PrefixedStream;
+use frontgate::tls::{Accepted, TlsError, TlsTerminator};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{AlertDescription, ClientConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};

@@ -81,11 +81,13 @@ async fn a_client_trusting_another_ca_refuses_the_certificate() {
 #[test]
 fn check_reports_a_missing_certificate_with_its_path() {
     let text = "listen: 127.0.0.1:8443\nroutes:\n  - sni: panel.example.com\n    tls: { cert: /nonexistent/fullchain.pem, key: /nonexistent/privkey.pem }\n    to: 127.0.0.1:3000\n";
-    let err = frontgate::config::parse(text, "routes.yaml")
+    // Parsing is pure; the disk probe is the separate step `check` and reloads run.
+    let config = frontgate::config::parse(text, "routes.yaml").unwrap();
+    let err = frontgate::server::registry::probe(&config)
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("routes[0].tls: cannot read certificate /nonexistent/fullchain.pem"),
+        err.contains("route panel.example.com: cannot read certificate /nonexistent/fullchain.pem"),
         "{err}"
     );
     let both = "listen: 127.0.0.1:8443\nroutes:\n  - sni: p.example.com\n    tls: { cert: /a.pem }\n    to: 127.0.0.1:3000\n";

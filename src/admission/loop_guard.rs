@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::proxy_protocol::canonical;
+use crate::forward::proxy_out::canonical;
 
 /// `(local, remote)` of every live outbound connection.
 #[derive(Debug, Default)]

@@ -2,8 +2,23 @@
 //! runs on. This is the only module that knows the file format (YAML, see `CONFIG.md` and
 //! `routes.example.yaml`). Every error names the file, line, column and key path.
 
+pub mod datacenters;
 mod model;
+pub mod mtproto;
+pub mod secret;
+pub mod table;
+pub mod tls;
+pub mod upstream;
 mod values;
+
+pub use datacenters::DcTable;
+pub use mtproto::MtprotoSettings;
+pub use secret::Secret;
+pub use table::{
+    Action, DuplicateName, Forward, NamePattern, ProxyProtocol, Route, RouteTable, Terminate,
+};
+pub use tls::{CertSource, TlsSettings};
+pub use upstream::Upstream;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -11,17 +26,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use std::sync::{Arc, OnceLock};
-
-use crate::mtproto::dc::DcTable;
-use crate::mtproto::replay::ReplayCache;
-use crate::mtproto::secret::Secret;
-use crate::mtproto::session::{MtprotoSettings, UserCounters};
-
-use crate::router::{Action, Forward, NamePattern, Route, RouteTable, Terminate};
-use crate::tls::{CertSource, TlsSettings, TlsTerminator, DEFAULT_ACME_DIRECTORY};
-use crate::upstream::Upstream;
 use model::{MtprotoSection, RouteFile, TargetSection, TlsSection};
+use tls::DEFAULT_ACME_DIRECTORY;
 use values::{NameValue, UpstreamValue};
 
 /// Time limits for each stage of a connection.
@@ -82,35 +88,7 @@ pub struct Config {
     /// The routing decision table.
     pub routes: RouteTable,
     /// The built-in MTProto proxy, when `mtproto:` is configured.
-    pub mtproto: Option<MtprotoConfig>,
-}
-
-/// The MTProto core's settings plus the state a reload carries over (see
-/// [`MtprotoConfig::carry_over`]).
-#[derive(Debug)]
-pub struct MtprotoConfig {
-    /// Users, skew, DC table, timeouts.
-    pub settings: MtprotoSettings,
-    /// One counter set per user, in `settings.users` order.
-    pub counters: Vec<Arc<UserCounters>>,
-    /// Digests of accepted hellos (and plain inits), shared by all mtproto routes.
-    pub replay: Arc<ReplayCache>,
-}
-
-impl MtprotoConfig {
-    /// Keeps the running counters of users that stay, and the replay cache when its size is
-    /// unchanged, so a reload neither resets statistics nor reopens a replay window.
-    pub fn carry_over(&mut self, running: &MtprotoConfig) {
-        for (index, (name, _)) in self.settings.users.iter().enumerate() {
-            let old = running.settings.users.iter().position(|(n, _)| n == name);
-            if let Some(old) = old.and_then(|i| running.counters.get(i)) {
-                self.counters[index] = old.clone();
-            }
-        }
-        if running.replay.capacity() == self.replay.capacity() {
-            self.replay = running.replay.clone();
-        }
-    }
+    pub mtproto: Option<MtprotoSettings>,
 }
 
 impl Config {
@@ -229,7 +207,7 @@ fn compile(file: RouteFile) -> Result<Config, String> {
 
     let mtproto = file
         .mtproto
-        .map(|section| mtproto_config(section, &timeouts))
+        .map(|section| mtproto_settings(section, &timeouts))
         .transpose()?;
     let mut routes = RouteTable::new();
     for (index, route) in file.routes.0.into_iter().enumerate() {
@@ -253,7 +231,6 @@ fn compile(file: RouteFile) -> Result<Config, String> {
             (Some(tls), false) => Action::Terminate(Terminate {
                 settings: tls_settings(&key, &names, tls)?,
                 forward,
-                terminator: OnceLock::new(),
             }),
         };
         routes
@@ -288,7 +265,10 @@ pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(600);
 /// `mtproto.replay_cache` when not given.
 pub const DEFAULT_REPLAY_CACHE: usize = 100_000;
 
-fn mtproto_config(section: MtprotoSection, timeouts: &Timeouts) -> Result<MtprotoConfig, String> {
+fn mtproto_settings(
+    section: MtprotoSection,
+    timeouts: &Timeouts,
+) -> Result<MtprotoSettings, String> {
     if section.ad_tag.is_some() {
         return Err(
             "mtproto.ad_tag: middle-proxy mode (promoted channels) is not supported yet; \
@@ -319,28 +299,19 @@ fn mtproto_config(section: MtprotoSection, timeouts: &Timeouts) -> Result<Mtprot
         .collect();
     let datacenters =
         DcTable::with_overrides(overrides).map_err(|e| format!("mtproto.datacenters: {e}"))?;
-    let replay_capacity = section.replay_cache.unwrap_or(DEFAULT_REPLAY_CACHE);
-    let counters = users
-        .iter()
-        .map(|_| Arc::new(UserCounters::default()))
-        .collect();
-    Ok(MtprotoConfig {
-        settings: MtprotoSettings {
-            users,
-            max_clock_skew: section
-                .max_clock_skew
-                .map_or(DEFAULT_MAX_CLOCK_SKEW, |d| d.0),
-            replay_cache: replay_capacity,
-            allow_plain: section.allow_plain,
-            datacenters,
-            fast_mode: section.fast_mode,
-            connect_timeout: timeouts.connect,
-            idle_timeout: timeouts.idle,
-            handshake_timeout: timeouts.client_hello,
-            prefer_ipv6: section.prefer_ipv6,
-        },
-        counters,
-        replay: Arc::new(ReplayCache::new(replay_capacity)),
+    Ok(MtprotoSettings {
+        users,
+        max_clock_skew: section
+            .max_clock_skew
+            .map_or(DEFAULT_MAX_CLOCK_SKEW, |d| d.0),
+        replay_cache: section.replay_cache.unwrap_or(DEFAULT_REPLAY_CACHE),
+        allow_plain: section.allow_plain,
+        datacenters,
+        fast_mode: section.fast_mode,
+        connect_timeout: timeouts.connect,
+        idle_timeout: timeouts.idle,
+        handshake_timeout: timeouts.client_hello,
+        prefer_ipv6: section.prefer_ipv6,
     })
 }
 
@@ -381,7 +352,6 @@ fn tls_settings(key: &str, names: &[NamePattern], tls: TlsSection) -> Result<Tls
     if let Some(timeout) = tls.handshake_timeout {
         settings.handshake_timeout = timeout.0;
     }
-    TlsTerminator::check(&settings).map_err(|e| format!("{key}.tls: {e}"))?;
     Ok(settings)
 }
 
@@ -396,7 +366,7 @@ fn target_route(key: &str, target: &TargetSection, listen: &[SocketAddr]) -> Res
 fn forward(
     key: &str,
     to: &[UpstreamValue],
-    proxy_protocol: crate::proxy_protocol::ProxyProtocol,
+    proxy_protocol: ProxyProtocol,
     listen: &[SocketAddr],
 ) -> Result<Forward, String> {
     let upstreams: Vec<Upstream> = to.iter().map(|u| u.0.clone()).collect();

@@ -1,4 +1,4 @@
-//! User secrets and the links users paste into Telegram (PROTOCOL.md §1).
+//! User secrets in every form users paste (PROTOCOL.md §1).
 //!
 //! A secret is 16 bytes. Users meet it in several spellings — classic hex, `dd`-prefixed
 //! ("secure"), `ee`-prefixed with the fronted domain (fake-TLS), and mtg's base64 of
@@ -7,7 +7,6 @@
 //! logged.
 
 use std::fmt;
-use std::net::Ipv6Addr;
 use std::str::FromStr;
 
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
@@ -196,43 +195,6 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// The `server=` value: IPv6 literals go in bare (brackets stripped), as mtprotoproxy and
-/// mtg emit them — Telegram clients hand the value to their resolver, which does not take
-/// `[..]`; `:` is legal unescaped in a query (RFC 3986 §3.4).
-fn link_host(host: &str) -> &str {
-    let inner = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    if inner.parse::<Ipv6Addr>().is_ok() {
-        inner
-    } else {
-        host
-    }
-}
-
-fn link_query(host: &str, port: u16, secret: &Secret, domain: &str) -> String {
-    format!(
-        "server={}&port={}&secret={}",
-        link_host(host),
-        port,
-        secret.ee_hex(domain)
-    )
-}
-
-/// The `tg://proxy?...` link that opens the proxy settings in an installed Telegram app.
-pub fn tg_link(host: &str, port: u16, secret: &Secret, domain: &str) -> String {
-    format!("tg://proxy?{}", link_query(host, port, secret, domain))
-}
-
-/// The `https://t.me/proxy?...` link, for places where `tg://` links are not clickable.
-pub fn tme_link(host: &str, port: u16, secret: &Secret, domain: &str) -> String {
-    format!(
-        "https://t.me/proxy?{}",
-        link_query(host, port, secret, domain)
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,24 +335,5 @@ mod tests {
     fn ee_hex_round_trips() {
         assert_eq!(expected().ee_hex(DOMAIN), EE);
         assert_eq!(EE.parse::<Secret>().unwrap(), expected());
-    }
-
-    #[test]
-    fn links() {
-        let s = expected();
-        assert_eq!(
-            tg_link("proxy.example.com", 443, &s, DOMAIN),
-            format!("tg://proxy?server=proxy.example.com&port=443&secret={EE}")
-        );
-        assert_eq!(
-            tme_link("203.0.113.7", 8443, &s, DOMAIN),
-            format!("https://t.me/proxy?server=203.0.113.7&port=8443&secret={EE}")
-        );
-        for host in ["2001:db8::1", "[2001:db8::1]"] {
-            assert_eq!(
-                tg_link(host, 443, &s, DOMAIN),
-                format!("tg://proxy?server=2001:db8::1&port=443&secret={EE}")
-            );
-        }
     }
 }

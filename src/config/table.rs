@@ -7,11 +7,22 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use crate::proxy_protocol::ProxyProtocol;
-use crate::tls::{TlsSettings, TlsTerminator};
-use crate::upstream::Upstream;
+use super::tls::TlsSettings;
+use super::upstream::Upstream;
+
+/// Which PROXY protocol header, if any, a route writes to its backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProxyProtocol {
+    /// No header: the backend sees the client's bytes only.
+    #[default]
+    None,
+    /// The human-readable `PROXY TCP4 ...\r\n` line.
+    V1,
+    /// The binary v2 header.
+    V2,
+}
 
 /// A server-name pattern as written in the route file, already normalised
 /// (lowercase, no trailing dot).
@@ -89,24 +100,14 @@ pub struct Forward {
     pub proxy_protocol: ProxyProtocol,
 }
 
-/// A route that terminates TLS here and relays the decrypted stream to its backend.
+/// A route that terminates TLS here (its terminator is a runtime resource the gateway keeps,
+/// keyed by these settings) and relays the decrypted stream to its backend.
+#[derive(Debug)]
 pub struct Terminate {
     /// What the route file asked for; equal settings across a reload share one terminator.
     pub settings: TlsSettings,
     /// Where the decrypted stream goes.
     pub forward: Forward,
-    /// Set by the gateway before the table serves (it owns the ACME state across reloads).
-    pub terminator: OnceLock<Arc<TlsTerminator>>,
-}
-
-impl fmt::Debug for Terminate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Terminate")
-            .field("settings", &self.settings)
-            .field("forward", &self.forward)
-            .field("started", &self.terminator.get().is_some())
-            .finish()
-    }
 }
 
 /// What to do with a connection that matched a route.

@@ -49,10 +49,7 @@ non_tls: { to: 127.0.0.1:8080 }
         panic!("a forward route")
     };
     assert_eq!(forward.upstreams.len(), 2);
-    assert_eq!(
-        forward.proxy_protocol,
-        crate::proxy_protocol::ProxyProtocol::V2
-    );
+    assert_eq!(forward.proxy_protocol, crate::config::ProxyProtocol::V2);
     assert_eq!(
         config.routes.for_server_name(None).unwrap().label,
         "default"

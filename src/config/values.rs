@@ -10,10 +10,10 @@ use ipnet::IpNet;
 use serde::de::{self, value::StrDeserializer, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use crate::mtproto::secret::Secret;
-use crate::proxy_protocol::ProxyProtocol;
-use crate::router::NamePattern;
-use crate::upstream::Upstream;
+use crate::config::secret::Secret;
+use crate::config::NamePattern;
+use crate::config::ProxyProtocol;
+use crate::config::Upstream;
 
 /// A key that takes one value or a list of them: `to: a:1` or `to: [a:1, b:2]`.
 #[derive(Debug, Clone)]

@@ -7,35 +7,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::config::Config;
-use crate::hello::{self, FirstFlight, PeekError, Peeked};
-use crate::limits::ConnectionCounts;
-use crate::loop_guard::{OutboundAddrs, Registration};
-use crate::metrics::Metrics;
-use crate::mtproto_gate::{self, Gate};
-use crate::prefixed::PrefixedStream;
-use crate::proxy_protocol;
-use crate::relay::{self, RelayEnd, RelayStats, Side, SideError};
-use crate::router::{Action, Forward, Terminate};
-use crate::tls::{Accepted, TlsError};
-use crate::upstream;
-
-/// What every connection needs from the running gateway.
-#[derive(Debug)]
-pub struct Context {
-    /// The current configuration; each connection takes one snapshot at accept.
-    pub config: ArcSwap<Config>,
-    /// Live connection counts for `limits:`.
-    pub counts: Arc<ConnectionCounts>,
-    /// Our own backend connections, to refuse fronting loops.
-    pub outbound: Arc<OutboundAddrs>,
-    /// Counters exported on `metrics.listen`.
-    pub metrics: Arc<Metrics>,
-}
+use crate::admission::loop_guard::Registration;
+use crate::admission::proxy_in;
+use crate::config::{Action, Config, Forward, Terminate};
+use crate::conn::context::{Context, Snapshot};
+use crate::conn::hello::{self, ClientHello, FirstFlight, PeekError, Peeked};
+use crate::conn::router;
+use crate::forward::prefixed::PrefixedStream;
+use crate::forward::proxy_out;
+use crate::forward::relay::{self, RelayEnd, RelayStats, Side, SideError};
+use crate::forward::upstream;
+use crate::mtproto::gate::{self, Gate, HelloView};
+use crate::tls::{Accepted, TlsError, TlsTerminator};
 
 /// How a connection ended; the `outcome` field of its log line.
 #[derive(Debug)]
@@ -53,7 +39,7 @@ pub enum Outcome {
     /// The connection came from frontgate's own backend connection.
     Loop,
     /// A trusted balancer sent no valid PROXY header.
-    BadProxyHeader(proxy_protocol::InboundError),
+    BadProxyHeader(proxy_in::InboundError),
     /// The ClientHello did not arrive within `timeouts.client_hello`.
     HelloTimeout,
     /// The client closed or failed before its first flight was complete.
@@ -170,10 +156,10 @@ impl Record {
 /// future of every connection would otherwise be as large as the largest path even for a
 /// plain relay (memory per idle connection is a benchmark target).
 pub async fn handle(stream: TcpStream, peer: SocketAddr, local: SocketAddr, ctx: Arc<Context>) {
-    let config = ctx.config.load_full();
+    let snapshot = ctx.current.load_full();
     let mut record = Record {
         peer,
-        client: proxy_protocol::canonical(peer),
+        client: proxy_out::canonical(peer),
         sni: None,
         route: None,
         user: None,
@@ -182,7 +168,7 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, local: SocketAddr, ctx:
         downstream_bytes: 0,
         started: Instant::now(),
     };
-    let outcome = serve(stream, local, &config, &ctx, &mut record).await;
+    let outcome = serve(stream, local, &snapshot, &ctx, &mut record).await;
     record.log(&outcome);
     let route = record.route.as_deref().unwrap_or("-");
     ctx.metrics.connection_closed(
@@ -196,10 +182,11 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, local: SocketAddr, ctx:
 async fn serve(
     mut stream: TcpStream,
     local: SocketAddr,
-    config: &Config,
+    snapshot: &Snapshot,
     ctx: &Context,
     record: &mut Record,
 ) -> Outcome {
+    let config = &*snapshot.config;
     let Some(_total) = ctx.counts.admit(config.limits.max_connections) else {
         return Outcome::OverTotalLimit;
     };
@@ -209,78 +196,126 @@ async fn serve(
     // Nagle would delay the small handshake records both ways.
     let _ = stream.set_nodelay(true);
 
-    let deadline = tokio::time::Instant::now() + config.timeouts.client_hello;
-    let mut already_read = Vec::new();
-    if config.is_trusted_proxy(record.peer.ip()) {
-        match tokio::time::timeout_at(deadline, proxy_protocol::read_inbound(&mut stream)).await {
-            Err(_) => return Outcome::HelloTimeout,
-            Ok(Err(e)) => return Outcome::BadProxyHeader(e),
-            Ok(Ok(inbound)) => {
-                if let Some(client) = inbound.client {
-                    record.client = client;
-                }
-                already_read = inbound.rest;
-            }
-        }
-    }
+    let deadline = deadline_after(config.timeouts.client_hello);
+    let already_read = match read_proxy_header(&mut stream, config, deadline, record).await {
+        Ok(already_read) => already_read,
+        Err(outcome) => return outcome,
+    };
     let Some(_per_ip) = ctx
         .counts
         .admit_ip(record.client.ip(), config.limits.max_connections_per_ip)
     else {
         return Outcome::OverIpLimit;
     };
-
-    let peeked =
+    let Peeked { flight, bytes } =
         match tokio::time::timeout_at(deadline, hello::peek(&mut stream, already_read)).await {
             Err(_) => return Outcome::HelloTimeout,
             Ok(Err(e)) => return Outcome::ClientGone(e),
             Ok(Ok(peeked)) => peeked,
         };
-    let Peeked { flight, mut bytes } = peeked;
-    if flight == FirstFlight::NotTls {
-        if let Some(mtproto) = config.mtproto.as_ref().filter(|m| m.settings.allow_plain) {
-            match Box::pin(mtproto_gate::plain(stream, bytes, mtproto)).await {
-                Gate::Fallback {
-                    client,
-                    bytes: read,
-                } => (stream, bytes) = (client, read),
-                served => return mtproto_outcome(served, record),
-            }
-        }
-    }
-    let route = match &flight {
-        FirstFlight::Tls(hello) => {
-            record.sni = hello.server_name.clone();
-            config.routes.for_server_name(hello.server_name.as_deref())
-        }
-        FirstFlight::Defective(defect) => {
-            tracing::debug!(client = %record.client, %defect, "unusable ClientHello, routing as no SNI");
-            config.routes.for_server_name(None)
-        }
-        FirstFlight::NotTls => config.routes.for_non_tls(),
+    let (stream, bytes) = match try_plain_mtproto(stream, &flight, bytes, snapshot).await {
+        Gate::Fallback { client, bytes } => (client, bytes),
+        served => return mtproto_outcome(served, record),
     };
-    let Some(route) = route.cloned() else {
+    if let FirstFlight::Tls(hello) = &flight {
+        record.sni = hello.server_name.clone();
+    }
+    let Some(route) = router::decide(&config.routes, &flight).cloned() else {
         return Outcome::NoRoute;
     };
     record.route = Some(route.label.clone());
     let conn = Conn { local, config, ctx };
-    // Every path but TLS termination ends in one passthrough relay; `flight` is consumed
-    // before it so the parsed hello is not kept for the connection's whole life.
-    let (stream, forward, bytes) = match &route.action {
+    dispatch(
+        stream,
+        flight,
+        bytes,
+        &route.action,
+        snapshot,
+        &conn,
+        record,
+    )
+    .await
+}
+
+/// `timeout` from now; a timeout too long to represent waits for good instead of panicking.
+fn deadline_after(timeout: std::time::Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + std::time::Duration::from_secs(100 * 365 * 86_400))
+}
+
+/// Reads the inbound PROXY header when the peer is a trusted balancer (its client address
+/// goes into `record`); returns the bytes read past the header.
+async fn read_proxy_header(
+    stream: &mut TcpStream,
+    config: &Config,
+    deadline: tokio::time::Instant,
+    record: &mut Record,
+) -> Result<Vec<u8>, Outcome> {
+    if !config.is_trusted_proxy(record.peer.ip()) {
+        return Ok(Vec::new());
+    }
+    match tokio::time::timeout_at(deadline, proxy_in::read_inbound(stream)).await {
+        Err(_) => Err(Outcome::HelloTimeout),
+        Ok(Err(e)) => Err(Outcome::BadProxyHeader(e)),
+        Ok(Ok(inbound)) => {
+            if let Some(client) = inbound.client {
+                record.client = client;
+            }
+            Ok(inbound.rest)
+        }
+    }
+}
+
+/// A connection that does not start with TLS may be a plain obfuscated2 client when
+/// `mtproto.allow_plain` is on; anything else comes back as [`Gate::Fallback`] unchanged.
+async fn try_plain_mtproto(
+    stream: TcpStream,
+    flight: &FirstFlight,
+    bytes: Vec<u8>,
+    snapshot: &Snapshot,
+) -> Gate {
+    match (flight, &snapshot.config.mtproto, &snapshot.mtproto) {
+        (FirstFlight::NotTls, Some(settings), Some(state)) if settings.allow_plain => {
+            Box::pin(gate::plain(stream, bytes, settings, state)).await
+        }
+        _ => Gate::Fallback {
+            client: stream,
+            bytes,
+        },
+    }
+}
+
+/// Carries out the route's action. Every path but TLS termination ends in one passthrough
+/// relay; `flight` is consumed before it so the parsed hello is not kept for the
+/// connection's whole life.
+async fn dispatch(
+    stream: TcpStream,
+    flight: FirstFlight,
+    bytes: Vec<u8>,
+    action: &Action,
+    snapshot: &Snapshot,
+    conn: &Conn<'_>,
+    record: &mut Record,
+) -> Outcome {
+    let (stream, forward, bytes) = match action {
         Action::Forward(forward) => {
             drop(flight);
             (stream, forward, bytes)
         }
         Action::Terminate(terminate) => {
             drop(flight);
-            return Box::pin(terminate_tls(stream, terminate, bytes, &conn, record)).await;
+            let terminator = snapshot.terminators.get(&terminate.settings).cloned();
+            let terminated = terminate_tls(stream, terminate, terminator, bytes, conn, record);
+            return Box::pin(terminated).await;
         }
         Action::Mtproto(forward) => {
-            let gate = match (flight, &config.mtproto) {
-                (FirstFlight::Tls(hello), Some(mtproto)) => {
+            let gate = match (flight, &snapshot.config.mtproto, &snapshot.mtproto) {
+                (FirstFlight::Tls(hello), Some(settings), Some(state)) => {
                     let client_ip = record.client.ip();
                     let check = async move {
-                        mtproto_gate::fake_tls(stream, client_ip, &hello, bytes, mtproto).await
+                        let view = hello_view(&hello);
+                        gate::fake_tls(stream, client_ip, view, bytes, settings, state).await
                     };
                     Box::pin(check).await
                 }
@@ -295,7 +330,17 @@ async fn serve(
             }
         }
     };
-    forward_tcp(stream, forward, bytes, &conn, record).await
+    forward_tcp(stream, forward, bytes, conn, record).await
+}
+
+/// What the MTProto gate needs of the parsed hello.
+fn hello_view(hello: &ClientHello) -> HelloView<'_> {
+    HelloView {
+        single_record: &hello.single_record,
+        raw_len: hello.raw_len,
+        session_id: &hello.session_id,
+        cipher_suites: &hello.cipher_suites,
+    }
 }
 
 /// What the relay stages need besides the client and the route.
@@ -348,7 +393,7 @@ async fn open_backend(
         .local_addr()
         .map_err(|e| Outcome::RelayError(Side::Backend.error(e)))?;
     let registration = conn.ctx.outbound.register(local_of_backend, reached);
-    let mut head = proxy_protocol::encode(forward.proxy_protocol, record.client, conn.local);
+    let mut head = proxy_out::encode(forward.proxy_protocol, record.client, conn.local);
     head.extend_from_slice(first);
     backend
         .write_all(&head)
@@ -374,11 +419,12 @@ fn relayed(stats: RelayStats, record: &mut Record) -> Outcome {
 async fn terminate_tls(
     client: TcpStream,
     terminate: &Terminate,
+    terminator: Option<Arc<TlsTerminator>>,
     peeked: Vec<u8>,
     conn: &Conn<'_>,
     record: &mut Record,
 ) -> Outcome {
-    let Some(terminator) = terminate.terminator.get() else {
+    let Some(terminator) = terminator else {
         return Outcome::TlsFailed(TlsError::NoCertificateYet {
             names: record.route.clone().unwrap_or_default(),
             reason: "the route's TLS terminator is not running".into(),

@@ -265,11 +265,11 @@ mod tests {
     use super::*;
     use base64::Engine;
 
-    /// A real Telegram fake-TLS hello from the shared vectors (one record, 517 bytes).
+    /// A real Telegram fake-TLS hello from the vendored vectors (one record, 517 bytes).
     fn telegram_hello() -> Vec<u8> {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/testdata/mtg/faketls/client-hello-ok-19dfe38384b9884b.json"
+            "/tests/data/mtg/faketls/client-hello-ok-19dfe38384b9884b.json"
         );
         let text = std::fs::read_to_string(path).unwrap();
         let start = text.find("\"full\": \"").unwrap() + 9;

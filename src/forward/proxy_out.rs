@@ -1,26 +1,12 @@
-//! PROXY protocol (v1/v2) in both directions, through the `proxy-header` crate.
-//!
-//! Outbound: the header a route sends its backend before the client's bytes. IPv4 clients are
-//! always sent as TCP4, even when they reached an IPv6 socket as `::ffff:a.b.c.d` (XrayR #256).
-//! Inbound: the header a trusted L4 balancer puts in front of the client's bytes.
+//! The PROXY protocol (v1/v2) header a route sends its backend before the client's bytes,
+//! through the `proxy-header` crate. IPv4 clients are always sent as TCP4, even when they
+//! reached an IPv6 socket as `::ffff:a.b.c.d` (XrayR #256).
 
-use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use proxy_header::{ParseConfig, ProxiedAddress, ProxyHeader};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use proxy_header::{ProxiedAddress, ProxyHeader};
 
-/// Which PROXY protocol header, if any, a route writes to its backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ProxyProtocol {
-    /// No header: the backend sees the client's bytes only.
-    #[default]
-    None,
-    /// The human-readable `PROXY TCP4 ...\r\n` line.
-    V1,
-    /// The binary v2 header.
-    V2,
-}
+use crate::config::ProxyProtocol;
 
 /// The address as the outside world knows it: `::ffff:a.b.c.d` becomes `a.b.c.d`.
 pub fn canonical(addr: SocketAddr) -> SocketAddr {
@@ -56,54 +42,10 @@ fn same_family(source: SocketAddr, destination: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, destination.port())
 }
 
-/// Why an inbound header was not accepted.
-#[derive(Debug, thiserror::Error)]
-pub enum InboundError {
-    /// The peer closed or the socket failed before a whole header arrived.
-    #[error("reading the PROXY header: {0}")]
-    Io(#[from] io::Error),
-    /// The bytes are not a PROXY v1/v2 header.
-    #[error("expected a PROXY protocol header from a trusted peer, got something else")]
-    Invalid,
-}
-
-/// The largest header we wait for: v1 is at most 107 bytes; v2 carries TLVs, bounded here.
-const MAX_INBOUND_HEADER: usize = 4096;
-
-/// What an inbound header said, plus the bytes that followed it in the same reads.
-#[derive(Debug)]
-pub struct Inbound {
-    /// The client's address, `None` for a LOCAL (health-check) header.
-    pub client: Option<SocketAddr>,
-    /// Bytes read past the header: the start of the client's own stream.
-    pub rest: Vec<u8>,
-}
-
-/// Reads one v1 or v2 header (auto-detected) from a trusted peer.
-pub async fn read_inbound<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Inbound, InboundError> {
-    let mut buf = Vec::with_capacity(256);
-    loop {
-        match ProxyHeader::parse(&buf, ParseConfig::default()) {
-            Ok((header, used)) => {
-                let client = header.proxied_address().map(|a| canonical(a.source));
-                return Ok(Inbound {
-                    client,
-                    rest: buf[used..].to_vec(),
-                });
-            }
-            Err(proxy_header::Error::BufferTooShort) if buf.len() < MAX_INBOUND_HEADER => {}
-            Err(_) => return Err(InboundError::Invalid),
-        }
-        let n = reader.read_buf(&mut buf).await?;
-        if n == 0 {
-            return Err(InboundError::Io(io::ErrorKind::UnexpectedEof.into()));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proxy_header::ParseConfig;
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
@@ -138,33 +80,5 @@ mod tests {
         assert_eq!(a.source, addr("[2001:db8::1]:1234"));
         assert_eq!(a.destination, addr("[2001:db8::2]:443"));
         assert!(encode(ProxyProtocol::None, a.source, a.destination).is_empty());
-    }
-
-    #[tokio::test]
-    async fn inbound_header_split_in_bytes_keeps_the_rest() {
-        let mut wire = b"PROXY TCP4 198.51.100.9 10.0.0.1 40000 443\r\n".to_vec();
-        wire.extend_from_slice(b"\x16\x03\x01hello");
-        let (mut a, mut b) = tokio::io::duplex(1);
-        let writer = tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            for byte in wire {
-                a.write_all(&[byte]).await.unwrap();
-            }
-        });
-        let got = read_inbound(&mut b).await.unwrap();
-        assert_eq!(got.client, Some(addr("198.51.100.9:40000")));
-        let mut rest = got.rest;
-        b.read_to_end(&mut rest).await.unwrap();
-        writer.await.unwrap();
-        assert_eq!(rest, b"\x16\x03\x01hello");
-    }
-
-    #[tokio::test]
-    async fn garbage_instead_of_a_header_is_refused() {
-        let mut input: &[u8] = b"\x16\x03\x01\x02\x00 not a proxy header at all......";
-        assert!(matches!(
-            read_inbound(&mut input).await,
-            Err(InboundError::Invalid)
-        ));
     }
 }

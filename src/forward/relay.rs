@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::idle::IdleClock;
+use crate::forward::idle::IdleClock;
 
 /// Copy buffer size: large enough for bulk throughput, taken only during a burst.
 const BUFFER_SIZE: usize = 64 * 1024;

@@ -16,7 +16,7 @@ use sha2::Sha256;
 use subtle::{Choice, ConstantTimeEq};
 use x25519_dalek::{PublicKey, StaticSecret};
 
-use crate::mtproto::secret::Secret;
+use crate::config::secret::Secret;
 
 type HmacSha256 = Hmac<Sha256>;
 

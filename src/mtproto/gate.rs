@@ -9,10 +9,23 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::net::TcpStream;
 
-use crate::config::MtprotoConfig;
-use crate::hello::ClientHello;
+use crate::config::MtprotoSettings;
 use crate::mtproto::faketls::{verify_client_hello, FakeTlsReject};
 use crate::mtproto::session::{serve_faketls, serve_plain, SessionOutcome};
+use crate::mtproto::state::MtprotoState;
+
+/// What the gate needs of a parsed ClientHello (the peek stage's `ClientHello` lends it).
+#[derive(Debug, Clone, Copy)]
+pub struct HelloView<'a> {
+    /// The hello as one TLS record, what the digest covers.
+    pub single_record: &'a [u8],
+    /// How many raw bytes the hello took on the wire (bytes past it came after the hello).
+    pub raw_len: usize,
+    /// The legacy session id, echoed in the fake ServerHello.
+    pub session_id: &'a [u8],
+    /// The offered cipher suites, in order.
+    pub cipher_suites: &'a [u16],
+}
 
 /// What the gate did with a connection.
 #[derive(Debug)]
@@ -67,13 +80,13 @@ fn auth_failed(client: IpAddr, reason: &str) {
 pub async fn fake_tls(
     client: TcpStream,
     client_ip: IpAddr,
-    hello: &ClientHello,
+    hello: HelloView<'_>,
     peeked: Vec<u8>,
-    mtproto: &MtprotoConfig,
+    settings: &MtprotoSettings,
+    state: &MtprotoState,
 ) -> Gate {
-    let settings = &mtproto.settings;
     let verified = verify_client_hello(
-        &hello.single_record,
+        hello.single_record,
         settings.secrets(),
         unix_now(),
         settings.max_clock_skew,
@@ -90,7 +103,7 @@ pub async fn fake_tls(
             };
         }
     };
-    if !mtproto.replay.insert_if_new(&auth.random) {
+    if !state.replay.insert_if_new(&auth.random) {
         auth_failed(client_ip, "replayed handshake");
         return Gate::Fallback {
             client,
@@ -102,36 +115,33 @@ pub async fn fake_tls(
         client,
         after_hello,
         &auth,
-        &hello.session_id,
-        &hello.cipher_suites,
+        hello.session_id,
+        hello.cipher_suites,
         settings,
-        &mtproto.counters,
+        &state.counters,
     )
     .await;
     let mut hello_bytes = peeked;
     hello_bytes.truncate(hello.raw_len);
-    finish(outcome, hello_bytes, mtproto)
+    finish(outcome, hello_bytes, settings)
 }
 
 /// Tries a non-TLS connection as a plain obfuscated2 client (`allow_plain`).
-pub async fn plain(client: TcpStream, peeked: Vec<u8>, mtproto: &MtprotoConfig) -> Gate {
-    let outcome = serve_plain(
-        client,
-        peeked,
-        &mtproto.settings,
-        &mtproto.counters,
-        &mtproto.replay,
-    )
-    .await;
-    finish(outcome, Vec::new(), mtproto)
+pub async fn plain(
+    client: TcpStream,
+    peeked: Vec<u8>,
+    settings: &MtprotoSettings,
+    state: &MtprotoState,
+) -> Gate {
+    let outcome = serve_plain(client, peeked, settings, &state.counters, &state.replay).await;
+    finish(outcome, Vec::new(), settings)
 }
 
 /// Turns a session outcome into the gate's answer; `before` are the bytes read before the
 /// session started (the hello), which a fallback must replay first.
-fn finish(outcome: SessionOutcome, before: Vec<u8>, mtproto: &MtprotoConfig) -> Gate {
+fn finish(outcome: SessionOutcome, before: Vec<u8>, settings: &MtprotoSettings) -> Gate {
     let name = |user: usize| {
-        mtproto
-            .settings
+        settings
             .users
             .get(user)
             .map_or_else(String::new, |(name, _)| name.clone())

@@ -1,11 +1,12 @@
 //! What users paste into Telegram: one `tg://` and one `t.me` link per MTProto user and
 //! `mtproto: true` route name, optionally as a QR code for the terminal.
 
+use std::net::Ipv6Addr;
+
 use qrcode::render::unicode::Dense1x2;
 use qrcode::QrCode;
 
-use crate::config::Config;
-use crate::router::{Action, NamePattern};
+use crate::config::{Action, Config, NamePattern, Secret};
 
 /// The links of one user for one fronted domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +60,6 @@ pub fn user_links(
         return Err(LinkError::NoRoute);
     }
     let users: Vec<_> = mtproto
-        .settings
         .users
         .iter()
         .filter(|(name, _)| only_user.is_none_or(|only| only == name))
@@ -77,8 +77,8 @@ pub fn user_links(
             links.push(UserLink {
                 user: user.clone(),
                 domain: domain.clone(),
-                tg: crate::mtproto::secret::tg_link(server, port, secret, domain),
-                tme: crate::mtproto::secret::tme_link(server, port, secret, domain),
+                tg: tg_link(server, port, secret, domain),
+                tme: tme_link(server, port, secret, domain),
             });
         }
     }
@@ -91,9 +91,51 @@ pub fn qr(text: &str) -> Result<String, qrcode::types::QrError> {
     Ok(code.render::<Dense1x2>().quiet_zone(true).build())
 }
 
+/// The `server=` value: IPv6 literals go in bare (brackets stripped), as mtprotoproxy and
+/// mtg emit them — Telegram clients hand the value to their resolver, which does not take
+/// `[..]`; `:` is legal unescaped in a query (RFC 3986 §3.4).
+fn link_host(host: &str) -> &str {
+    let inner = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if inner.parse::<Ipv6Addr>().is_ok() {
+        inner
+    } else {
+        host
+    }
+}
+
+fn link_query(host: &str, port: u16, secret: &Secret, domain: &str) -> String {
+    format!(
+        "server={}&port={}&secret={}",
+        link_host(host),
+        port,
+        secret.ee_hex(domain)
+    )
+}
+
+/// The `tg://proxy?...` link that opens the proxy settings in an installed Telegram app.
+pub fn tg_link(host: &str, port: u16, secret: &Secret, domain: &str) -> String {
+    format!("tg://proxy?{}", link_query(host, port, secret, domain))
+}
+
+/// The `https://t.me/proxy?...` link, for places where `tg://` links are not clickable.
+pub fn tme_link(host: &str, port: u16, secret: &Secret, domain: &str) -> String {
+    format!(
+        "https://t.me/proxy?{}",
+        link_query(host, port, secret, domain)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const HEX: &str = "367a189aee18fa31c190054efd4a8e95";
+    const DOMAIN: &str = "storage.googleapis.com";
+    const EE: &str =
+        "ee367a189aee18fa31c190054efd4a8e9573746f726167652e676f6f676c65617069732e636f6d";
 
     fn config() -> Config {
         crate::config::parse(
@@ -151,5 +193,24 @@ mod tests {
         let code = qr("tg://proxy?server=a&port=443&secret=ee00").unwrap();
         assert!(code.lines().count() > 10);
         assert!(code.contains('█') || code.contains('▀') || code.contains('▄'));
+    }
+
+    #[test]
+    fn links() {
+        let s: Secret = HEX.parse().unwrap();
+        assert_eq!(
+            tg_link("proxy.example.com", 443, &s, DOMAIN),
+            format!("tg://proxy?server=proxy.example.com&port=443&secret={EE}")
+        );
+        assert_eq!(
+            tme_link("203.0.113.7", 8443, &s, DOMAIN),
+            format!("https://t.me/proxy?server=203.0.113.7&port=8443&secret={EE}")
+        );
+        for host in ["2001:db8::1", "[2001:db8::1]"] {
+            assert_eq!(
+                tg_link(host, 443, &s, DOMAIN),
+                format!("tg://proxy?server=2001:db8::1&port=443&secret={EE}")
+            );
+        }
     }
 }

@@ -8,33 +8,35 @@
 //! real backend can answer it. Byte-level rules live in `PROTOCOL.md`.
 //!
 //! # Layout
-//! - [`secret`]: user secrets in every form users paste, and `tg://` / `t.me` links.
+//! - [`gate`]: the check of `mtproto: true` routes and the hand-off to a session or back.
 //! - [`faketls`]: ClientHello digest check and the fake ServerHello flight.
 //! - [`records`]: the TLS record layer after the handshake, in place.
 //! - [`replay`]: bounded memory of accepted handshakes.
 //! - [`obfuscated2`]: the 64-byte init, key derivation and AES-256-CTR on both legs.
-//! - [`dc`]: Telegram DC addresses (built-in table and overrides).
 //! - [`session`]: one client session: handshake, DC connect, relay, counters.
+//! - [`state`]: the replay cache and the users' counters, kept across reloads.
+//! - [`links`]: the users' `tg://` / `t.me` links and QR codes.
 
-pub mod dc;
 pub mod faketls;
+pub mod gate;
+pub mod links;
 pub mod obfuscated2;
 pub mod records;
 pub mod replay;
-pub mod secret;
 pub mod session;
+pub mod state;
 
-/// Test vectors from `shared/testdata` (read at test time; see its README).
+/// Test vectors vendored under `tests/data` (see its README and the licence beside them).
 #[cfg(test)]
 pub(crate) mod test_vectors {
     use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
     use base64::Engine as _;
     use std::path::PathBuf;
 
-    /// Path of a file under `shared/testdata`, which sits beside the crate directory.
+    /// Path of a file under the repository's `tests/data`.
     pub(crate) fn testdata(rel: &str) -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/testdata")
+            .join("tests/data")
             .join(rel)
     }
 

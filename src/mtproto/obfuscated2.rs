@@ -9,7 +9,7 @@ use rand::rngs::OsRng;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::mtproto::secret::Secret;
+use crate::config::secret::Secret;
 
 /// AES-256 in CTR mode with the 16-byte IV as a 128-bit big-endian counter.
 pub type AesCtr = ctr::Ctr128BE<aes::Aes256>;

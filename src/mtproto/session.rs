@@ -19,8 +19,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::idle::IdleClock;
-use crate::mtproto::dc::{DcAddr, DcTable};
+use crate::config::datacenters::DcAddr;
+use crate::config::MtprotoSettings;
+use crate::forward::idle::IdleClock;
+use crate::forward::relay::{shutdown_write, write_all_tcp};
 use crate::mtproto::faketls::{random_cert_len, server_hello, FakeTlsClient};
 use crate::mtproto::obfuscated2::{
     dc_init, is_forbidden_init_prefix, parse_client_init, reencrypt, try_users, AesCtr,
@@ -28,8 +30,7 @@ use crate::mtproto::obfuscated2::{
 };
 use crate::mtproto::records::{RecordDecoder, RecordEncoder, RecordError, FULL_RECORD_LEN};
 use crate::mtproto::replay::ReplayCache;
-use crate::mtproto::secret::Secret;
-use crate::relay::{shutdown_write, write_all_tcp};
+use crate::mtproto::state::UserCounters;
 
 /// Raw client bytes allowed before the 64-byte init is complete (a real client needs ~75).
 const MAX_HANDSHAKE_BYTES: usize = 64 * 1024;
@@ -40,54 +41,6 @@ const SMALL_BUF: usize = 4096;
 const UPLOAD_BUF: usize = 64 * 1024;
 /// DC -> client batch once traffic is heavy: four full TLS records per write.
 const DOWNLOAD_BUF: usize = 4 * FULL_RECORD_LEN;
-
-/// The `mtproto:` block of the route file, resolved into values (CONFIG.md).
-#[derive(Debug, Clone)]
-pub struct MtprotoSettings {
-    /// User name and secret; the index is the user id in counters and outcomes.
-    pub users: Vec<(String, Secret)>,
-    /// Accepted |client timestamp - now| of a fake-TLS digest.
-    pub max_clock_skew: Duration,
-    /// Capacity of the replay cache the router keeps (entries).
-    pub replay_cache: usize,
-    /// Whether non-TLS obfuscated2 clients are served ([`serve_plain`]).
-    pub allow_plain: bool,
-    /// Where to dial each DC.
-    pub datacenters: DcTable,
-    /// mtprotoproxy's fast path: DC replies reach the client without re-encryption, at the
-    /// cost of sending the client's download key to the DC in the clear (PROTOCOL.md §6).
-    pub fast_mode: bool,
-    /// Per-address DC connect timeout (`timeouts.connect`).
-    pub connect_timeout: Duration,
-    /// A relay with no byte in either direction for this long is closed (`timeouts.idle`).
-    pub idle_timeout: Duration,
-    /// Time allowed for the 64-byte obfuscated2 init to arrive (`timeouts.client_hello`).
-    pub handshake_timeout: Duration,
-    /// Dial a built-in DC's IPv6 address before its IPv4 one.
-    pub prefer_ipv6: bool,
-}
-
-impl MtprotoSettings {
-    /// The secrets in user order, as [`crate::mtproto::faketls::verify_client_hello`] takes
-    /// them: borrowed, since every hello on an `mtproto: true` route asks for them.
-    pub fn secrets(&self) -> impl Iterator<Item = &Secret> {
-        self.users.iter().map(|(_, secret)| secret)
-    }
-}
-
-/// Live traffic counters of one user, read by the metrics endpoint. Byte counts are the
-/// client socket's bytes after the ClientHello (TLS framing included).
-#[derive(Debug, Default)]
-pub struct UserCounters {
-    /// Sessions that reached their DC.
-    pub connections: AtomicU64,
-    /// Sessions relaying now.
-    pub active: AtomicU64,
-    /// Bytes read from clients.
-    pub bytes_from_client: AtomicU64,
-    /// Bytes written to clients.
-    pub bytes_to_client: AtomicU64,
-}
 
 /// Why a connection was handed back before reaching a DC.
 #[derive(Debug, thiserror::Error)]

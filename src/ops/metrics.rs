@@ -18,7 +18,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::mtproto::state::UserCounters;
+
+/// What the endpoint reads from the running gateway at each request.
+#[derive(Debug, Clone, Default)]
+pub struct LiveValues {
+    /// Connections open now.
+    pub open: usize,
+    /// Each configured MTProto user with their counters.
+    pub users: Vec<(String, Arc<UserCounters>)>,
+}
 
 /// Labels of `frontgate_connections_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -92,12 +101,9 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition, live values included.
-    pub fn prometheus(&self, config: &Arc<Config>, open: usize) -> String {
+    pub fn prometheus(&self, values: &LiveValues) -> String {
         let mut live = Registry::default();
-        live.register_collector(Box::new(Live {
-            config: config.clone(),
-            open,
-        }));
+        live.register_collector(Box::new(Live(values.clone())));
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode_registry(&mut text, &self.registry);
@@ -107,17 +113,16 @@ impl Metrics {
     }
 
     /// The `/stats` JSON document.
-    pub fn stats(&self, config: &Config, open: usize) -> serde_json::Value {
+    pub fn stats(&self, values: &LiveValues) -> serde_json::Value {
         let by_route = self
             .by_route
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let users: BTreeMap<&str, serde_json::Value> = config
-            .mtproto
+        let users: BTreeMap<&str, serde_json::Value> = values
+            .users
             .iter()
-            .flat_map(|m| m.settings.users.iter().zip(&m.counters))
-            .map(|((name, _), c)| {
+            .map(|(name, c)| {
                 use std::sync::atomic::Ordering::Relaxed;
                 let value = serde_json::json!({
                     "connections": c.connections.load(Relaxed),
@@ -128,16 +133,17 @@ impl Metrics {
                 (name.as_str(), value)
             })
             .collect();
-        serde_json::json!({ "connections_open": open, "connections": by_route, "mtproto_users": users })
+        serde_json::json!({
+            "connections_open": values.open,
+            "connections": by_route,
+            "mtproto_users": users,
+        })
     }
 }
 
-/// Values read from the running configuration at scrape time.
+/// Values read from the running gateway at scrape time.
 #[derive(Debug)]
-struct Live {
-    config: Arc<Config>,
-    open: usize,
-}
+struct Live(LiveValues);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UserLabels {
@@ -146,18 +152,15 @@ struct UserLabels {
 
 impl Collector for Live {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let open = ConstGauge::new(self.open as i64);
+        let open = ConstGauge::new(i64::try_from(self.0.open).unwrap_or(i64::MAX));
         open.encode(encoder.encode_descriptor(
             "frontgate_connections_open",
             "Connections open now",
             None,
             open.metric_type(),
         )?)?;
-        let Some(mtproto) = &self.config.mtproto else {
-            return Ok(());
-        };
         use std::sync::atomic::Ordering::Relaxed;
-        type Read = fn(&crate::mtproto::session::UserCounters) -> u64;
+        type Read = fn(&UserCounters) -> u64;
         let series: [(&str, &str, Read); 3] = [
             (
                 "frontgate_mtproto_user_connections",
@@ -182,7 +185,7 @@ impl Collector for Live {
                 None,
                 prometheus_client::metrics::MetricType::Counter,
             )?;
-            for ((user, _), counters) in mtproto.settings.users.iter().zip(&mtproto.counters) {
+            for (user, counters) in &self.0.users {
                 let labels = UserLabels { user: user.clone() };
                 ConstCounter::new(read(counters)).encode(family.encode_family(&labels)?)?;
             }
@@ -195,14 +198,14 @@ impl Collector for Live {
 const MAX_REQUEST: usize = 8 * 1024;
 
 /// Serves `/metrics` and `/stats` on `listener` until `stop`; `snapshot` gives the current
-/// configuration and open-connection count at each request.
+/// values at each request.
 pub async fn serve<F>(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     snapshot: F,
     stop: CancellationToken,
 ) where
-    F: Fn() -> (Arc<Config>, usize) + Send + Sync + 'static,
+    F: Fn() -> LiveValues + Send + Sync + 'static,
 {
     let snapshot = Arc::new(snapshot);
     loop {
@@ -216,10 +219,7 @@ pub async fn serve<F>(
         };
         let (metrics, snapshot) = (metrics.clone(), snapshot.clone());
         tokio::spawn(async move {
-            let answer = async {
-                let (config, open) = snapshot();
-                respond(stream, &metrics, &config, open).await
-            };
+            let answer = async { respond(stream, &metrics, &snapshot()).await };
             // A scraper that stalls or sends garbage just loses its connection.
             let _ = tokio::time::timeout(Duration::from_secs(10), answer).await;
         });
@@ -229,8 +229,7 @@ pub async fn serve<F>(
 async fn respond(
     mut stream: TcpStream,
     metrics: &Metrics,
-    config: &Arc<Config>,
-    open: usize,
+    values: &LiveValues,
 ) -> std::io::Result<()> {
     let mut request = Vec::with_capacity(1024);
     while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < MAX_REQUEST {
@@ -248,12 +247,12 @@ async fn respond(
         (b"GET", b"/metrics") => (
             "200 OK",
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.prometheus(config, open),
+            metrics.prometheus(values),
         ),
         (b"GET", b"/stats") => (
             "200 OK",
             "application/json",
-            metrics.stats(config, open).to_string(),
+            metrics.stats(values).to_string(),
         ),
         (b"GET", _) => (
             "404 Not Found",

@@ -2,10 +2,10 @@
 
 use std::fmt::Write;
 
+use crate::config::CertSource;
 use crate::config::Config;
-use crate::proxy_protocol::ProxyProtocol;
-use crate::router::{Action, Forward, Route};
-use crate::tls::CertSource;
+use crate::config::ProxyProtocol;
+use crate::config::{Action, Forward, Route};
 
 /// Renders the listeners and every route of `config`, one line per route.
 pub fn render(config: &Config) -> String {

@@ -14,14 +14,13 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::limits::ConnectionCounts;
+use crate::admission::loop_guard::OutboundAddrs;
 use crate::config::Config;
-use crate::connection::Context;
-use crate::limits::ConnectionCounts;
-use crate::listener;
-use crate::loop_guard::OutboundAddrs;
-use crate::metrics::{self, Metrics};
-use crate::router::Action;
-use crate::tls::{TlsError, TlsSettings, TlsTerminator};
+use crate::conn::context::Context;
+use crate::ops::metrics::{self, LiveValues, Metrics};
+use crate::server::listener;
+use crate::server::registry::{self, TerminatorError};
 
 /// A listen address could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -43,35 +42,20 @@ fn hint(e: &io::Error) -> &'static str {
     }
 }
 
-/// Gives every `tls:` route of `config` its terminator: the running one when `running` has
-/// one with the same settings, a new one otherwise.
-fn start_terminators(
-    config: &Config,
-    running: &HashMap<TlsSettings, Arc<TlsTerminator>>,
-) -> Result<HashMap<TlsSettings, Arc<TlsTerminator>>, ApplyError> {
-    let mut kept = HashMap::new();
-    for route in config.routes.routes() {
-        let Action::Terminate(terminate) = &route.action else {
-            continue;
-        };
-        let terminator = match running.get(&terminate.settings) {
-            Some(existing) => existing.clone(),
-            None => {
-                let started =
-                    TlsTerminator::start(terminate.settings.clone()).map_err(|source| {
-                        ApplyError::Tls {
-                            route: route.label.clone(),
-                            source: Box::new(source),
-                        }
-                    })?;
-                Arc::new(started)
-            }
-        };
-        // A fresh table: nothing else has set it.
-        let _ = terminate.terminator.set(terminator.clone());
-        kept.insert(terminate.settings.clone(), terminator);
+/// What the metrics endpoint shows of the running gateway now.
+fn live_values(ctx: &Context) -> LiveValues {
+    let snapshot = ctx.current.load();
+    let users = match (&snapshot.config.mtproto, &snapshot.mtproto) {
+        (Some(settings), Some(state)) => state
+            .users(settings)
+            .map(|(name, counters)| (name.to_string(), counters.clone()))
+            .collect(),
+        _ => Vec::new(),
+    };
+    LiveValues {
+        open: ctx.counts.open(),
+        users,
     }
-    Ok(kept)
 }
 
 /// Binds the `wanted` addresses that have no listener yet; all or nothing.
@@ -109,9 +93,6 @@ pub struct Gateway {
     listen_override: Option<Vec<SocketAddr>>,
     /// Every connection task, so shutdown can wait for them.
     connections: TaskTracker,
-    /// The running TLS terminators by settings: a reload reuses a route's terminator (and its
-    /// ACME state) when its settings did not change; dropped ones stop their background task.
-    terminators: std::sync::Mutex<HashMap<TlsSettings, Arc<TlsTerminator>>>,
     /// The metrics endpoint, when `metrics.listen` is set: its address and stop switch.
     metrics_endpoint: std::sync::Mutex<Option<Listening>>,
 }
@@ -123,13 +104,8 @@ pub enum ApplyError {
     #[error(transparent)]
     Bind(#[from] BindError),
     /// A `tls:` route could not start.
-    #[error("route {route}: {source}")]
-    Tls {
-        /// The route's label.
-        route: String,
-        /// Why (boxed: TLS errors are large and this one is rare).
-        source: Box<TlsError>,
-    },
+    #[error(transparent)]
+    Tls(#[from] TerminatorError),
 }
 
 impl Gateway {
@@ -141,10 +117,10 @@ impl Gateway {
         let wanted = listen_override
             .clone()
             .unwrap_or_else(|| config.listen.clone());
-        let terminators = start_terminators(&config, &HashMap::new())?;
+        let snapshot = registry::build(config, None)?;
         let gateway = Gateway {
             ctx: Arc::new(Context {
-                config: ArcSwap::from_pointee(config),
+                current: ArcSwap::from_pointee(snapshot),
                 counts: Arc::new(ConnectionCounts::default()),
                 outbound: Arc::new(OutboundAddrs::default()),
                 metrics: Arc::new(Metrics::default()),
@@ -152,10 +128,9 @@ impl Gateway {
             listeners: Mutex::new(HashMap::new()),
             listen_override,
             connections: TaskTracker::new(),
-            terminators: std::sync::Mutex::new(terminators),
             metrics_endpoint: std::sync::Mutex::new(None),
         };
-        let metrics_addr = gateway.ctx.config.load().metrics;
+        let metrics_addr = gateway.ctx.current.load().config.metrics;
         gateway.sync_metrics_endpoint(metrics_addr)?;
         let mut listeners = gateway.listeners.lock().await;
         let bound = bind_missing(&wanted, &listeners)?;
@@ -166,21 +141,19 @@ impl Gateway {
 
     /// Makes `config` the one new connections use, binding new listen addresses first (a bind
     /// failure leaves everything as it was) and stopping the ones no longer configured.
-    pub async fn apply(&self, mut config: Config) -> Result<(), ApplyError> {
+    pub async fn apply(&self, config: Config) -> Result<(), ApplyError> {
         let wanted = self
             .listen_override
             .clone()
             .unwrap_or_else(|| config.listen.clone());
         let mut listeners = self.listeners.lock().await;
         let bound = bind_missing(&wanted, &listeners)?;
-        let terminators = start_terminators(&config, &self.lock_terminators())?;
-        self.sync_metrics_endpoint(config.metrics)?;
-        if let (Some(new), Some(running)) = (&mut config.mtproto, &self.ctx.config.load().mtproto) {
-            new.carry_over(running);
-        }
-        self.ctx.config.store(Arc::new(config));
-        // The old table's terminators stop here unless the new table reuses them.
-        *self.lock_terminators() = terminators;
+        let metrics = config.metrics;
+        let snapshot = registry::build(config, Some(&self.ctx.current.load()))?;
+        self.sync_metrics_endpoint(metrics)?;
+        // The old snapshot's terminators stop when its last connection ends, unless the new
+        // one reuses them.
+        self.ctx.current.store(Arc::new(snapshot));
         self.serve(bound, &wanted, &mut listeners);
         Ok(())
     }
@@ -208,7 +181,7 @@ impl Gateway {
         let local = listener.local_addr().unwrap_or(addr);
         let stop = CancellationToken::new();
         let ctx = self.ctx.clone();
-        let snapshot = move || (ctx.config.load_full(), ctx.counts.open());
+        let snapshot = move || live_values(&ctx);
         tokio::spawn(metrics::serve(
             listener,
             self.ctx.metrics.clone(),
@@ -231,14 +204,6 @@ impl Gateway {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         endpoint.as_ref().map(|e| e.local)
-    }
-
-    fn lock_terminators(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<TlsSettings, Arc<TlsTerminator>>> {
-        self.terminators
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Starts accept loops for the newly bound listeners and stops those not `wanted`.
@@ -289,11 +254,6 @@ impl Gateway {
             .collect();
         addrs.sort();
         addrs
-    }
-
-    /// The configuration new connections get now.
-    pub fn config(&self) -> Arc<Config> {
-        self.ctx.config.load_full()
     }
 
     /// Connections open now.

@@ -1,6 +1,6 @@
 //! Listening sockets: binding (IPv6 sockets are v6-only so `0.0.0.0:443` and `[::]:443` can
 //! both be configured) and the accept loop that hands each connection to
-//! [`crate::connection::handle`] as a tracked task.
+//! [`crate::conn::driver::handle`] as a tracked task.
 
 use std::io;
 use std::net::SocketAddr;
@@ -12,7 +12,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::connection::{self, Context};
+use crate::conn::context::Context;
+use crate::conn::driver;
 
 /// Pending-connection queue length asked of the kernel (capped by `net.core.somaxconn`).
 const BACKLOG: i32 = 4096;
@@ -48,7 +49,7 @@ pub async fn accept_loop(
             Ok((stream, peer)) => {
                 // A socket whose own address cannot be read has already failed: drop it.
                 if let Ok(local) = stream.local_addr() {
-                    tracker.spawn(connection::handle(stream, peer, local, ctx.clone()));
+                    tracker.spawn(driver::handle(stream, peer, local, ctx.clone()));
                 }
             }
             Err(e) => {

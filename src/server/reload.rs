@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config;
-use crate::gateway::Gateway;
+use crate::server::gateway::Gateway;
 
 /// How often the file is compared with what was last loaded.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -23,7 +23,7 @@ pub enum ReloadError {
     Config(#[from] config::ConfigError),
     /// The new configuration could not be put in place (listen address, TLS route).
     #[error(transparent)]
-    Apply(#[from] crate::gateway::ApplyError),
+    Apply(#[from] crate::server::gateway::ApplyError),
 }
 
 /// Loads `path` and applies it to `gateway`, logging the result either way.

@@ -7,7 +7,6 @@
 //! certificate fresh (an ACME driver, or a watcher of certificate files on disk).
 //!
 //! # Layout
-//! - `settings`: what a route asks for ([`TlsSettings`], [`CertSource`]) and its defaults.
 //! - `error`: [`TlsError`], whose messages tell the operator what to fix.
 //! - `pem_files`: reading PEM certificates, keys and trust roots from disk.
 //! - `static_cert`: a certificate loaded from files, swapped when the files change.
@@ -22,7 +21,6 @@ mod acme;
 mod background;
 mod error;
 mod pem_files;
-mod settings;
 mod static_cert;
 mod terminator;
 
@@ -31,9 +29,6 @@ use std::sync::{Arc, OnceLock};
 use rustls::crypto::CryptoProvider;
 
 pub use error::TlsError;
-pub use settings::{
-    default_alpn, CertSource, TlsSettings, DEFAULT_ACME_DIRECTORY, DEFAULT_HANDSHAKE_TIMEOUT,
-};
 pub use terminator::{Accepted, TlsSession, TlsTerminator};
 
 /// The crypto provider (ring) used for every TLS configuration this module builds.

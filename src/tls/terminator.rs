@@ -13,10 +13,11 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
 
+use crate::config::{CertSource, TlsSettings};
 use crate::tls::acme::{AcmeCert, AcmeParams};
 use crate::tls::pem_files::load_certified_key;
 use crate::tls::static_cert::FileCert;
-use crate::tls::{rustls_provider, CertSource, TlsError, TlsSettings};
+use crate::tls::{rustls_provider, TlsError};
 
 /// Terminates TLS for one route. Dropping it stops the route's ACME driver or file watcher.
 pub struct TlsTerminator {

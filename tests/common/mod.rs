@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use frontgate::config;
-use frontgate::gateway::Gateway;
+use frontgate::server::gateway::Gateway;
 use proxy_header::{ParseConfig, ProxyHeader};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

@@ -1,0 +1,41 @@
+//! The `mtproto:` block of the route file, resolved into values (CONFIG.md): users, clock
+//! skew, DC table, timeouts. Pure data; the MTProto core's running state lives elsewhere.
+
+use std::time::Duration;
+
+use super::datacenters::DcTable;
+use super::secret::Secret;
+
+/// The `mtproto:` block of the route file, resolved into values (CONFIG.md).
+#[derive(Debug, Clone)]
+pub struct MtprotoSettings {
+    /// User name and secret; the index is the user id in counters and outcomes.
+    pub users: Vec<(String, Secret)>,
+    /// Accepted |client timestamp - now| of a fake-TLS digest.
+    pub max_clock_skew: Duration,
+    /// Capacity of the replay cache the router keeps (entries).
+    pub replay_cache: usize,
+    /// Whether non-TLS obfuscated2 clients are served (`mtproto::session::serve_plain`).
+    pub allow_plain: bool,
+    /// Where to dial each DC.
+    pub datacenters: DcTable,
+    /// mtprotoproxy's fast path: DC replies reach the client without re-encryption, at the
+    /// cost of sending the client's download key to the DC in the clear (PROTOCOL.md §6).
+    pub fast_mode: bool,
+    /// Per-address DC connect timeout (`timeouts.connect`).
+    pub connect_timeout: Duration,
+    /// A relay with no byte in either direction for this long is closed (`timeouts.idle`).
+    pub idle_timeout: Duration,
+    /// Time allowed for the 64-byte obfuscated2 init to arrive (`timeouts.client_hello`).
+    pub handshake_timeout: Duration,
+    /// Dial a built-in DC's IPv6 address before its IPv4 one.
+    pub prefer_ipv6: bool,
+}
+
+impl MtprotoSettings {
+    /// The secrets in user order, as `mtproto::faketls::verify_client_hello` takes
+    /// them: borrowed, since every hello on an `mtproto: true` route asks for them.
+    pub fn secrets(&self) -> impl Iterator<Item = &Secret> {
+        self.users.iter().map(|(_, secret)| secret)
+    }
+}

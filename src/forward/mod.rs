@@ -1,0 +1,9 @@
+//! Moving bytes to a backend: connecting ([`upstream`]), the outbound PROXY header
+//! ([`proxy_out`]), the relay with half-close ([`relay`]) and its idle clock ([`idle`]), and
+//! the stream that replays peeked bytes ([`prefixed`]).
+
+pub mod idle;
+pub mod prefixed;
+pub mod proxy_out;
+pub mod relay;
+pub mod upstream;
