@@ -165,16 +165,16 @@ log "pebble-challtestsrv (DNS 127.0.0.1:$DNS: every name -> 127.0.0.1)"
 pebble-challtestsrv -dns01 "127.0.0.1:$DNS" -http01 "" -https01 "" -tlsalpn01 "" \
     -management "127.0.0.1:$CHALLTEST_MGMT" -defaultIPv4 127.0.0.1 -defaultIPv6 "" \
     >"$WORK/challtestsrv.log" 2>&1 &
-PIDS+=($!)
+PIDS+=("$!")
 
 log "pebble (ACME at $ACME_DIRECTORY, TLS-ALPN-01 on 127.0.0.1:$FG)"
 PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 \
     pebble -config "$WORK/pebble.json" -dnsserver "127.0.0.1:$DNS" >"$WORK/pebble.log" 2>&1 &
-PIDS+=($!)
+PIDS+=("$!")
 
 log "backend (python3 http.server on 127.0.0.1:$BACKEND)"
 python3 -m http.server --bind 127.0.0.1 --directory "$WORK/www" "$BACKEND" >"$WORK/backend.log" 2>&1 &
-PIDS+=($!)
+PIDS+=("$!")
 
 wait_until 30 curl -sSf --noproxy '*' --cacert "$WORK/pebble-ca.pem" "$ACME_DIRECTORY" ||
     die "pebble did not come up"

@@ -9,7 +9,7 @@
 # Linux only (/proc), bash >= 4.4.
 #
 # Processes and the temp dir
-#   PIDS+=($!)              register a background process; cleanup stops it.
+#   PIDS+=("$!")            register a background process; cleanup stops it.
 #   make_temp VAR NAME      VAR := a new directory /tmp/NAME.XXXXXX, removed by cleanup
 #                           (kept, with "${KEPT_PREFIX}kept DIR" on stderr, when KEEP is set).
 #   alive PID               PID is running (a zombie counts as gone).

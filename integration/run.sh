@@ -140,7 +140,7 @@ if ! nginx -t -q -p "$T/nginx/" -e "$T/nginx/logs/error.log" -c "$T/nginx/nginx.
     exit 2
 fi
 nginx -p "$T/nginx/" -e "$T/nginx/logs/error.log" -c "$T/nginx/nginx.conf" 2>>"$T/nginx/logs/error.log" &
-PIDS+=($!)
+PIDS+=("$!")
 
 # ---------------------------------------------------------------- frontgate
 fg_config() { # fg_config R-BACKEND-PORT
@@ -178,7 +178,7 @@ fg_config "$P_R1" >"$T/fg/routes.yaml"
 FG_LOG="$T/fg/frontgate.log"
 "$FRONTGATE" run --config "$T/fg/routes.yaml" >"$FG_LOG" 2>&1 &
 FG_PID=$!
-PIDS+=($FG_PID)
+PIDS+=("$FG_PID")
 
 # The second frontgate, behind HAProxy: trusts 127.0.0.1 to send PROXY headers.
 cat >"$T/fg/behind-haproxy.yaml" <<EOF
@@ -192,7 +192,7 @@ routes:
 EOF
 FG2_LOG="$T/fg/frontgate2.log"
 "$FRONTGATE" run --config "$T/fg/behind-haproxy.yaml" >"$FG2_LOG" 2>&1 &
-PIDS+=($!)
+PIDS+=("$!")
 
 # ---------------------------------------------------------------- haproxy -> frontgate #2
 cat >"$T/haproxy.cfg" <<EOF
@@ -210,7 +210,7 @@ backend frontgate
     server fg2 127.0.0.1:$FG2 send-proxy-v2
 EOF
 haproxy -db -f "$T/haproxy.cfg" >"$T/haproxy.log" 2>&1 &
-PIDS+=($!)
+PIDS+=("$!")
 
 for p in "$P_A" "$P_PP2" "$P_HA" "$FG" "$FG2" "$HA"; do
     if ! wait_port "$p" 10; then
@@ -359,7 +359,7 @@ mkfifo "$T/sclient.in"
 timeout 60 openssl s_client -connect "127.0.0.1:$FG" -servername r.test -CAfile "$CA" -quiet \
     <"$T/sclient.in" >"$T/sclient.out" 2>"$T/sclient.err" &
 SCLIENT_PID=$!
-PIDS+=($SCLIENT_PID)
+PIDS+=("$SCLIENT_PID")
 exec 7>"$T/sclient.in"
 printf 'GET /before-reload HTTP/1.1\r\nHost: r.test\r\n\r\n' >&7
 wait_until 10 grep -q 'backend-r1 uri=/before-reload' "$T/sclient.out" ||
@@ -370,7 +370,7 @@ curl -sS --max-time 30 --cacert "$CA" --resolve "r.test:$FG:127.0.0.1" --limit-r
     -D "$T/slow.headers" -o "$T/slow.body" -w '%{http_code} %{size_download}' \
     "https://r.test:$FG/big" >"$T/slow.result" 2>"$T/slow.err" &
 SLOW_PID=$!
-PIDS+=($SLOW_PID)
+PIDS+=("$SLOW_PID")
 wait_until 10 test -s "$T/slow.body"
 
 # The file poller may see the new file first; count only reloads that SIGHUP triggered.
