@@ -7,7 +7,7 @@
 #   KEEP=1 integration/acme-pebble.sh           # keep the temp dir (configs, certs, logs)
 #
 # Needs: pebble + pebble-challtestsrv (Debian package `pebble`; .ci/run installs it), openssl,
-# curl, python3, ss. Loopback only; Pebble listens on 127.0.0.1:14000 (ACME) and :15000
+# curl, python3. Loopback only; Pebble listens on 127.0.0.1:14000 (ACME) and :15000
 # (management), the other ports are free high ports picked here; every process started
 # here is killed on exit.
 #
@@ -25,6 +25,9 @@ set -u
 set -o pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SUITE=acme-pebble
+# shellcheck source=integration/lib.sh
+. "$ROOT/integration/lib.sh"
 FRONTGATE="${FRONTGATE:-$ROOT/target/release/frontgate}"
 
 NAME=panel.frontgate.test
@@ -35,30 +38,11 @@ ISSUE_TIMEOUT=60                  # seconds for the first certificate
 RESTART_TIMEOUT=20                # seconds for frontgate to serve again after a restart
 STOP_TIMEOUT=10                   # seconds for frontgate to exit on SIGTERM
 
-WORK="$(mktemp -d /tmp/frontgate-acme.XXXXXX)"
-PIDS=()
+make_temp WORK frontgate-acme
 FG_PID=
-passed=0
-failed=0
-
-cleanup() { # stops what this script started; KEEP=1 keeps the temp dir for a look
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
-    sleep 0.2
-    for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
-    if [ -n "${KEEP:-}" ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+cleanup_on_exit # stops what this script started; KEEP=1 keeps the temp dir for a look
 
 log() { printf '== %s\n' "$*"; }
-ok() { passed=$((passed + 1)); printf 'ok   %s\n' "$*"; }
-fail() { failed=$((failed + 1)); printf 'FAIL %s\n' "$(printf '%s' "$*" | tr -s '\n' ' ' | cut -c1-400)"; }
-finish() {
-    printf 'acme-pebble: %d passed, %d failed\n' "$passed" "$failed"
-    exit $((failed > 0 ? 1 : 0))
-}
 plain() { sed 's/\x1b\[[0-9;]*m//g' "$@"; } # strip ANSI colours (in case a log has them)
 tails() {
     local f
@@ -69,9 +53,9 @@ tails() {
 die() { fail "$*"; tails; finish; }
 
 # ---------------------------------------------------------------- tools and binary
-for tool in pebble pebble-challtestsrv openssl curl python3 ss; do
+for tool in pebble pebble-challtestsrv openssl curl python3; do
     command -v "$tool" >/dev/null ||
-        die "missing $tool (apt-get update && apt-get install -y pebble openssl curl python3 iproute2)"
+        die "missing $tool (apt-get update && apt-get install -y pebble openssl curl python3)"
 done
 if [ ! -x "$FRONTGATE" ]; then
     log "building $FRONTGATE"
@@ -81,32 +65,14 @@ fi
 FRONTGATE="$(cd "$(dirname "$FRONTGATE")" && pwd)/$(basename "$FRONTGATE")"
 
 # ---------------------------------------------------------------- ports (loopback only)
-port_busy() { [ -n "$(ss -Htuan "sport = :$1" 2>/dev/null)" ]; } # any TCP/UDP socket on it
-NEXT_PORT=$((20000 + (RANDOM * 7 + $$) % 30000))
-port() { # port VAR: the next free port
-    while port_busy "$NEXT_PORT"; do NEXT_PORT=$((NEXT_PORT + 1)); done
-    printf -v "$1" '%s' "$NEXT_PORT"
-    NEXT_PORT=$((NEXT_PORT + 1))
-}
 for p in $PEBBLE_PORT $PEBBLE_MGMT_PORT; do
     port_busy "$p" && die "port $p (Pebble) already in use"
 done
 port FG              # frontgate's listener = Pebble's tlsPort (TLS-ALPN-01 validation)
 port BACKEND         # the plain HTTP backend behind the route
 port HTTP01          # unused (no HTTP-01 here) but Pebble wants one
-port DNS             # pebble-challtestsrv's DNS (UDP and TCP)
+port DNS udp         # pebble-challtestsrv's DNS (UDP and TCP)
 port CHALLTEST_MGMT
-
-# wait_for SECONDS CMD...: retry CMD every 0.2 s until it succeeds.
-wait_for() {
-    local deadline=$((SECONDS + $1))
-    shift
-    until "$@" >/dev/null 2>&1; do
-        [ "$SECONDS" -lt "$deadline" ] || return 1
-        sleep 0.2
-    done
-}
-listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 fetch() { # prints the body served for https://$NAME:$FG/, trusting only Pebble's root
     curl -sS --noproxy '*' --max-time 5 --cacert "$WORK/pebble-root.pem" \
@@ -199,23 +165,23 @@ log "pebble-challtestsrv (DNS 127.0.0.1:$DNS: every name -> 127.0.0.1)"
 pebble-challtestsrv -dns01 "127.0.0.1:$DNS" -http01 "" -https01 "" -tlsalpn01 "" \
     -management "127.0.0.1:$CHALLTEST_MGMT" -defaultIPv4 127.0.0.1 -defaultIPv6 "" \
     >"$WORK/challtestsrv.log" 2>&1 &
-PIDS+=($!)
+PIDS+=("$!")
 
 log "pebble (ACME at $ACME_DIRECTORY, TLS-ALPN-01 on 127.0.0.1:$FG)"
 PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 \
     pebble -config "$WORK/pebble.json" -dnsserver "127.0.0.1:$DNS" >"$WORK/pebble.log" 2>&1 &
-PIDS+=($!)
+PIDS+=("$!")
 
 log "backend (python3 http.server on 127.0.0.1:$BACKEND)"
 python3 -m http.server --bind 127.0.0.1 --directory "$WORK/www" "$BACKEND" >"$WORK/backend.log" 2>&1 &
-PIDS+=($!)
+PIDS+=("$!")
 
-wait_for 30 curl -sSf --noproxy '*' --cacert "$WORK/pebble-ca.pem" "$ACME_DIRECTORY" ||
+wait_until 30 curl -sSf --noproxy '*' --cacert "$WORK/pebble-ca.pem" "$ACME_DIRECTORY" ||
     die "pebble did not come up"
 curl -sSf --noproxy '*' --cacert "$WORK/pebble-ca.pem" \
     "https://127.0.0.1:$PEBBLE_MGMT_PORT/roots/0" >"$WORK/pebble-root.pem" ||
     die "cannot fetch Pebble's root"
-wait_for 10 listening "$BACKEND" || die "backend did not come up"
+wait_port "$BACKEND" 10 || die "backend did not come up"
 [ "$(curl -sS --noproxy '*' --max-time 5 "http://127.0.0.1:$BACKEND/")" = "$EXPECTED_BODY" ] ||
     die "backend does not serve the expected body"
 ok "pebble, challtestsrv and the backend are up"
@@ -223,8 +189,8 @@ ok "pebble, challtestsrv and the backend are up"
 # ---------------------------------------------------------------- first start: issuance
 log "first start: frontgate must obtain a certificate"
 start_frontgate "$WORK/frontgate.log"
-wait_for 10 listening "$FG" || die "frontgate is not listening on 127.0.0.1:$FG"
-if wait_for "$ISSUE_TIMEOUT" fetch_expected; then
+wait_port "$FG" 10 || die "frontgate is not listening on 127.0.0.1:$FG"
+if wait_until "$ISSUE_TIMEOUT" fetch_expected; then
     ok "certificate issued and served within ${ISSUE_TIMEOUT}s"
 else
     die "no working certificate within ${ISSUE_TIMEOUT}s; last curl: $(fetch 2>&1)"
@@ -246,12 +212,14 @@ fi
 sleep 0.5 # the connection lines are written when the connections end
 plain "$WORK/frontgate.log" >"$WORK/frontgate.plain"
 if grep -q 'ACME: certificate issued' "$WORK/frontgate.plain"; then ok "frontgate logged the issuance"; else fail "no 'ACME: certificate issued' line in frontgate's log"; fi
-if grep 'connection closed' "$WORK/frontgate.plain" | grep -q 'outcome=acme_challenge_answered'; then
+# No `grep -q` at the end of these pipelines: it exits on the first match and, with pipefail,
+# the grep before it dying of SIGPIPE would turn a match into a failure.
+if grep 'connection closed' "$WORK/frontgate.plain" | grep 'outcome=acme_challenge_answered' >/dev/null; then
     ok "the TLS-ALPN-01 validation was answered on frontgate's listener"
 else
     fail "no 'outcome=acme_challenge_answered' connection line in frontgate's log"
 fi
-if grep 'connection closed' "$WORK/frontgate.plain" | grep -E "sni=\"?$NAME\"? " | grep "backend=127.0.0.1:$BACKEND" | grep -q 'outcome=closed'; then
+if grep 'connection closed' "$WORK/frontgate.plain" | grep -E "sni=\"?$NAME\"? " | grep "backend=127.0.0.1:$BACKEND" | grep 'outcome=closed' >/dev/null; then
     ok "frontgate logged the relayed connection (sni=$NAME backend=127.0.0.1:$BACKEND outcome=closed)"
 else
     fail "no 'connection closed ... sni=$NAME ... backend=127.0.0.1:$BACKEND ... outcome=closed' line in frontgate's log"
@@ -268,7 +236,7 @@ fi
 log "restart: the cached certificate must be reused"
 if stop_frontgate; then ok "frontgate exited on SIGTERM within ${STOP_TIMEOUT}s"; else fail "frontgate still running ${STOP_TIMEOUT}s after SIGTERM (killed)"; fi
 start_frontgate "$WORK/frontgate2.log"
-wait_for "$RESTART_TIMEOUT" fetch_expected || die "frontgate did not serve within ${RESTART_TIMEOUT}s of the restart; last curl: $(fetch 2>&1)"
+wait_until "$RESTART_TIMEOUT" fetch_expected || die "frontgate did not serve within ${RESTART_TIMEOUT}s of the restart; last curl: $(fetch 2>&1)"
 body="$(fetch 2>&1)"
 if [ "$body" = "$EXPECTED_BODY" ]; then ok "curl after the restart got the backend's body"; else fail "curl after the restart got: $body"; fi
 cert2="$(served_cert)"

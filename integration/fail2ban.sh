@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # The shipped fail2ban filter matches frontgate's real "mtproto auth failed" lines (from
 # probes with a wrong digest) and nothing else. Needs fail2ban-regex and openssl.
+# dir and port are set by lib.sh's make_temp and port (printf -v):
+# shellcheck disable=SC2154
 set -u
+HERE="$(cd "$(dirname "$0")" && pwd)"
+SUITE=fail2ban
+# shellcheck source=integration/lib.sh
+. "$HERE/lib.sh"
 FRONTGATE=${FRONTGATE:-target/release/frontgate}
-FILTER="$(cd "$(dirname "$0")/.." && pwd)/deploy/fail2ban/filter.d/frontgate.conf"
-dir=$(mktemp -d)
-pid=
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$dir"; }
-trap cleanup EXIT
-passed=0 failed=0
-check() { if eval "$2"; then echo "ok   $1"; passed=$((passed+1)); else echo "FAIL $1"; failed=$((failed+1)); fi; }
+FILTER="$HERE/../deploy/fail2ban/filter.d/frontgate.conf"
+make_temp dir frontgate-fail2ban
+cleanup_on_exit
+check() { if eval "$2"; then ok "$1"; else fail "$1"; fi; }
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port port
 cat > "$dir/routes.yaml" <<YAML
 listen: 127.0.0.1:$port
 mtproto: { users: { alice: 0123456789abcdef0123456789abcdef } }
@@ -23,8 +26,8 @@ routes:
     to: 127.0.0.1:9
 YAML
 "$FRONTGATE" run --config "$dir/routes.yaml" 2> "$dir/log" &
-pid=$!
-for _ in $(seq 50); do grep -q listening "$dir/log" && break; sleep 0.1; done
+PIDS+=("$!")
+wait_until 5 grep -q listening "$dir/log"
 for name in proxy.example.test proxy.example.test other.example.test; do
     timeout 5 openssl s_client -connect "127.0.0.1:$port" -servername "$name" </dev/null >/dev/null 2>&1
 done
@@ -33,5 +36,4 @@ out=$(fail2ban-regex "$dir/log" "$FILTER" 2>&1)
 check "the filter matches both failed MTProto checks" 'grep -qE "^Failregex: 2 total" <<<"$out"'
 check "the matched address is the client's" 'grep -q "mtproto auth failed from 127.0.0.1 " "$dir/log"'
 check "a non-mtproto route logs no auth failure" '[ "$(grep -c "auth failed" "$dir/log")" -eq 2 ]'
-echo "fail2ban: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

@@ -16,6 +16,9 @@ set -o pipefail
 export PATH="$PATH:/usr/sbin:/sbin"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SUITE=integration
+# shellcheck source=integration/lib.sh
+. "$ROOT/integration/lib.sh"
 FRONTGATE="${FRONTGATE:-$ROOT/target/release/frontgate}"
 
 for tool in nginx haproxy curl openssl; do
@@ -27,28 +30,11 @@ if [ ! -x "$FRONTGATE" ]; then
 fi
 FRONTGATE="$(cd "$(dirname "$FRONTGATE")" && pwd)/$(basename "$FRONTGATE")"
 
-T="$(mktemp -d /tmp/frontgate-it.XXXXXX)"
+make_temp T frontgate-it
 # nginx workers may run as another user (when started as root): they must read the doc root.
 chmod 755 "$T"
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
-    sleep 0.2
-    for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
-    wait 2>/dev/null
-    if [ -n "${KEEP:-}" ]; then echo "kept $T" >&2; else rm -rf "$T"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+cleanup_on_exit
 
-PASSED=0
-FAILED=0
-ok() { PASSED=$((PASSED + 1)); echo "ok   $1"; }
-fail() { # details on one line
-    FAILED=$((FAILED + 1))
-    echo "FAIL $1: $(printf '%s' "$2" | tr -s '\n' ' ' | cut -c1-400)"
-}
 # expect_eq WHAT EXPECTED ACTUAL
 expect_eq() {
     if [ "$2" == "$3" ]; then ok "$1"; else fail "$1" "expected '$2', got '$3'"; fi
@@ -59,31 +45,9 @@ expect_match() {
 }
 
 # ---------------------------------------------------------------- ports (loopback only)
-port_busy() { # a listener on 127.0.0.1 or ::1
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    (exec 3<>"/dev/tcp/::1/$1") 2>/dev/null && return 0
-    return 1
-}
-# Below the ephemeral range, so no outgoing connection can be holding the port we pick.
-EPHEMERAL_LOW="$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)"
-NEXT_PORT=$((10000 + (RANDOM * 7 + $$) % (EPHEMERAL_LOW - 10000 - 100)))
-port() { # port VAR: the next free port
-    while port_busy "$NEXT_PORT"; do NEXT_PORT=$((NEXT_PORT + 1)); done
-    printf -v "$1" '%s' "$NEXT_PORT"
-    NEXT_PORT=$((NEXT_PORT + 1))
-}
+# Free on 127.0.0.1 and ::1, below the ephemeral range (lib.sh: port).
 for name in FG FG2 HA P_A P_B P_C P_W P_D P_PP1 P_PP2 P_HA P_R1 P_R2 P_DEAD; do port "$name"; done
 
-wait_until() { # wait_until SECONDS CMD... : poll every 0.1 s
-    local tries=$(($1 * 10))
-    shift
-    while ! "$@" 2>/dev/null; do
-        tries=$((tries - 1))
-        [ "$tries" -le 0 ] && return 1
-        sleep 0.1
-    done
-}
-listening() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 # grows COUNTER-FUNCTION N: the counter (re-evaluated on every poll) is now above N.
 grows() { [ "$("$1")" -gt "$2" ]; }
 
@@ -176,7 +140,7 @@ if ! nginx -t -q -p "$T/nginx/" -e "$T/nginx/logs/error.log" -c "$T/nginx/nginx.
     exit 2
 fi
 nginx -p "$T/nginx/" -e "$T/nginx/logs/error.log" -c "$T/nginx/nginx.conf" 2>>"$T/nginx/logs/error.log" &
-PIDS+=($!)
+PIDS+=("$!")
 
 # ---------------------------------------------------------------- frontgate
 fg_config() { # fg_config R-BACKEND-PORT
@@ -214,7 +178,7 @@ fg_config "$P_R1" >"$T/fg/routes.yaml"
 FG_LOG="$T/fg/frontgate.log"
 "$FRONTGATE" run --config "$T/fg/routes.yaml" >"$FG_LOG" 2>&1 &
 FG_PID=$!
-PIDS+=($FG_PID)
+PIDS+=("$FG_PID")
 
 # The second frontgate, behind HAProxy: trusts 127.0.0.1 to send PROXY headers.
 cat >"$T/fg/behind-haproxy.yaml" <<EOF
@@ -228,7 +192,7 @@ routes:
 EOF
 FG2_LOG="$T/fg/frontgate2.log"
 "$FRONTGATE" run --config "$T/fg/behind-haproxy.yaml" >"$FG2_LOG" 2>&1 &
-PIDS+=($!)
+PIDS+=("$!")
 
 # ---------------------------------------------------------------- haproxy -> frontgate #2
 cat >"$T/haproxy.cfg" <<EOF
@@ -246,16 +210,16 @@ backend frontgate
     server fg2 127.0.0.1:$FG2 send-proxy-v2
 EOF
 haproxy -db -f "$T/haproxy.cfg" >"$T/haproxy.log" 2>&1 &
-PIDS+=($!)
+PIDS+=("$!")
 
 for p in "$P_A" "$P_PP2" "$P_HA" "$FG" "$FG2" "$HA"; do
-    if ! wait_until 10 listening 127.0.0.1 "$p"; then
+    if ! wait_port "$p" 10; then
         echo "integration: nothing listens on 127.0.0.1:$p after 10 s; logs:" >&2
         tail -n 20 "$T"/nginx/logs/error.log "$FG_LOG" "$FG2_LOG" "$T/haproxy.log" >&2
         exit 2
     fi
 done
-if [ "$IPV6" = 1 ] && ! wait_until 5 listening ::1 "$FG"; then
+if [ "$IPV6" = 1 ] && ! wait_port "$FG" 5 ::1; then
     echo "integration: frontgate does not listen on [::1]:$FG" >&2
     exit 2
 fi
@@ -395,7 +359,7 @@ mkfifo "$T/sclient.in"
 timeout 60 openssl s_client -connect "127.0.0.1:$FG" -servername r.test -CAfile "$CA" -quiet \
     <"$T/sclient.in" >"$T/sclient.out" 2>"$T/sclient.err" &
 SCLIENT_PID=$!
-PIDS+=($SCLIENT_PID)
+PIDS+=("$SCLIENT_PID")
 exec 7>"$T/sclient.in"
 printf 'GET /before-reload HTTP/1.1\r\nHost: r.test\r\n\r\n' >&7
 wait_until 10 grep -q 'backend-r1 uri=/before-reload' "$T/sclient.out" ||
@@ -406,7 +370,7 @@ curl -sS --max-time 30 --cacert "$CA" --resolve "r.test:$FG:127.0.0.1" --limit-r
     -D "$T/slow.headers" -o "$T/slow.body" -w '%{http_code} %{size_download}' \
     "https://r.test:$FG/big" >"$T/slow.result" 2>"$T/slow.err" &
 SLOW_PID=$!
-PIDS+=($SLOW_PID)
+PIDS+=("$SLOW_PID")
 wait_until 10 test -s "$T/slow.body"
 
 # The file poller may see the new file first; count only reloads that SIGHUP triggered.
@@ -455,5 +419,4 @@ expect_eq "reload: after a refused reload r.test still goes to r2" \
 kill -0 "$FG_PID" 2>/dev/null
 expect_eq "frontgate still running after all of the above" 0 $?
 
-echo "integration: $PASSED passed, $FAILED failed"
-[ "$FAILED" -eq 0 ]
+finish

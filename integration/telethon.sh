@@ -22,38 +22,19 @@ export PATH="$PATH:/usr/sbin:/sbin"
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
+SUITE=telethon
+# shellcheck source=integration/lib.sh
+. "$HERE/lib.sh"
 
 # ------------------------------------------------------------------ inner part (loopback only)
 if [ "${1:-}" = "--inner" ]; then
     T="$2"
     PY="$3"
     if [ -n "${IN_NETNS:-}" ]; then
-        ip link set lo up || { echo "FAIL loopback up in the network namespace"; echo "telethon: 0 passed, 1 failed"; exit 1; }
+        ip link set lo up || { fail "loopback up in the network namespace"; finish; }
     fi
-    PIDS=()
-    cleanup() {
-        local pid
-        for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
-        sleep 0.2
-        for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
-        wait 2>/dev/null
-    }
-    trap cleanup EXIT
-    trap 'exit 130' INT TERM
+    cleanup_on_exit # T belongs to the outer part: only the processes are ours
 
-    PASSED=0
-    FAILED=0
-    ok() { PASSED=$((PASSED + 1)); echo "ok   $1"; }
-    fail() { FAILED=$((FAILED + 1)); echo "FAIL $1: $(printf '%s' "$2" | tr -s '\n' ' ' | cut -c1-400)"; }
-    finish() { echo "telethon: $PASSED passed, $FAILED failed"; [ "$FAILED" -eq 0 ]; exit $?; }
-
-    port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-    NEXT_PORT=$((20000 + (RANDOM * 7 + $$) % 30000))
-    port() {
-        while port_busy "$NEXT_PORT"; do NEXT_PORT=$((NEXT_PORT + 1)); done
-        printf -v "$1" '%s' "$NEXT_PORT"
-        NEXT_PORT=$((NEXT_PORT + 1))
-    }
     port FG_PORT
     port FGF_PORT
     port DC_PORT
@@ -95,8 +76,7 @@ EOF
         "$FRONTGATE" run --config "$T/frontgate-$variant.yaml" >"$T/frontgate-$variant.log" 2>&1 &
         fg_pid=$!
         PIDS+=("$fg_pid")
-        for _ in $(seq 100); do port_busy "$port" && break; sleep 0.1; done
-        if ! port_busy "$port"; then
+        if ! wait_port "$port" 10; then
             fail "[$variant] frontgate listens on 127.0.0.1:$port" "$(tail -n 5 "$T/frontgate-$variant.log")"
             continue
         fi
@@ -154,15 +134,9 @@ fi
 FRONTGATE="$(cd "$(dirname "$FRONTGATE")" && pwd)/$(basename "$FRONTGATE")"
 export FRONTGATE
 
-T="$(mktemp -d /tmp/frontgate-telethon.XXXXXX)"
-INNER_PID=""
-cleanup_outer() {
-    [ -n "$INNER_PID" ] && kill "$INNER_PID" 2>/dev/null
-    wait 2>/dev/null
-    if [ -n "${KEEP:-}" ]; then echo "kept $T" >&2; else rm -rf "$T"; fi
-}
-trap cleanup_outer EXIT
-trap 'exit 130' INT TERM
+make_temp T frontgate-telethon
+STOP_GRACE=10 # the inner part needs time to stop its own processes on SIGTERM
+cleanup_on_exit
 
 PY="${TELETHON_PYTHON:-}"
 if [ -z "$PY" ]; then
@@ -170,9 +144,8 @@ if [ -z "$PY" ]; then
     if ! python3 -m venv "$T/venv" >"$T/pip.log" 2>&1 ||
         ! "$T/venv/bin/pip" install --quiet --disable-pip-version-check \
             telethon telethonfaketls cryptography >>"$T/pip.log" 2>&1; then
-        echo "FAIL install telethon + telethonfaketls: $(tail -n 3 "$T/pip.log" | tr -s '\n' ' ' | cut -c1-400)"
-        echo "telethon: 0 passed, 1 failed"
-        exit 1
+        fail "install telethon + telethonfaketls" "$(tail -n 3 "$T/pip.log")"
+        finish
     fi
     PY="$T/venv/bin/python"
 fi
@@ -186,7 +159,8 @@ else
     bash "$0" --inner "$T" "$PY" &
 fi
 INNER_PID=$!
+PIDS+=("$INNER_PID")
 wait "$INNER_PID"
 rc=$?
-INNER_PID=""
+PIDS=()
 exit "$rc"
