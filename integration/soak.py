@@ -98,6 +98,9 @@ def signed_hello(secret, valid=True):
     """TDLib's hello with a fresh digest for `secret` at the current time (or a wrong one)."""
     record = bytearray(TEMPLATE)
     record[11:43] = bytes(32)
+    # A fresh session id (byte 43 is its length), so two hellos in one second differ and the
+    # replay cache does not front the second one.
+    record[44 : 44 + record[43]] = os.urandom(record[43])
     mac = hmac.new(secret, bytes(record), hashlib.sha256).digest()
     stamp = struct.pack("<I", int(time.time()))
     digest = bytearray(mac[:28]) + bytearray(a ^ b for a, b in zip(mac[28:], stamp))
