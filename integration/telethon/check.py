@@ -32,6 +32,7 @@ from telethon.sessions import StringSession
 from TelethonFakeTLS import ConnectionTcpMTProxyFakeTLS
 from TelethonFakeTLS.FakeTLS.FakeTLSHello import MTProxyFakeTLSClientCodec
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import fake_dc  # noqa: E402 - integration/fake_dc.py, shared with tdlib/check.py
 from fake_dc import TAGS, UNKNOWN_FINGERPRINT  # noqa: E402
