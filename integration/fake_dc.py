@@ -8,10 +8,11 @@ frontgate. Everything here listens on 127.0.0.1 only.
             encrypt key/iv = init[8..56], the reply key/iv = the same 48 bytes reversed;
             PROTOCOL.md section 6), checks the protocol tag, parses the client's abridged,
             intermediate or padded intermediate framing, expects unencrypted req_pq_multi
-            messages and answers each with a well-formed resPQ that echoes the nonce but
+            messages (the message data may carry padding after the request, as TDLib's
+            does) and answers each with a well-formed resPQ that echoes the nonce but
             lists only an RSA fingerprint no Telegram key has (so no client goes further).
   Backend   the route's real site: records what each connection sends (a probe's
-            ClientHello), answers nothing.
+            ClientHello, see is_client_hello), answers nothing.
   Checks    the `ok   <what>` / `FAIL <what>: <why>` lines the suites' shell parts count.
 """
 
@@ -163,8 +164,11 @@ class FakeDc:
             well_formed = (
                 auth_key_id == 0
                 and msg_id != 0
-                and msg_len == 20
-                and len(body) == 20
+                # TDLib pads the message data with random bytes after the 20-byte
+                # req_pq_multi (td/mtproto/NoCryptoStorer.h); a DC ignores them.
+                and msg_len >= 20
+                and msg_len % 4 == 0
+                and len(body) == msg_len
                 and ctor == REQ_PQ_MULTI
                 and 0 <= extra <= (MAX_PADDING if framing.padded else 0)
             )
@@ -196,6 +200,16 @@ class Backend:
         finally:
             self.received.append(data)
             writer.close()
+
+
+def is_client_hello(record, domain):
+    """`record` is one TLS handshake record holding a ClientHello that names `domain`."""
+    return (
+        record[:3] == b"\x16\x03\x01"
+        and len(record) > 9
+        and record[5] == 0x01
+        and domain.encode() in record
+    )
 
 
 async def start(dc_port, backend_port):

@@ -202,14 +202,7 @@ async def main():
 
     what = "wrong secret: the route's backend got Telethon's ClientHello, unchanged"
     got = backend.received[backend_before:]
-    if (
-        len(got) == 1
-        and got[0][:3] == b"\x16\x03\x01"
-        and len(got[0]) > 9
-        and got[0][5] == 0x01
-        and args.domain.encode() in got[0]
-        and got[0] == sent_hello
-    ):
+    if len(got) == 1 and fake_dc.is_client_hello(got[0], args.domain) and got[0] == sent_hello:
         checks.ok(f"{what} ({len(got[0])} bytes, SNI {args.domain})")
     else:
         checks.fail(
