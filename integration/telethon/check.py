@@ -3,15 +3,10 @@
 
 Run by integration/telethon.sh, which starts frontgate with `mtproto.datacenters` pointing
 every DC id at --dc-port and an `mtproto: true` route for --domain whose `to` is
---backend-port. This process serves both of those ports (asyncio, 127.0.0.1 only) and drives
-Telethon with the TelethonFakeTLS connection class:
-
-  fake DC   reads the proxy's 64-byte obfuscated2 init (DC side, no secret: the proxy's
-            encrypt key/iv = init[8..56], the reply key/iv = the same 48 bytes reversed),
-            checks the protocol tag, parses the client's (padded) intermediate framing,
-            expects an unencrypted req_pq_multi and answers with a well-formed resPQ that
-            echoes the nonce but lists only an RSA fingerprint Telethon does not know.
-  backend   the route's real site: records what it receives (a probe's ClientHello).
+--backend-port. This process serves both of those ports (asyncio, 127.0.0.1 only) with the
+fake DC and backend of integration/fake_dc.py and drives Telethon with the TelethonFakeTLS
+connection class. The fake DC answers req_pq_multi with a well-formed resPQ that echoes the
+nonce but lists only an RSA fingerprint Telethon does not know.
 
 Checks (one `ok   ...` / `FAIL ...` line each):
   1. with the right ee-secret the DC gets an init with Telethon's tag and DC 2;
@@ -26,12 +21,8 @@ import argparse
 import asyncio
 import logging
 import os
-import struct
 import sys
-import time
 import warnings
-
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from telethon import TelegramClient
 from telethon.crypto import rsa
@@ -41,149 +32,10 @@ from telethon.sessions import StringSession
 from TelethonFakeTLS import ConnectionTcpMTProxyFakeTLS
 from TelethonFakeTLS.FakeTLS.FakeTLSHello import MTProxyFakeTLSClientCodec
 
-REQ_PQ_MULTI = 0xBE7E8EF1
-RES_PQ = 0x05162463
-VECTOR = 0x1CB5C415
-# An RSA fingerprint no Telegram key has: Telethon must refuse to go on with it.
-UNKNOWN_FINGERPRINT = 0x0123456789ABCDEF
-# pq = 1229739323 * 1402015859, small enough for Telethon's pure-Python factorisation.
-PQ = 0x17ED48941A08F981
-TAGS = {b"\xdd" * 4: "padded intermediate", b"\xee" * 4: "intermediate"}
-
-RESULTS = {"passed": 0, "failed": 0}
-
-
-LABEL = [""]
-
-
-def ok(what):
-    RESULTS["passed"] += 1
-    print(f"ok   {LABEL[0]}{what}", flush=True)
-
-
-def fail(what, why):
-    RESULTS["failed"] += 1
-    print(f"FAIL {LABEL[0]}{what}: {' '.join(str(why).split())[:400]}", flush=True)
-
-
-def ctr(key_iv):
-    """AES-256-CTR with the 16-byte IV as a 128-bit big-endian counter (obfuscated2)."""
-    return Cipher(algorithms.AES(bytes(key_iv[:32])), modes.CTR(bytes(key_iv[32:48]))).encryptor()
-
-
-def tl_bytes(data):
-    """TL `bytes`: a length byte, the data, zero padding to a multiple of 4."""
-    assert len(data) < 254
-    out = bytes([len(data)]) + data
-    return out + b"\0" * (-len(out) % 4)
-
-
-class FakeDc:
-    """Speaks just enough of a Telegram DC to answer req_pq_multi."""
-
-    def __init__(self):
-        self.connections = 0
-        self.inits = []  # (tag bytes, dc index)
-        self.requests = []  # parsed req_pq_multi: dict
-        self.errors = []
-
-    async def handle(self, reader, writer):
-        self.connections += 1
-        try:
-            await self.serve(reader, writer)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # the client went away (expected once Telethon gives up)
-        except Exception as e:  # noqa: BLE001 - report anything odd
-            self.errors.append(f"{type(e).__name__}: {e}")
-        finally:
-            writer.close()
-
-    async def serve(self, reader, writer):
-        wire = await reader.readexactly(64)
-        key_iv = wire[8:56]
-        decrypt = ctr(key_iv)
-        encrypt = ctr(key_iv[::-1])
-        plain = decrypt.update(wire)
-        tag = plain[56:60]
-        dc = int.from_bytes(plain[60:62], "little", signed=True)
-        self.inits.append((tag, dc))
-        print(f"# fake DC: init tag {tag.hex()} ({TAGS.get(tag, 'unknown')}), dc {dc}", flush=True)
-        if tag not in TAGS:
-            self.errors.append(f"unexpected protocol tag {tag.hex()}")
-            return
-        padded = tag == b"\xdd" * 4
-        while True:
-            length = int.from_bytes(decrypt.update(await reader.readexactly(4)), "little")
-            if not 20 <= length <= 1 << 20:
-                self.errors.append(f"implausible transport packet length {length}")
-                return
-            packet = decrypt.update(await reader.readexactly(length))
-            auth_key_id, msg_id, msg_len = struct.unpack_from("<qqi", packet)
-            body = packet[20 : 20 + msg_len]
-            extra = length - 20 - msg_len
-            ctor = int.from_bytes(body[:4], "little") if len(body) >= 4 else None
-            parsed = {
-                "auth_key_id": auth_key_id,
-                "msg_id": msg_id,
-                "msg_len": msg_len,
-                "constructor": ctor,
-                "nonce": body[4:20],
-                "transport_padding": extra,
-            }
-            print(
-                f"# fake DC: packet {length} bytes: auth_key_id {auth_key_id}, msg_id {msg_id:#x}, "
-                f"length {msg_len}, constructor {ctor:#010x}, nonce {body[4:20].hex()}, "
-                f"transport padding {extra}",
-                flush=True,
-            )
-            well_formed = (
-                auth_key_id == 0
-                and msg_id != 0
-                and msg_len == 20
-                and len(body) == 20
-                and ctor == REQ_PQ_MULTI
-                and 0 <= extra <= (3 if padded else 0)
-            )
-            if not well_formed:
-                self.errors.append(f"not a well-formed req_pq_multi: {parsed}")
-                return
-            self.requests.append(parsed)
-            server_nonce = os.urandom(16)
-            res_pq = (
-                struct.pack("<I", RES_PQ)
-                + parsed["nonce"]
-                + server_nonce
-                + tl_bytes(PQ.to_bytes(8, "big"))
-                + struct.pack("<Iiq", VECTOR, 1, UNKNOWN_FINGERPRINT)
-            )
-            server_msg_id = (int(time.time()) << 32) | 1  # a server response: msg_id % 4 == 1
-            message = struct.pack("<qqi", 0, server_msg_id, len(res_pq)) + res_pq
-            if padded:
-                message += os.urandom(os.urandom(1)[0] % 4)
-            writer.write(encrypt.update(struct.pack("<i", len(message)) + message))
-            await writer.drain()
-
-
-class Backend:
-    """The route's `to`: collects what each connection sends, answers nothing."""
-
-    def __init__(self):
-        self.received = []
-
-    async def handle(self, reader, writer):
-        data = b""
-        try:
-            head = await asyncio.wait_for(reader.readexactly(5), 10)
-            data = head
-            if head[0] == 0x16:
-                data += await asyncio.wait_for(
-                    reader.readexactly(int.from_bytes(head[3:5], "big")), 10
-                )
-        except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError) as e:
-            data += getattr(e, "partial", b"")
-        finally:
-            self.received.append(data)
-            writer.close()
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import fake_dc  # noqa: E402 - integration/fake_dc.py, shared with tdlib/check.py
+from fake_dc import TAGS, UNKNOWN_FINGERPRINT  # noqa: E402
 
 
 class EeSecretFakeTLS(ConnectionTcpMTProxyFakeTLS):
@@ -276,14 +128,11 @@ async def main():
     ap.add_argument("--timeout", type=float, default=15)
     ap.add_argument("--label", default="", help="prefix for the check names")
     args = ap.parse_args()
-    LABEL[0] = f"[{args.label}] " if args.label else ""
+    checks = fake_dc.Checks(args.label)
 
     assert UNKNOWN_FINGERPRINT not in rsa._server_keys, "the test fingerprint must be unknown"
 
-    dc = FakeDc()
-    backend = Backend()
-    dc_server = await asyncio.start_server(dc.handle, "127.0.0.1", args.dc_port)
-    backend_server = await asyncio.start_server(backend.handle, "127.0.0.1", args.backend_port)
+    dc, backend, servers = await fake_dc.start(args.dc_port, args.backend_port)
 
     # ---------------------------------------------------------------- right secret
     ee_secret = "ee" + args.secret + args.domain.encode().hex()
@@ -298,16 +147,16 @@ async def main():
 
     what = "right secret: frontgate relays Telethon to fake DC 2 with its protocol tag"
     if dc.inits and dc.inits[0][1] == 2 and dc.inits[0][0] in TAGS and len(dc.inits) == 1:
-        ok(f"{what} (tag {dc.inits[0][0].hex()}, dc {dc.inits[0][1]})")
+        checks.ok(f"{what} (tag {dc.inits[0][0].hex()}, dc {dc.inits[0][1]})")
     else:
-        fail(what, f"DC connections {dc.connections}, inits {[(t.hex(), d) for t, d in dc.inits]}, errors {dc.errors}")
+        checks.fail(what, f"DC connections {dc.connections}, inits {[(t.hex(), d) for t, d in dc.inits]}, errors {dc.errors}")
 
     what = "fake DC parsed a well-formed unencrypted req_pq_multi"
     if len(dc.requests) == 1 and not dc.errors:
         r = dc.requests[0]
-        ok(f"{what} (msg_id {r['msg_id']:#x}, nonce {r['nonce'].hex()})")
+        checks.ok(f"{what} (msg_id {r['msg_id']:#x}, nonce {r['nonce'].hex()})")
     else:
-        fail(what, f"requests {dc.requests}, errors {dc.errors}")
+        checks.fail(what, f"requests {dc.requests}, errors {dc.errors}")
 
     what = "Telethon parsed the resPQ and refused the unknown RSA fingerprint (SecurityError)"
     auth = AUTH_ERRORS[0] if AUTH_ERRORS else None
@@ -325,9 +174,9 @@ async def main():
         and isinstance(error, ConnectionError)
         and "auth_key generation failed" in str(error)
     ):
-        ok(f"{what}: {type(auth).__name__}: {auth}")
+        checks.ok(f"{what}: {type(auth).__name__}: {auth}")
     else:
-        fail(
+        checks.fail(
             what,
             f"authentication ended with {describe(auth)}; connect() with {describe(error)}; "
             f"transport warnings {transport_trouble}",
@@ -347,31 +196,24 @@ async def main():
 
     what = "wrong secret: Telethon fails and nothing reaches the fake DC"
     if error is not None and dc.connections == dc_before:
-        ok(f"{what} ({describe(error)})")
+        checks.ok(f"{what} ({describe(error)})")
     else:
-        fail(what, f"connect() {describe(error)}; DC connections {dc_before} -> {dc.connections}")
+        checks.fail(what, f"connect() {describe(error)}; DC connections {dc_before} -> {dc.connections}")
 
     what = "wrong secret: the route's backend got Telethon's ClientHello, unchanged"
     got = backend.received[backend_before:]
-    if (
-        len(got) == 1
-        and got[0][:3] == b"\x16\x03\x01"
-        and len(got[0]) > 9
-        and got[0][5] == 0x01
-        and args.domain.encode() in got[0]
-        and got[0] == sent_hello
-    ):
-        ok(f"{what} ({len(got[0])} bytes, SNI {args.domain})")
+    if len(got) == 1 and fake_dc.is_client_hello(got[0], args.domain) and got[0] == sent_hello:
+        checks.ok(f"{what} ({len(got[0])} bytes, SNI {args.domain})")
     else:
-        fail(
+        checks.fail(
             what,
             f"backend connections {len(got)}, first bytes {[g[:16].hex() for g in got]}, "
             f"equal to the sent hello: {[g == sent_hello for g in got]}",
         )
 
-    dc_server.close()
-    backend_server.close()
-    return RESULTS["failed"] == 0
+    for server in servers:
+        server.close()
+    return checks.failed == 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# TDLib (Telegram's own client library) through frontgate's MTProto proxy, against a fake DC.
+#
+#   integration/tdlib.sh                 # uses target/release/frontgate (built if missing)
+#   FRONTGATE=/path/to/frontgate integration/tdlib.sh
+#   KEEP=1 integration/tdlib.sh          # keep the temp dir (configs, logs)
+#   TDLIB_VERBOSITY=4 KEEP=1 ...         # TDLib's own log into the temp dir (tdlib-*.log)
+#   TDLIB_PYTHON=/venv/bin/python ...    # a Python that already has cryptography (no pip install)
+#   LIBTDJSON=/path/libtdjson.so ...     # a libtdjson.so at hand (no wheel download)
+#   NO_NETNS=1 ...                       # do not use a private network namespace
+#
+# Downloads the python-telegram 2.0.0 wheel from PyPI (pip download --no-deps) and takes its
+# libtdjson.so (TDLib 1.8.66), installs cryptography into a venv in the temp dir, then runs
+# integration/tdlib/check.py (fake DC + the route's backend from integration/fake_dc.py, TDLib
+# driven through ctypes, see its docstring) against frontgate in normal mode and with
+# mtproto.fast_mode: each time a frontgate with the defaults (ee-secret, wrong secret) and one
+# with `mtproto.allow_plain: true` (dd-secret). TDLib's check is its `pingProxy`, which
+# answers only once its req_pq_multi got a resPQ back through the proxy.
+# Every DC id is mapped to the fake DC and TDLib is told it has no network, so it dials only
+# the proxy; when `unshare -n` works (root on Linux) the test runs in a fresh network
+# namespace with only loopback, so nothing can leave the machine whatever TDLib or the DC
+# table would do.
+# Each check prints `ok   <what>` or `FAIL <what>: <details>`; the last line is
+# `tdlib: N passed, M failed`; the exit status is non-zero if M > 0.
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+SUITE=tdlib
+CLIENT=TDLib
+SAFEGUARDS="the DC overrides and TDLib's networkTypeNone"
+PYTHON_TELEGRAM=python-telegram==2.0.0
+# shellcheck source=integration/client_suite.sh
+. "$HERE/client_suite.sh"
+
+# ------------------------------------------------------------------ inner part (loopback only)
+if [ "${1:-}" = "--inner" ]; then
+    suite_inner_init "$2" "$3"
+    port FG_PORT
+    port FGP_PORT
+    port FGF_PORT
+    port FGFP_PORT
+    DOMAIN="tdlib.frontgate.test"
+
+    # The same checks against frontgate in normal mode and with mtproto.fast_mode.
+    for variant in normal fast_mode; do
+        if [ "$variant" = normal ]; then
+            port=$FG_PORT plain_port=$FGP_PORT fast=false
+        else
+            port=$FGF_PORT plain_port=$FGFP_PORT fast=true
+        fi
+        fg="$T/frontgate-$variant"
+        plain="$T/frontgate-$variant-allow_plain"
+        suite_frontgate_config "$port" "$fast" >"$fg.yaml"
+        suite_frontgate_config "$plain_port" "$fast" true >"$plain.yaml"
+        suite_start_frontgate "$variant" "$fg.yaml" "$port" || continue
+        fg_pid=$FG_PID
+        suite_start_frontgate "$variant, allow_plain" "$plain.yaml" "$plain_port" || continue
+        plain_pid=$FG_PID
+
+        failed_before=$FAILED
+        # Every wait inside check.py is bounded; `timeout` also bounds a TDLib that hangs.
+        suite_run_check "$variant" "$T/check-$variant.out" "$T/check-$variant.err" \
+            timeout -k 5 240 "$PY" "$HERE/tdlib/check.py" --libtdjson "$LIBTDJSON" --label "$variant" \
+            --proxy-port "$port" --plain-port "$plain_port" --dc-port "$DC_PORT" \
+            --backend-port "$BACKEND_PORT" --secret "$SECRET" --domain "$DOMAIN" \
+            --tdlib-verbosity "${TDLIB_VERBOSITY:-0}" --tdlib-log "$T/tdlib-$variant.log"
+        suite_frontgate_checks "$variant" "$fg_pid" "$fg.log"
+        suite_frontgate_checks "$variant, allow_plain" "$plain_pid" "$plain.log"
+        if [ "$FAILED" -gt "$failed_before" ]; then
+            suite_tail "frontgate log" "$fg.log"
+            suite_tail "frontgate log (allow_plain)" "$plain.log"
+            suite_tail "check.py stderr" "$T/check-$variant.err"
+            [ -f "$T/tdlib-$variant.log" ] && suite_tail "TDLib log" "$T/tdlib-$variant.log"
+        fi
+    done
+    finish
+fi
+
+# ------------------------------------------------------------------ outer part (setup)
+# shellcheck disable=SC2317  # called by suite_outer
+install_tdlib() {
+    PY="${TDLIB_PYTHON:-}"
+    if [ -z "$PY" ]; then
+        suite_venv cryptography cryptography || return 1
+    fi
+    lib_from="${LIBTDJSON:-}"
+    if [ -z "${LIBTDJSON:-}" ]; then
+        lib_from="the $PYTHON_TELEGRAM wheel"
+        echo "# downloading $PYTHON_TELEGRAM (TDLib's libtdjson.so) into $T/wheel" >&2
+        LIBTDJSON="$T/tdlib/telegram/lib/libtdjson.so"
+        if ! "$PY" -m pip download --quiet --disable-pip-version-check --no-deps "$PYTHON_TELEGRAM" \
+            -d "$T/wheel" >>"$T/pip.log" 2>&1 ||
+            ! "$PY" -c 'import glob, sys, zipfile
+zipfile.ZipFile(glob.glob(sys.argv[1] + "/*.whl")[0]).extract("telegram/lib/libtdjson.so", sys.argv[2])' \
+                "$T/wheel" "$T/tdlib" >>"$T/pip.log" 2>&1; then
+            suite_setup_failed "download $PYTHON_TELEGRAM and take telegram/lib/libtdjson.so out of it"
+            return 1
+        fi
+    fi
+    export LIBTDJSON
+    echo "# $("$PY" -c 'import cryptography, sys; print("python", sys.version.split()[0], "cryptography", cryptography.__version__)' 2>&1), libtdjson.so from $lib_from, $("$FRONTGATE" --version)"
+}
+suite_outer "$0" install_tdlib
