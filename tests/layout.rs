@@ -48,8 +48,8 @@ fn every_stage_imports_only_the_stages_below_it() {
 
 #[test]
 fn the_crate_map_lists_every_stage_in_order() {
-    let lib = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs"))
-        .unwrap();
+    let lib =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
     let positions: Vec<usize> = STAGES
         .iter()
         .map(|stage| {

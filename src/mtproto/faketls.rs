@@ -217,12 +217,22 @@ pub fn server_hello(
     out.resize(start + cert_len, 0);
     rand::thread_rng().fill_bytes(&mut out[start..]);
 
+    sign_flight(secret, client_random, &mut out);
+    out
+}
+
+/// Writes the server digest into a fake flight whose `random` (at [`DIGEST_OFFSET`]) is still
+/// zero: HMAC-SHA256(secret, client random || flight) (PROTOCOL.md §3).
+pub fn sign_flight(secret: &Secret, client_random: &[u8; 32], flight: &mut [u8]) {
+    let Some(digest_field) = flight.get(DIGEST_OFFSET..DIGEST_OFFSET + DIGEST_LEN) else {
+        return;
+    };
+    debug_assert!(digest_field.iter().all(|&b| b == 0));
     let mut mac = new_mac(secret);
     mac.update(client_random);
-    mac.update(&out);
+    mac.update(flight);
     let digest = mac.finalize().into_bytes();
-    out[DIGEST_OFFSET..DIGEST_OFFSET + DIGEST_LEN].copy_from_slice(&digest);
-    out
+    flight[DIGEST_OFFSET..DIGEST_OFFSET + DIGEST_LEN].copy_from_slice(&digest);
 }
 
 fn push_u16(out: &mut Vec<u8>, value: usize) {

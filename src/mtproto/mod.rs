@@ -10,6 +10,7 @@
 //! # Layout
 //! - [`gate`]: the check of `mtproto: true` routes and the hand-off to a session or back.
 //! - [`faketls`]: ClientHello digest check and the fake ServerHello flight.
+//! - [`mimic`]: the fake flight shaped like the route's real site, learned from its answer.
 //! - [`records`]: the TLS record layer after the handshake, in place.
 //! - [`replay`]: bounded memory of accepted handshakes.
 //! - [`obfuscated2`]: the 64-byte init, key derivation and AES-256-CTR on both legs.
@@ -20,6 +21,7 @@
 pub mod faketls;
 pub mod gate;
 pub mod links;
+pub mod mimic;
 pub mod obfuscated2;
 pub mod records;
 pub mod replay;
