@@ -11,6 +11,7 @@
 //! - [`gate`]: the check of `mtproto: true` routes and the hand-off to a session or back.
 //! - [`faketls`]: ClientHello digest check and the fake ServerHello flight.
 //! - [`mimic`]: the fake flight shaped like the route's real site, learned from its answer.
+//! - [`mirror`]: the live mirror: the backend's answer to the client's own hello.
 //! - [`records`]: the TLS record layer after the handshake, in place.
 //! - [`replay`]: bounded memory of accepted handshakes.
 //! - [`obfuscated2`]: the 64-byte init, key derivation and AES-256-CTR on both legs.
@@ -22,6 +23,7 @@ pub mod faketls;
 pub mod gate;
 pub mod links;
 pub mod mimic;
+pub mod mirror;
 pub mod obfuscated2;
 pub mod records;
 pub mod replay;

@@ -1,0 +1,75 @@
+//! The live mirror: the route's own backend answers the client's ClientHello, and its first
+//! flight is the shape of the fake one ([`crate::mtproto::mimic`]).
+//!
+//! The end of the backend's flight is detected from its records ([`mimic::arrival`]): a
+//! TLS 1.3 Finished-sized last record ends it at once; otherwise whole records followed by
+//! [`QUIET`] without a byte end it (servers write their first flight at once, then wait for
+//! the client, PROTOCOL.md §8). The mirror connection is closed right after, before the
+//! client's session goes on, so the backend sees a client that gave up after its hello.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+use crate::config::Forward;
+use crate::forward::upstream::{self, ConnectError};
+use crate::mtproto::mimic::{self, Arrival, MAX_FLIGHT_LEN};
+
+/// How long a flight whose end cannot be seen in its records must stay quiet to count as
+/// complete. Loopback and LAN backends write the flight in one burst well inside it.
+pub const QUIET: Duration = Duration::from_millis(20);
+
+/// Why no backend flight was had.
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    /// No backend of the route accepted the connection.
+    #[error("{0}")]
+    Connect(#[from] ConnectError),
+    /// Writing the hello or reading the answer failed.
+    #[error("backend I/O: {0}")]
+    Io(#[from] io::Error),
+    /// The backend closed before its flight was complete.
+    #[error("the backend closed after {0} bytes")]
+    Closed(usize),
+    /// The flight did not arrive within the time allowed.
+    #[error("no complete answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Sends `head` (the route's PROXY header, if any) and `hello` to the route's backend and
+/// returns its first flight, within `budget` for the connect and the answer together.
+pub async fn backend_flight(
+    forward: &Forward,
+    head: &[u8],
+    hello: &[u8],
+    budget: Duration,
+) -> Result<Vec<u8>, MirrorError> {
+    let started = Instant::now();
+    let deadline = started.checked_add(budget).unwrap_or(started);
+    let (mut backend, _) = upstream::connect(&forward.upstreams, budget).await?;
+    let mut request = Vec::with_capacity(head.len() + hello.len());
+    request.extend_from_slice(head);
+    request.extend_from_slice(hello);
+    tokio::time::timeout_at(deadline, backend.write_all(&request))
+        .await
+        .map_err(|_| MirrorError::Timeout(budget))??;
+    let mut flight = Vec::with_capacity(4096);
+    loop {
+        let wait_until = match mimic::arrival(&flight) {
+            Arrival::Complete => return Ok(flight),
+            Arrival::Plausible => deadline.min(Instant::now() + QUIET),
+            Arrival::Incomplete => deadline,
+        };
+        flight.reserve(4096.min(MAX_FLIGHT_LEN - flight.len()));
+        match tokio::time::timeout_at(wait_until, backend.read_buf(&mut flight)).await {
+            Ok(Ok(0)) if mimic::arrival(&flight) == Arrival::Plausible => return Ok(flight),
+            Ok(Ok(0)) => return Err(MirrorError::Closed(flight.len())),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) if mimic::arrival(&flight) == Arrival::Plausible => return Ok(flight),
+            Err(_) => return Err(MirrorError::Timeout(budget)),
+        }
+    }
+}
