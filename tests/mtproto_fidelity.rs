@@ -4,6 +4,8 @@
 //!   server flight; whatever it does next, it must never be fronted to the site (it would see
 //!   a second ServerHello, the site's, after ours). It is closed, and the connection's log
 //!   line and metrics say why.
+//! - No-SNI hellos (some iOS Telegram clients send them): `default: { mtproto: true }` checks
+//!   them against the users and fronts everything else to default's backend.
 
 mod common;
 
@@ -11,6 +13,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use common::fake_dc;
 use common::mtproto_client as client;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -154,4 +157,77 @@ async fn a_client_that_got_the_fake_flight_is_closed_never_fronted() {
         );
         assert!(lines[0].contains("user=\"alice\""), "{what}: {}", lines[0]);
     }
+}
+
+/// A gateway whose only MTProto entry is `default:` (no routes for its name).
+async fn no_sni_setup() -> (
+    frontgate::server::gateway::Gateway,
+    SocketAddr,
+    fake_dc::FakeDc,
+    Backend,
+) {
+    let dc = fake_dc::spawn(false).await;
+    let site = Backend::start("site").await;
+    let (gw, addr) = gateway(&format!(
+        "mtproto:\n  users: {{ alice: {} }}\n  datacenters: {{ 2: [{}] }}\ndefault:\n  mtproto: true\n  to: {}\n",
+        hex::encode(ALICE),
+        dc.addr,
+        site.addr
+    ))
+    .await;
+    (gw, addr, dc, site)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fake_tls_hello_without_sni_reaches_the_dc_via_default() {
+    let (_gw, addr, mut dc, _site) = no_sni_setup().await;
+    // No SNI at all, then a name no route matches: both take `default`.
+    for sni in ["", "unmatched.example.org"] {
+        let (mut w, mut r, _) =
+            client::connect_faketls(addr, &ALICE, sni, client::INTERMEDIATE, 2, false).await;
+        client::echo(&mut w, &mut r, 64 * 1024).await;
+        let seen = tokio::time::timeout(SOON, dc.seen.recv())
+            .await
+            .expect("DC reached in time")
+            .unwrap();
+        assert_eq!(
+            (seen.tag, seen.dc),
+            (client::INTERMEDIATE, 2),
+            "sni {sni:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_browser_hello_without_sni_is_fronted_to_default_byte_for_byte() {
+    let (_gw, addr, mut dc, mut site) = no_sni_setup().await;
+    // rustls leaves SNI out for an IP address.
+    let hello = client_hello("127.0.0.1");
+    let exchange = |to: SocketAddr| {
+        let hello = hello.clone();
+        async move {
+            let mut stream = TcpStream::connect(to).await.unwrap();
+            stream.write_all(&hello).await.unwrap();
+            stream.shutdown().await.unwrap();
+            let mut reply = Vec::new();
+            tokio::time::timeout(SOON, stream.read_to_end(&mut reply))
+                .await
+                .unwrap()
+                .unwrap();
+            reply
+        }
+    };
+    let through_gateway = exchange(addr).await;
+    assert_eq!(
+        site.next_seen().await.bytes,
+        hello,
+        "the site got the hello unchanged"
+    );
+    let direct = exchange(site.addr).await;
+    assert_eq!(site.next_seen().await.bytes, hello);
+    assert_eq!(
+        through_gateway, direct,
+        "the prober sees the site's own answer"
+    );
+    assert!(dc.seen.try_recv().is_err(), "nothing reached the DC");
 }
