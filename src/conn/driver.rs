@@ -476,3 +476,18 @@ async fn forward_tcp(
     let stats = relay::relay_tcp(&client, &backend, conn.config.timeouts.idle).await;
     relayed(stats, record)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rejected_mtproto_client_has_its_own_outcome() {
+        let outcome = Outcome::MtprotoRejected(RejectReason::BadInit);
+        assert_eq!(outcome.kind(), "mtproto_rejected");
+        assert_eq!(
+            outcome.to_string(),
+            "mtproto_rejected (no valid obfuscated2 init)"
+        );
+    }
+}
