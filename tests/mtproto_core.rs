@@ -16,7 +16,9 @@ use frontgate::config::{DcTable, MtprotoSettings, Secret};
 use frontgate::mtproto as mt;
 use mt::faketls::verify_client_hello;
 use mt::replay::ReplayCache;
-use mt::session::{serve_faketls, serve_plain, EndReason, FallbackReason, SessionOutcome};
+use mt::session::{
+    serve_faketls, serve_plain, Committed, EndReason, FallbackReason, RejectReason, SessionOutcome,
+};
 use mt::state::UserCounters;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -206,14 +208,14 @@ async fn fake_tls_echo_every_tag_fast_and_slow() {
                 assert!(rest.is_empty());
                 let fake_dc_addr = dc.addr;
                 match next_outcome(&mut proxy).await {
-                    SessionOutcome::Finished {
+                    SessionOutcome::Committed(Committed::Finished {
                         user,
                         dc,
                         dc_addr,
                         bytes_from_client,
                         bytes_to_client,
                         reason,
-                    } => {
+                    }) => {
                         assert_eq!((user, dc, reason), (BOB_INDEX, dc_idx, EndReason::Closed));
                         assert_eq!(dc_addr, Some(fake_dc_addr), "the DC the session reached");
                         assert!(bytes_from_client >= (TOTAL + 64 + 6) as u64);
@@ -254,11 +256,11 @@ async fn plain_obfuscated2_echo_and_replay() {
         drop(reader);
         assert!(matches!(
             next_outcome(&mut proxy).await,
-            SessionOutcome::Finished {
+            SessionOutcome::Committed(Committed::Finished {
                 user: BOB_INDEX,
                 dc: 2,
                 ..
-            }
+            })
         ));
 
         // The same init again is a replay: handed back with the bytes read.
@@ -293,7 +295,7 @@ async fn plain_obfuscated2_echo_and_replay() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_obfuscated2_tag_falls_back_with_exact_bytes() {
+async fn bad_obfuscated2_tag_after_flight_is_rejected_and_closed() {
     bounded(60, async {
         let dc = fake_dc::spawn(false).await;
         let mut proxy = start_proxy(settings(dc.addr, false), Mode::FakeTls).await;
@@ -308,26 +310,24 @@ async fn bad_obfuscated2_tag_falls_back_with_exact_bytes() {
         sock.write_all(&sent).await.unwrap();
 
         match next_outcome(&mut proxy).await {
-            SessionOutcome::Fallback {
-                mut client,
-                client_bytes,
-                reason: FallbackReason::BadInit,
-            } => {
-                assert_eq!(client_bytes, sent, "every byte after the hello, in order");
-                // The connection is intact: the "backend" can answer the client.
-                client.write_all(b"fronted").await.unwrap();
-            }
+            SessionOutcome::Committed(Committed::Rejected {
+                user: BOB_INDEX,
+                reason: RejectReason::BadInit,
+                bytes_from_client,
+                ..
+            }) => assert_eq!(bytes_from_client, sent.len() as u64),
             other => panic!("unexpected outcome {other:?}"),
         }
-        let mut answer = [0u8; 7];
-        sock.read_exact(&mut answer).await.unwrap();
-        assert_eq!(&answer, b"fronted");
+        // The client got our flight, so it must not be fronted: it sees the close.
+        let mut rest = Vec::new();
+        let _ = sock.read_to_end(&mut rest).await;
+        assert!(rest.is_empty());
     })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_record_after_flight_falls_back() {
+async fn bad_record_after_flight_is_rejected() {
     bounded(60, async {
         let dc = fake_dc::spawn(false).await;
         let mut proxy = start_proxy(settings(dc.addr, false), Mode::FakeTls).await;
@@ -335,11 +335,11 @@ async fn bad_record_after_flight_falls_back() {
         let sent = b"\x15\x03\x03\x00\x02\x02\x28".to_vec(); // an alert record
         sock.write_all(&sent).await.unwrap();
         match next_outcome(&mut proxy).await {
-            SessionOutcome::Fallback {
-                client_bytes,
-                reason: FallbackReason::BadRecord(_),
+            SessionOutcome::Committed(Committed::Rejected {
+                reason: RejectReason::BadRecord(_),
+                bytes_from_client,
                 ..
-            } => assert_eq!(client_bytes, sent),
+            }) => assert_eq!(bytes_from_client, sent.len() as u64),
             other => panic!("unexpected outcome {other:?}"),
         }
     })
@@ -355,7 +355,7 @@ async fn dc_refused_is_a_clean_outcome() {
         let mut proxy = start_proxy(settings(dead_addr, false), Mode::FakeTls).await;
         let (_writer, mut reader, _) = connect_faketls(proxy.addr, client::PADDED, -2).await;
         match next_outcome(&mut proxy).await {
-            SessionOutcome::DcUnreachable { user, dc, error } => {
+            SessionOutcome::Committed(Committed::DcUnreachable { user, dc, error }) => {
                 assert_eq!((user, dc), (BOB_INDEX, -2));
                 assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused);
             }
@@ -387,7 +387,9 @@ async fn idle_relay_is_closed() {
         assert_eq!(reader.recv_exact(4).await.unwrap(), b"ping");
         let started = Instant::now();
         match next_outcome(&mut proxy).await {
-            SessionOutcome::Finished { reason, .. } => assert_eq!(reason, EndReason::IdleTimeout),
+            SessionOutcome::Committed(Committed::Finished { reason, .. }) => {
+                assert_eq!(reason, EndReason::IdleTimeout)
+            }
             other => panic!("unexpected outcome {other:?}"),
         }
         let waited = started.elapsed();
@@ -459,19 +461,21 @@ async fn bytes_read_past_the_hello_are_used() {
                 drop(test_side);
                 assert!(matches!(
                     task.await.unwrap(),
-                    SessionOutcome::Finished {
+                    SessionOutcome::Committed(Committed::Finished {
                         user: BOB_INDEX,
                         dc: 2,
                         ..
-                    }
+                    })
                 ));
             } else {
+                // Past the fake flight: rejected, never handed back for fronting.
                 match task.await.unwrap() {
-                    SessionOutcome::Fallback {
-                        client_bytes,
-                        reason: FallbackReason::BadInit,
+                    SessionOutcome::Committed(Committed::Rejected {
+                        user: BOB_INDEX,
+                        reason: RejectReason::BadInit,
+                        bytes_from_client,
                         ..
-                    } => assert_eq!(client_bytes, stream),
+                    }) => assert_eq!(bytes_from_client, stream.len() as u64),
                     other => panic!("unexpected outcome {other:?}"),
                 }
             }

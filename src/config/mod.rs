@@ -237,11 +237,20 @@ fn compile(file: RouteFile) -> Result<Config, String> {
             .add(&names, Route { label, action })
             .map_err(|dup| format!("{key}.sni: {dup}"))?;
     }
+    let has_mtproto = mtproto.is_some();
     if let Some(target) = &file.default {
-        routes.set_default(target_route("default", target, &listen)?);
+        routes.set_default(target_route("default", target, has_mtproto, &listen)?);
     }
     if let Some(target) = &file.non_tls {
-        routes.set_non_tls(target_route("non_tls", target, &listen)?);
+        if target.mtproto {
+            return Err(
+                "non_tls: `mtproto: true` does not apply here: these connections send no \
+                        TLS ClientHello to check; to serve plain obfuscated2 clients, set \
+                        `mtproto.allow_plain: true` instead"
+                    .into(),
+            );
+        }
+        routes.set_non_tls(target_route("non_tls", target, has_mtproto, &listen)?);
     }
 
     Ok(Config {
@@ -355,11 +364,27 @@ fn tls_settings(key: &str, names: &[NamePattern], tls: TlsSection) -> Result<Tls
     Ok(settings)
 }
 
-fn target_route(key: &str, target: &TargetSection, listen: &[SocketAddr]) -> Result<Route, String> {
+/// `default:` or `non_tls:`; `mtproto: true` (a hello without SNI or with an unmatched one may
+/// be a fake-TLS client, as some iOS Telegram versions send) needs the `mtproto:` section.
+fn target_route(
+    key: &str,
+    target: &TargetSection,
+    has_mtproto: bool,
+    listen: &[SocketAddr],
+) -> Result<Route, String> {
     let forward = forward(key, &target.to.0, target.proxy_protocol.0, listen)?;
+    let action = match (target.mtproto, has_mtproto) {
+        (true, false) => {
+            return Err(format!(
+                "{key}: `mtproto: true` needs an `mtproto:` section with users"
+            ))
+        }
+        (true, true) => Action::Mtproto(forward),
+        (false, _) => Action::Forward(forward),
+    };
     Ok(Route {
         label: key.to_string(),
-        action: Action::Forward(forward),
+        action,
     })
 }
 

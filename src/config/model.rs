@@ -119,6 +119,9 @@ pub struct TargetSection {
     pub to: OneOrMany<UpstreamValue>,
     #[serde(default)]
     pub proxy_protocol: ProxyProtocolValue,
+    /// `default:` only (refused on `non_tls:`, which has no ClientHello to check).
+    #[serde(default)]
+    pub mtproto: bool,
 }
 
 /// `routes:`, checked for names used twice while it is read, so the error carries the

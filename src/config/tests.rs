@@ -145,3 +145,47 @@ fn bad_values_get_clear_messages() {
         assert!(err.contains(expected), "{text:?}: {err}");
     }
 }
+
+#[test]
+fn default_may_check_hellos_against_the_mtproto_users() {
+    let users = "mtproto: { users: { alice: 0123456789abcdef0123456789abcdef } }\n";
+    let config = parse_ok(&format!(
+        "listen: 127.0.0.1:443\n{users}default: {{ mtproto: true, to: 127.0.0.1:8443 }}\n"
+    ));
+    let default = config.routes.for_server_name(None).unwrap();
+    assert!(matches!(default.action, Action::Mtproto(_)), "{default:?}");
+    let unmatched = config
+        .routes
+        .for_server_name(Some("x.example.org"))
+        .unwrap();
+    assert!(matches!(unmatched.action, Action::Mtproto(_)));
+    // Off by default, and `false` is the same as absent.
+    for text in [
+        format!("listen: 127.0.0.1:443\n{users}default: {{ to: 127.0.0.1:8443 }}\n"),
+        format!(
+            "listen: 127.0.0.1:443\n{users}default: {{ to: 127.0.0.1:8443, mtproto: false }}\n"
+        ),
+    ] {
+        let config = parse_ok(&text);
+        let default = config.routes.for_server_name(None).unwrap();
+        assert!(matches!(default.action, Action::Forward(_)), "{text}");
+    }
+}
+
+#[test]
+fn default_mtproto_needs_users_and_non_tls_refuses_it() {
+    let err = parse_err("listen: 127.0.0.1:443\ndefault: { mtproto: true, to: 127.0.0.1:8443 }\n");
+    assert_eq!(
+        err,
+        "test.yaml: default: `mtproto: true` needs an `mtproto:` section with users"
+    );
+    let users = "mtproto: { users: { alice: 0123456789abcdef0123456789abcdef } }\n";
+    let err = parse_err(&format!(
+        "listen: 127.0.0.1:443\n{users}non_tls: {{ mtproto: true, to: 127.0.0.1:8080 }}\n"
+    ));
+    assert!(
+        err.starts_with("test.yaml: non_tls: `mtproto: true` does not apply here"),
+        "{err}"
+    );
+    assert!(err.contains("mtproto.allow_plain"), "{err}");
+}

@@ -21,6 +21,7 @@ use crate::forward::proxy_out;
 use crate::forward::relay::{self, RelayEnd, RelayStats, Side, SideError};
 use crate::forward::upstream;
 use crate::mtproto::gate::{self, Gate, HelloView};
+use crate::mtproto::session::RejectReason;
 use crate::tls::{Accepted, TlsError, TlsTerminator};
 
 /// How a connection ended; the `outcome` field of its log line.
@@ -59,6 +60,9 @@ pub enum Outcome {
         /// Why it ended.
         end: String,
     },
+    /// A fake-TLS client with a valid digest that failed its handshake after our fake server
+    /// flight: closed, never fronted (the site's ServerHello after ours would give it away).
+    MtprotoRejected(RejectReason),
     /// A valid MTProto client whose DC could not be reached.
     DcUnreachable {
         /// The DC index.
@@ -87,6 +91,7 @@ impl Outcome {
             Outcome::AcmeChallenge => "acme_challenge_answered",
             Outcome::TlsFailed(_) => "tls_failed",
             Outcome::Mtproto { .. } => "mtproto_closed",
+            Outcome::MtprotoRejected(_) => "mtproto_rejected",
             Outcome::DcUnreachable { .. } => "mtproto_dc_unreachable",
         }
     }
@@ -111,6 +116,7 @@ impl fmt::Display for Outcome {
             Outcome::AcmeChallenge => f.write_str("acme_challenge_answered"),
             Outcome::TlsFailed(e) => write!(f, "tls_failed ({e})"),
             Outcome::Mtproto { dc, end } => write!(f, "mtproto_closed (dc {dc}, {end})"),
+            Outcome::MtprotoRejected(reason) => write!(f, "mtproto_rejected ({reason})"),
             Outcome::DcUnreachable { dc, error } => {
                 write!(f, "mtproto_dc_unreachable (dc {dc}: {error})")
             }
@@ -368,6 +374,17 @@ fn mtproto_outcome(gate: Gate, record: &mut Record) -> Outcome {
             record.downstream_bytes = to_client;
             Outcome::Mtproto { dc, end }
         }
+        Gate::Rejected {
+            user,
+            reason,
+            from_client,
+            to_client,
+        } => {
+            record.user = Some(user);
+            record.upstream_bytes = from_client;
+            record.downstream_bytes = to_client;
+            Outcome::MtprotoRejected(reason)
+        }
         Gate::DcUnreachable { user, dc, error } => {
             record.user = Some(user);
             Outcome::DcUnreachable { dc, error }
@@ -458,4 +475,19 @@ async fn forward_tcp(
     drop(peeked);
     let stats = relay::relay_tcp(&client, &backend, conn.config.timeouts.idle).await;
     relayed(stats, record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rejected_mtproto_client_has_its_own_outcome() {
+        let outcome = Outcome::MtprotoRejected(RejectReason::BadInit);
+        assert_eq!(outcome.kind(), "mtproto_rejected");
+        assert_eq!(
+            outcome.to_string(),
+            "mtproto_rejected (no valid obfuscated2 init)"
+        );
+    }
 }

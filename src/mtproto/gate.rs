@@ -1,8 +1,10 @@
 //! The gate of `mtproto: true` routes: is this connection a Telegram client with a valid
 //! fake-TLS digest for one of our users, fresh and never seen before? If so the MTProto core
-//! serves it; anything else — a browser, a prober, a replayed or stale handshake, a client
-//! that breaks the protocol before its session starts — comes back as [`Gate::Fallback`] with
-//! every byte read, so the route's real backend answers it and the prober sees the real site.
+//! serves it; anything else — a browser, a prober, a replayed or stale handshake — comes back
+//! as [`Gate::Fallback`] with every byte read, so the route's real backend answers it and the
+//! prober sees the real site. A client that passed the digest check got our fake server flight
+//! and cannot be fronted any more: if it then breaks the protocol it is closed
+//! ([`Gate::Rejected`]), never shown the site's ServerHello after ours.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -11,7 +13,9 @@ use tokio::net::TcpStream;
 
 use crate::config::MtprotoSettings;
 use crate::mtproto::faketls::{verify_client_hello, FakeTlsReject};
-use crate::mtproto::session::{serve_faketls, serve_plain, SessionOutcome};
+use crate::mtproto::session::{
+    serve_faketls, serve_plain, Committed, RejectReason, SessionOutcome,
+};
 use crate::mtproto::state::MtprotoState;
 
 /// What the gate needs of a parsed ClientHello (the peek stage's `ClientHello` lends it).
@@ -44,6 +48,18 @@ pub enum Gate {
         to_client: u64,
         /// Why the session ended.
         end: String,
+    },
+    /// A client with a valid digest that failed its handshake after the fake server flight;
+    /// the connection was closed.
+    Rejected {
+        /// The user's name whose digest the hello carried.
+        user: String,
+        /// Why.
+        reason: RejectReason,
+        /// Client bytes read after the ClientHello.
+        from_client: u64,
+        /// Bytes written to the client.
+        to_client: u64,
     },
     /// A valid client whose DC could not be reached (the client was closed).
     DcUnreachable {
@@ -157,19 +173,32 @@ fn finish(outcome: SessionOutcome, before: Vec<u8>, settings: &MtprotoSettings) 
             bytes.extend_from_slice(&client_bytes);
             Gate::Fallback { client, bytes }
         }
-        SessionOutcome::DcUnreachable { user, dc, error } => Gate::DcUnreachable {
+        SessionOutcome::Committed(Committed::Rejected {
+            user,
+            reason,
+            bytes_from_client,
+            bytes_to_client,
+        }) => Gate::Rejected {
             user: name(user),
-            dc,
-            error,
+            reason,
+            from_client: bytes_from_client,
+            to_client: bytes_to_client,
         },
-        SessionOutcome::Finished {
+        SessionOutcome::Committed(Committed::DcUnreachable { user, dc, error }) => {
+            Gate::DcUnreachable {
+                user: name(user),
+                dc,
+                error,
+            }
+        }
+        SessionOutcome::Committed(Committed::Finished {
             user,
             dc,
             dc_addr,
             bytes_from_client,
             bytes_to_client,
             reason,
-        } => Gate::Served {
+        }) => Gate::Served {
             user: name(user),
             dc,
             dc_addr,

@@ -4,8 +4,10 @@
 //! The router verifies a ClientHello with [`faketls::verify_client_hello`], checks the
 //! [`replay::ReplayCache`], and hands the connection to [`session::serve_faketls`] (or
 //! [`session::serve_plain`] for non-TLS clients). Anything that turns out not to be MTProto
-//! comes back as [`session::SessionOutcome::Fallback`] with every byte read, so the route's
-//! real backend can answer it. Byte-level rules live in `PROTOCOL.md`.
+//! before the session commits (a fake-TLS session commits with its fake server flight) comes
+//! back as [`session::SessionOutcome::Fallback`] with every byte read, so the route's real
+//! backend can answer it; after the commit, failures close the client. Byte-level rules live
+//! in `PROTOCOL.md`.
 //!
 //! # Layout
 //! - [`gate`]: the check of `mtproto: true` routes and the hand-off to a session or back.

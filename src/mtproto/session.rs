@@ -1,9 +1,14 @@
 //! One MTProto client session, from an authenticated ClientHello (or a plain obfuscated2
 //! init) to the end of the relay with its Telegram DC.
 //!
-//! Until the DC connection is up nothing is committed: any failure hands the client back as
-//! [`SessionOutcome::Fallback`] with every byte read from it, so the router can replay them
-//! to the route's real backend (domain fronting). After that the session relays both ways in
+//! A plain session is not committed until the DC connection is up: a failure before hands the
+//! client back as [`SessionOutcome::Fallback`] with every byte read from it, so the router can
+//! replay them to the route's real backend (domain fronting). A fake-TLS session commits
+//! earlier, with the first byte of its fake server flight: the client has seen a ServerHello
+//! that is not the site's, so replaying its hello to the site would show it a second one (a
+//! fingerprint). From there on every failure closes the connection ([`Committed::Rejected`]);
+//! [`Committed`] has no fallback, and the code past the commit point owns the client stream,
+//! so no fallback can be built there. Once the DC is up the session relays both ways in
 //! its own task, en/decrypting in place in one buffer per direction (4 KiB, 64 KiB during a
 //! burst, back to 4 KiB after a quiet second), with one idle timer covering both directions.
 //! DC replies are read with one `readv` straight into the bodies of up to four TLS records.
@@ -20,7 +25,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::config::datacenters::DcAddr;
-use crate::config::MtprotoSettings;
+use crate::config::{MtprotoSettings, Secret};
 use crate::forward::idle::IdleClock;
 use crate::forward::relay::{shutdown_write, write_all_tcp};
 use crate::mtproto::faketls::{random_cert_len, server_hello, FakeTlsClient};
@@ -74,6 +79,44 @@ pub enum FallbackReason {
     ClientIo(io::Error),
 }
 
+/// Why a committed fake-TLS client was closed before its session reached a DC: its records or
+/// its obfuscated2 init were bad after the fake server flight had been sent.
+#[derive(Debug, thiserror::Error)]
+pub enum RejectReason {
+    /// The client broke the TLS record layer.
+    #[error("bad TLS record: {0}")]
+    BadRecord(RecordError),
+    /// The first 64 payload bytes are no obfuscated2 init for the authenticated user.
+    #[error("no valid obfuscated2 init")]
+    BadInit,
+    /// Too many bytes without a complete init.
+    #[error("no obfuscated2 init within the first 64 KiB")]
+    InitTooLate,
+    /// The init did not arrive within `handshake_timeout`.
+    #[error("timed out waiting for the obfuscated2 init")]
+    Timeout,
+    /// The client closed before sending the whole init.
+    #[error("client closed before the obfuscated2 init")]
+    ClientClosed,
+    /// Reading from or writing to the client failed (the flight write included).
+    #[error("client I/O error: {0}")]
+    ClientIo(io::Error),
+}
+
+/// The same failures before a commit point (plain obfuscated2) are fallbacks.
+impl From<RejectReason> for FallbackReason {
+    fn from(reason: RejectReason) -> Self {
+        match reason {
+            RejectReason::BadRecord(e) => FallbackReason::BadRecord(e),
+            RejectReason::BadInit => FallbackReason::BadInit,
+            RejectReason::InitTooLate => FallbackReason::InitTooLate,
+            RejectReason::Timeout => FallbackReason::Timeout,
+            RejectReason::ClientClosed => FallbackReason::ClientClosed,
+            RejectReason::ClientIo(e) => FallbackReason::ClientIo(e),
+        }
+    }
+}
+
 /// Why an established relay ended.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EndReason {
@@ -99,6 +142,7 @@ pub enum EndReason {
 pub enum SessionOutcome {
     /// Not MTProto after all (or not yet): forward `client_bytes` — every byte read from the
     /// client after the ClientHello, in order — to the route's backend, then relay `client`.
+    /// Only possible before the commit point.
     Fallback {
         /// The untouched client connection.
         client: TcpStream,
@@ -106,6 +150,25 @@ pub enum SessionOutcome {
         client_bytes: Vec<u8>,
         /// Why.
         reason: FallbackReason,
+    },
+    /// Past the commit point: the client was served as MTProto or closed.
+    Committed(Committed),
+}
+
+/// How a session past its commit point ended: there is no way back to the route's backend,
+/// the client connection is closed when this is returned.
+#[derive(Debug)]
+pub enum Committed {
+    /// A fake-TLS client that got the fake server flight, then failed its handshake: closed.
+    Rejected {
+        /// User index (the one whose digest the hello carried).
+        user: usize,
+        /// Why.
+        reason: RejectReason,
+        /// Client socket bytes read after the ClientHello.
+        bytes_from_client: u64,
+        /// Client socket bytes written (the part of the flight that was written).
+        bytes_to_client: u64,
     },
     /// Valid client, but no address of its DC accepted a connection (client closed).
     DcUnreachable {
@@ -133,6 +196,12 @@ pub enum SessionOutcome {
     },
 }
 
+impl From<Committed> for SessionOutcome {
+    fn from(committed: Committed) -> Self {
+        SessionOutcome::Committed(committed)
+    }
+}
+
 fn fallback(client: TcpStream, client_bytes: Vec<u8>, reason: FallbackReason) -> SessionOutcome {
     SessionOutcome::Fallback {
         client,
@@ -144,11 +213,12 @@ fn fallback(client: TcpStream, client_bytes: Vec<u8>, reason: FallbackReason) ->
 /// Serves a client whose ClientHello passed [`crate::mtproto::faketls::verify_client_hello`]
 /// (and the replay check): sends the fake ServerHello flight in one write, reads TLS records
 /// until the obfuscated2 init is complete, then connects to the DC and relays until the end.
+/// Writing the flight is the commit point: only a failure before it falls back.
 ///
 /// `already_read_after_hello` holds bytes the router read past the hello; `hello_session_id`
 /// and `hello_cipher_suites` come from the parsed ClientHello.
 pub async fn serve_faketls(
-    mut client: TcpStream,
+    client: TcpStream,
     already_read_after_hello: Vec<u8>,
     auth: &FakeTlsClient,
     hello_session_id: &[u8],
@@ -156,7 +226,7 @@ pub async fn serve_faketls(
     settings: &MtprotoSettings,
     counters: &[Arc<UserCounters>],
 ) -> SessionOutcome {
-    let mut raw = already_read_after_hello;
+    let raw = already_read_after_hello;
     let Some((_, secret)) = settings.users.get(auth.user) else {
         return fallback(client, raw, FallbackReason::UnknownUser);
     };
@@ -167,9 +237,32 @@ pub async fn serve_faketls(
         hello_cipher_suites,
         random_cert_len(),
     );
-    if let Err(e) = client.write_all(&flight).await {
-        return fallback(client, raw, FallbackReason::ClientIo(e));
+    commit_faketls(client, raw, auth.user, secret, &flight, settings, counters)
+        .await
+        .into()
+}
+
+/// The fake-TLS session from its commit point on: sends the flight, reads the init, serves
+/// the session to its end. It owns the client and returns no fallback: every failure closes.
+async fn commit_faketls(
+    mut client: TcpStream,
+    mut raw: Vec<u8>,
+    user: usize,
+    secret: &Secret,
+    flight: &[u8],
+    settings: &MtprotoSettings,
+    counters: &[Arc<UserCounters>],
+) -> Committed {
+    let rejected = |reason, raw: &[u8], to_client| Committed::Rejected {
+        user,
+        reason,
+        bytes_from_client: raw.len() as u64,
+        bytes_to_client: to_client,
+    };
+    if let Err(e) = client.write_all(flight).await {
+        return rejected(RejectReason::ClientIo(e), &raw, 0);
     }
+    let to_client = flight.len() as u64;
 
     let deadline = Instant::now() + settings.handshake_timeout;
     let mut decoder = RecordDecoder::new();
@@ -181,29 +274,29 @@ pub async fn serve_faketls(
             decoded_upto = raw.len();
             match decoder.decode_in_place(&mut chunk) {
                 Ok(n) => payload.extend_from_slice(&chunk[..n]),
-                Err(e) => return fallback(client, raw, FallbackReason::BadRecord(e)),
+                Err(e) => return rejected(RejectReason::BadRecord(e), &raw, to_client),
             }
         }
         if payload.len() >= INIT_LEN {
             break;
         }
         if let Err(reason) = read_more(&mut client, &mut raw, deadline).await {
-            return fallback(client, raw, reason);
+            return rejected(reason, &raw, to_client);
         }
     }
 
     let mut init = [0u8; INIT_LEN];
     init.copy_from_slice(&payload[..INIT_LEN]);
     let Some(obfuscation) = parse_client_init(&init, secret) else {
-        return fallback(client, raw, FallbackReason::BadInit);
+        return rejected(RejectReason::BadInit, &raw, to_client);
     };
     let handshake = Handshake {
-        user: auth.user,
+        user,
         obfuscation,
         leftover: payload.split_off(INIT_LEN),
         decoder: Some(decoder),
         from_client: raw.len() as u64,
-        to_client: flight.len() as u64,
+        to_client,
     };
     establish(client, handshake, settings, counters).await
 }
@@ -230,7 +323,7 @@ pub async fn serve_plain(
             return fallback(client, raw, FallbackReason::BadInit);
         }
         if let Err(reason) = read_more(&mut client, &mut raw, deadline).await {
-            return fallback(client, raw, reason);
+            return fallback(client, raw, reason.into());
         }
     }
     let mut init = [0u8; INIT_LEN];
@@ -254,7 +347,9 @@ pub async fn serve_plain(
         from_client: raw.len() as u64,
         to_client: 0,
     };
-    establish(client, handshake, settings, counters).await
+    establish(client, handshake, settings, counters)
+        .await
+        .into()
 }
 
 /// Appends one read's worth of client bytes to `raw`, within the handshake limits.
@@ -262,16 +357,16 @@ async fn read_more(
     client: &mut TcpStream,
     raw: &mut Vec<u8>,
     deadline: Instant,
-) -> Result<(), FallbackReason> {
+) -> Result<(), RejectReason> {
     if raw.len() >= MAX_HANDSHAKE_BYTES {
-        return Err(FallbackReason::InitTooLate);
+        return Err(RejectReason::InitTooLate);
     }
     raw.reserve(4096);
     match tokio::time::timeout_at(deadline, client.read_buf(raw)).await {
-        Err(_) => Err(FallbackReason::Timeout),
-        Ok(Ok(0)) => Err(FallbackReason::ClientClosed),
+        Err(_) => Err(RejectReason::Timeout),
+        Ok(Ok(0)) => Err(RejectReason::ClientClosed),
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(FallbackReason::ClientIo(e)),
+        Ok(Err(e)) => Err(RejectReason::ClientIo(e)),
     }
 }
 
@@ -296,12 +391,13 @@ impl Drop for ActiveGuard {
     }
 }
 
+/// Connects to the client's DC and relays: the client is committed to MTProto by now.
 async fn establish(
     client: TcpStream,
     handshake: Handshake,
     settings: &MtprotoSettings,
     counters: &[Arc<UserCounters>],
-) -> SessionOutcome {
+) -> Committed {
     let Handshake {
         user,
         obfuscation: mut client_obf,
@@ -315,7 +411,7 @@ async fn establish(
     let mut dc = match connect_dc(&addresses, settings.connect_timeout).await {
         Ok(stream) => stream,
         Err(error) => {
-            return SessionOutcome::DcUnreachable {
+            return Committed::DcUnreachable {
                 user,
                 dc: dc_idx,
                 error,
@@ -331,7 +427,7 @@ async fn establish(
     first.extend_from_slice(&dc_obf.init);
     first.extend_from_slice(&leftover);
     if let Err(error) = dc.write_all(&first).await {
-        return SessionOutcome::DcUnreachable {
+        return Committed::DcUnreachable {
             user,
             dc: dc_idx,
             error,
@@ -359,7 +455,7 @@ async fn establish(
     };
     let dc_addr = dc.peer_addr().ok();
     let (up, down, reason) = relay(client, dc, legs, settings.idle_timeout, stats).await;
-    SessionOutcome::Finished {
+    Committed::Finished {
         user,
         dc: dc_idx,
         dc_addr,

@@ -56,19 +56,21 @@ fn ext(out: &mut Vec<u8>, kind: u16, body: &[u8]) {
 }
 
 /// Builds a 517-byte ClientHello record for `sni` whose random is the fake-TLS digest of
-/// `secret` at `timestamp`.
+/// `secret` at `timestamp`. An empty `sni` leaves the SNI extension out, as some iOS clients do.
 pub fn build_hello(secret: &[u8; 16], sni: &str, cipher_suites: &[u16], timestamp: u32) -> Hello {
     let mut rng = rand::thread_rng();
     let mut session_id = vec![0u8; 32];
     rng.fill_bytes(&mut session_id);
 
     let mut exts = Vec::new();
-    let mut sni_body = Vec::new();
-    sni_body.extend_from_slice(&((sni.len() + 3) as u16).to_be_bytes());
-    sni_body.push(0);
-    sni_body.extend_from_slice(&(sni.len() as u16).to_be_bytes());
-    sni_body.extend_from_slice(sni.as_bytes());
-    ext(&mut exts, 0x0000, &sni_body);
+    if !sni.is_empty() {
+        let mut sni_body = Vec::new();
+        sni_body.extend_from_slice(&((sni.len() + 3) as u16).to_be_bytes());
+        sni_body.push(0);
+        sni_body.extend_from_slice(&(sni.len() as u16).to_be_bytes());
+        sni_body.extend_from_slice(sni.as_bytes());
+        ext(&mut exts, 0x0000, &sni_body);
+    }
     ext(&mut exts, 0x000a, &[0, 2, 0, 0x1d]);
     let mut ks = vec![0, 36, 0, 0x1d, 0, 32];
     let mut key = [0u8; 32];
@@ -338,7 +340,8 @@ pub type Writer = ClientWriter<tokio::net::tcp::OwnedWriteHalf>;
 pub type Reader = ClientReader<tokio::net::tcp::OwnedReadHalf>;
 
 /// Connects to `addr`, sends a fake-TLS hello for `secret` and `sni` (one byte per write when
-/// `byte_by_byte`), checks the server flight, then sends CCS + the obfuscated2 init.
+/// `byte_by_byte`; no SNI when `sni` is empty), checks the server flight, then sends CCS + the
+/// obfuscated2 init.
 pub async fn connect_faketls(
     addr: std::net::SocketAddr,
     secret: &[u8; 16],
