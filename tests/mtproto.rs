@@ -24,7 +24,8 @@ struct Setup {
     gateway: frontgate::server::gateway::Gateway,
 }
 
-/// `mtproto_extra` continues the `mtproto:` block, `top_extra` adds top-level keys.
+/// `mtproto_extra` continues the `mtproto:` block, `top_extra` adds top-level keys. The site
+/// here is no TLS server, so the route has `mimic: off` (tests/mimic.rs covers the mirror).
 async fn setup(
     mtproto_extra: &str,
     top_extra: &str,
@@ -33,7 +34,7 @@ async fn setup(
     let dc = fake_dc::spawn(false).await;
     let site = Backend::start("site").await;
     let (gateway, addr) = gateway(&format!(
-        "mtproto:\n  users: {{ alice: {}, bob: ee{}{} }}\n  datacenters: {{ 2: [{}] }}\n{mtproto_extra}{top_extra}routes:\n  - sni: {SNI}\n    mtproto: true\n    to: {}\n",
+        "mtproto:\n  users: {{ alice: {}, bob: ee{}{} }}\n  datacenters: {{ 2: [{}] }}\n{mtproto_extra}{top_extra}routes:\n  - sni: {SNI}\n    mtproto: true\n    mimic: off\n    to: {}\n",
         hex::encode(ALICE),
         hex::encode(BOB),
         hex::encode(SNI),

@@ -15,6 +15,7 @@ use common::mtproto_client::{self as client, ClientReader, ClientWriter};
 use frontgate::config::{DcTable, MtprotoSettings, Secret};
 use frontgate::mtproto as mt;
 use mt::faketls::verify_client_hello;
+use mt::mimic::FlightProfile;
 use mt::replay::ReplayCache;
 use mt::session::{
     serve_faketls, serve_plain, Committed, EndReason, FallbackReason, RejectReason, SessionOutcome,
@@ -23,6 +24,11 @@ use mt::state::UserCounters;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+
+/// The fixed-shape flight (`mimic: off`): these tests drive the session without a backend.
+fn fixed_shape(suites: &[u16]) -> FlightProfile {
+    FlightProfile::fixed(suites, 2000)
+}
 
 const OTHER: [u8; 16] = [0x11; 16];
 const BOB: [u8; 16] = [
@@ -116,8 +122,16 @@ async fn start_proxy(settings: MtprotoSettings, mode: Mode) -> Proxy {
                         .expect("test client hello must verify");
                         assert!(replay.insert_if_new(&auth.random));
                         let (sid, suites) = parse_hello(&record);
-                        serve_faketls(sock, Vec::new(), &auth, &sid, &suites, &settings, &counters)
-                            .await
+                        serve_faketls(
+                            sock,
+                            Vec::new(),
+                            &auth,
+                            &sid,
+                            &fixed_shape(&suites),
+                            &settings,
+                            &counters,
+                        )
+                        .await
                     }
                 };
                 let _ = tx.send(outcome);
@@ -441,7 +455,13 @@ async fn bytes_read_past_the_hello_are_used() {
                 );
                 tokio::spawn(async move {
                     serve_faketls(
-                        proxy_side, already, &auth, &sid, &suites, &settings, &counters,
+                        proxy_side,
+                        already,
+                        &auth,
+                        &sid,
+                        &fixed_shape(&suites),
+                        &settings,
+                        &counters,
                     )
                     .await
                 })

@@ -85,7 +85,7 @@ async fn a_client_that_got_the_fake_flight_is_closed_never_fronted() {
         let site = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         site.set_nonblocking(true).unwrap();
         let (gw, addr) = gateway(&format!(
-            "mtproto: {{ users: {{ alice: {} }} }}\nroutes:\n  - sni: {SNI}\n    mtproto: true\n    to: {}\n",
+            "mtproto: {{ users: {{ alice: {} }} }}\nroutes:\n  - sni: {SNI}\n    mtproto: true\n    mimic: off\n    to: {}\n",
             hex::encode(ALICE),
             site.local_addr().unwrap()
         ))
@@ -141,7 +141,7 @@ async fn no_sni_setup() -> (
     let dc = fake_dc::spawn(false).await;
     let site = Backend::start("site").await;
     let (gw, addr) = gateway(&format!(
-        "mtproto:\n  users: {{ alice: {} }}\n  datacenters: {{ 2: [{}] }}\ndefault:\n  mtproto: true\n  to: {}\n",
+        "mtproto:\n  users: {{ alice: {} }}\n  datacenters: {{ 2: [{}] }}\ndefault:\n  mtproto: true\n  mimic: off\n  to: {}\n",
         hex::encode(ALICE),
         dc.addr,
         site.addr

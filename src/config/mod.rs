@@ -15,7 +15,8 @@ pub use datacenters::DcTable;
 pub use mtproto::MtprotoSettings;
 pub use secret::Secret;
 pub use table::{
-    Action, DuplicateName, Forward, NamePattern, ProxyProtocol, Route, RouteTable, Terminate,
+    Action, DuplicateName, Forward, MimicMode, MtprotoRoute, NamePattern, ProxyProtocol, Route,
+    RouteTable, Terminate,
 };
 pub use tls::{CertSource, TlsSettings};
 pub use upstream::Upstream;
@@ -226,7 +227,12 @@ fn compile(file: RouteFile) -> Result<Config, String> {
                     "{key}: `mtproto: true` needs an `mtproto:` section with users"
                 ))
             }
-            (None, true) => Action::Mtproto(forward),
+            (None, true) => Action::Mtproto(mtproto_route(forward, route.mimic)),
+            (None, false) if route.mimic.is_some() => {
+                return Err(format!(
+                    "{key}.mimic: only `mtproto: true` routes have a mimic mode"
+                ))
+            }
             (None, false) => Action::Forward(forward),
             (Some(tls), false) => Action::Terminate(Terminate {
                 settings: tls_settings(&key, &names, tls)?,
@@ -379,13 +385,24 @@ fn target_route(
                 "{key}: `mtproto: true` needs an `mtproto:` section with users"
             ))
         }
-        (true, true) => Action::Mtproto(forward),
+        (true, true) => Action::Mtproto(mtproto_route(forward, target.mimic)),
+        (false, _) if target.mimic.is_some() => {
+            return Err(format!(
+                "{key}.mimic: only `mtproto: true` has a mimic mode"
+            ))
+        }
         (false, _) => Action::Forward(forward),
     };
     Ok(Route {
         label: key.to_string(),
         action,
     })
+}
+
+/// An `mtproto: true` route's action: `mimic` as written, or the default for its backends.
+fn mtproto_route(forward: Forward, mimic: Option<values::MimicValue>) -> MtprotoRoute {
+    let mimic = mimic.map_or_else(|| MimicMode::default_for(&forward.upstreams), |m| m.0);
+    MtprotoRoute { forward, mimic }
 }
 
 fn forward(

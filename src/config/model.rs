@@ -9,8 +9,8 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::values::{
-    DurationValue, ListenAddr, NameValue, Network, OneOrMany, ProxyProtocolValue, SecretValue,
-    UpstreamValue,
+    DurationValue, ListenAddr, MimicValue, NameValue, Network, OneOrMany, ProxyProtocolValue,
+    SecretValue, UpstreamValue,
 };
 
 /// The whole file.
@@ -85,6 +85,8 @@ pub struct RouteSection {
     pub sni: OneOrMany<NameValue>,
     #[serde(default)]
     pub mtproto: bool,
+    /// `mtproto: true` routes only: how the fake server flight is shaped.
+    pub mimic: Option<MimicValue>,
     pub to: OneOrMany<UpstreamValue>,
     #[serde(default)]
     pub proxy_protocol: ProxyProtocolValue,
@@ -122,6 +124,8 @@ pub struct TargetSection {
     /// `default:` only (refused on `non_tls:`, which has no ClientHello to check).
     #[serde(default)]
     pub mtproto: bool,
+    /// With `mtproto: true`: how the fake server flight is shaped.
+    pub mimic: Option<MimicValue>,
 }
 
 /// `routes:`, checked for names used twice while it is read, so the error carries the

@@ -110,6 +110,60 @@ pub struct Terminate {
     pub forward: Forward,
 }
 
+/// How the fake server flight of an `mtproto: true` route is shaped (PROTOCOL.md §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MimicMode {
+    /// Each client's hello goes to the backend first; the fake flight mirrors its answer.
+    Live,
+    /// The profile learned from the backend's last answer (refreshed in the background);
+    /// for a `to` far away, where waiting for a live answer would add a round trip.
+    Learned,
+    /// The fixed shape (x25519, a random 1-4 KiB record): a known fingerprint.
+    Off,
+}
+
+impl MimicMode {
+    /// The mode when the route file names none: `live` when every backend is on this host or
+    /// a private network (a live answer costs little there), `learned` otherwise.
+    pub fn default_for(upstreams: &[Upstream]) -> MimicMode {
+        let near = |u: &Upstream| match u.literal() {
+            Some(addr) => match addr.ip().to_canonical() {
+                std::net::IpAddr::V4(ip) => {
+                    ip.is_loopback() || ip.is_private() || ip.is_link_local()
+                }
+                std::net::IpAddr::V6(ip) => {
+                    ip.is_loopback() || ip.is_unique_local() || ip.is_unicast_link_local()
+                }
+            },
+            None => u.host() == "localhost",
+        };
+        if upstreams.iter().all(near) {
+            MimicMode::Live
+        } else {
+            MimicMode::Learned
+        }
+    }
+}
+
+impl fmt::Display for MimicMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MimicMode::Live => "live",
+            MimicMode::Learned => "learned",
+            MimicMode::Off => "off",
+        })
+    }
+}
+
+/// An `mtproto: true` route: the MTProto gate first, the backend for everything else.
+#[derive(Debug, Clone)]
+pub struct MtprotoRoute {
+    /// Where everything that is not a valid MTProto client goes (and the mirror asks).
+    pub forward: Forward,
+    /// How the fake server flight is shaped.
+    pub mimic: MimicMode,
+}
+
 /// What to do with a connection that matched a route.
 #[derive(Debug)]
 pub enum Action {
@@ -119,7 +173,7 @@ pub enum Action {
     Terminate(Terminate),
     /// Check for a fake-TLS MTProto client first; everything else is forwarded like
     /// [`Action::Forward`] (domain fronting).
-    Mtproto(Forward),
+    Mtproto(MtprotoRoute),
 }
 
 /// One entry of the route table, shared by every name that points at it.

@@ -11,9 +11,9 @@ use serde::de::{self, value::StrDeserializer, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use crate::config::secret::Secret;
-use crate::config::NamePattern;
 use crate::config::ProxyProtocol;
 use crate::config::Upstream;
+use crate::config::{MimicMode, NamePattern};
 
 /// A key that takes one value or a list of them: `to: a:1` or `to: [a:1, b:2]`.
 #[derive(Debug, Clone)]
@@ -132,6 +132,23 @@ from_text!(
         "v2" => Ok(ProxyProtocolValue(ProxyProtocol::V2)),
         _ => Err(format!(
             "invalid proxy_protocol `{text}`: expected none, v1 or v2"
+        )),
+    }
+);
+
+/// `mimic: live | learned | off` of an `mtproto: true` route.
+#[derive(Debug, Clone, Copy)]
+pub struct MimicValue(pub MimicMode);
+
+from_text!(
+    MimicValue,
+    "live, learned or off",
+    |text| match text.to_ascii_lowercase().as_str() {
+        "live" => Ok(MimicValue(MimicMode::Live)),
+        "learned" => Ok(MimicValue(MimicMode::Learned)),
+        "off" => Ok(MimicValue(MimicMode::Off)),
+        _ => Err(format!(
+            "invalid mimic `{text}`: expected live, learned or off"
         )),
     }
 );

@@ -20,7 +20,7 @@ use crate::forward::prefixed::PrefixedStream;
 use crate::forward::proxy_out;
 use crate::forward::relay::{self, RelayEnd, RelayStats, Side, SideError};
 use crate::forward::upstream;
-use crate::mtproto::gate::{self, Gate, HelloView};
+use crate::mtproto::gate::{self, Gate, HelloView, Mirror};
 use crate::mtproto::session::RejectReason;
 use crate::tls::{Accepted, TlsError, TlsTerminator};
 
@@ -315,13 +315,21 @@ async fn dispatch(
             let terminated = terminate_tls(stream, terminate, terminator, bytes, conn, record);
             return Box::pin(terminated).await;
         }
-        Action::Mtproto(forward) => {
+        Action::Mtproto(target) => {
             let gate = match (flight, &snapshot.config.mtproto, &snapshot.mtproto) {
                 (FirstFlight::Tls(hello), Some(settings), Some(state)) => {
                     let client_ip = record.client.ip();
+                    let forward = &target.forward;
+                    let mirror = Mirror {
+                        route: record.route.as_deref().unwrap_or_default(),
+                        target,
+                        head: proxy_out::encode(forward.proxy_protocol, record.client, conn.local),
+                        budget: conn.config.timeouts.connect,
+                    };
                     let check = async move {
                         let view = hello_view(&hello);
-                        gate::fake_tls(stream, client_ip, view, bytes, settings, state).await
+                        gate::fake_tls(stream, client_ip, view, bytes, mirror, settings, state)
+                            .await
                     };
                     Box::pin(check).await
                 }
@@ -331,7 +339,7 @@ async fn dispatch(
                 },
             };
             match gate {
-                Gate::Fallback { client, bytes } => (client, forward, bytes),
+                Gate::Fallback { client, bytes } => (client, &target.forward, bytes),
                 served => return mtproto_outcome(served, record),
             }
         }

@@ -1,5 +1,5 @@
-//! The fake-TLS handshake: checking a ClientHello's digest and answering with the fake
-//! ServerHello flight (PROTOCOL.md §2 and §3).
+//! The fake-TLS handshake: checking a ClientHello's digest and signing the fake server flight
+//! ([`crate::mtproto::mimic`] shapes it) (PROTOCOL.md §2 and §3).
 //!
 //! A Telegram client proves it knows a user secret by hiding an HMAC of its ClientHello in
 //! the hello's `random` field; the proxy proves the same back in the ServerHello `random`.
@@ -10,11 +10,9 @@ use std::time::Duration;
 
 use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
-use rand::rngs::OsRng;
-use rand::{Rng, RngCore};
+use rand::Rng;
 use sha2::Sha256;
 use subtle::{Choice, ConstantTimeEq};
-use x25519_dalek::{PublicKey, StaticSecret};
 
 use crate::config::secret::Secret;
 
@@ -25,14 +23,11 @@ type HmacSha256 = Hmac<Sha256>;
 pub const DIGEST_OFFSET: usize = 11;
 /// Length of the digest (`random`) field.
 pub const DIGEST_LEN: usize = 32;
-/// Largest fake certificate record the flight carries (one TLS record's payload).
-pub const MAX_FAKE_CERT_LEN: usize = 16384;
 
 /// The TLS 1.3 cipher suites a ServerHello may echo (`13 01`, `13 02`, `13 03`).
 const TLS13_SUITES: [u16; 3] = [0x1301, 0x1302, 0x1303];
 /// Suite sent when the client offered none of [`TLS13_SUITES`].
 const DEFAULT_SUITE: u16 = 0x1301;
-const CHANGE_CIPHER_SPEC: [u8; 6] = [0x14, 0x03, 0x03, 0x00, 0x01, 0x01];
 
 /// A ClientHello that carries a valid digest for one configured user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,55 +167,6 @@ fn is_grease(value: u16) -> bool {
     hi == lo && hi & 0x0f == 0x0a
 }
 
-/// Builds the three-record fake ServerHello flight (PROTOCOL.md §3) with the server digest in
-/// place: ServerHello (127 bytes for a 32-byte session id), ChangeCipherSpec, and exactly one
-/// application-data record of `fake_cert_len` random bytes (clamped to 16384). Send it in one
-/// write.
-pub fn server_hello(
-    secret: &Secret,
-    client_random: &[u8; 32],
-    session_id: &[u8],
-    client_cipher_suites: &[u16],
-    fake_cert_len: usize,
-) -> Vec<u8> {
-    // A TLS session id is at most 32 bytes; the length is one byte on the wire.
-    let session_id = &session_id[..session_id.len().min(32)];
-    let cert_len = fake_cert_len.min(MAX_FAKE_CERT_LEN);
-    let key_share = PublicKey::from(&StaticSecret::random_from_rng(OsRng));
-
-    let extensions_len: usize = 40 + 6; // key_share + supported_versions
-    let body_len = 2 + DIGEST_LEN + 1 + session_id.len() + 2 + 1 + 2 + extensions_len;
-    let mut out = Vec::with_capacity(5 + 4 + body_len + CHANGE_CIPHER_SPEC.len() + 5 + cert_len);
-
-    // ServerHello record.
-    out.extend_from_slice(&[0x16, 0x03, 0x03]);
-    push_u16(&mut out, 4 + body_len);
-    out.push(0x02);
-    out.extend_from_slice(&u24(body_len));
-    out.extend_from_slice(&[0x03, 0x03]);
-    out.extend_from_slice(&[0u8; DIGEST_LEN]);
-    out.push(session_id.len() as u8); // <= 32 by the slice above
-    out.extend_from_slice(session_id);
-    out.extend_from_slice(&choose_cipher_suite(client_cipher_suites).to_be_bytes());
-    out.push(0x00); // compression: null
-    push_u16(&mut out, extensions_len);
-    out.extend_from_slice(&[0x00, 0x33, 0x00, 0x24, 0x00, 0x1d, 0x00, 0x20]);
-    out.extend_from_slice(key_share.as_bytes());
-    out.extend_from_slice(&[0x00, 0x2b, 0x00, 0x02, 0x03, 0x04]);
-
-    out.extend_from_slice(&CHANGE_CIPHER_SPEC);
-
-    // The fake encrypted certificate.
-    out.extend_from_slice(&[0x17, 0x03, 0x03]);
-    push_u16(&mut out, cert_len);
-    let start = out.len();
-    out.resize(start + cert_len, 0);
-    rand::thread_rng().fill_bytes(&mut out[start..]);
-
-    sign_flight(secret, client_random, &mut out);
-    out
-}
-
 /// Writes the server digest into a fake flight whose `random` (at [`DIGEST_OFFSET`]) is still
 /// zero: HMAC-SHA256(secret, client random || flight) (PROTOCOL.md §3).
 pub fn sign_flight(secret: &Secret, client_random: &[u8; 32], flight: &mut [u8]) {
@@ -235,19 +181,24 @@ pub fn sign_flight(secret: &Secret, client_random: &[u8; 32], flight: &mut [u8])
     flight[DIGEST_OFFSET..DIGEST_OFFSET + DIGEST_LEN].copy_from_slice(&digest);
 }
 
-fn push_u16(out: &mut Vec<u8>, value: usize) {
-    // Every caller passes a length bounded far below 65536 (records are <= 16 KiB).
-    out.extend_from_slice(&(value as u16).to_be_bytes());
-}
-
-fn u24(value: usize) -> [u8; 3] {
-    [(value >> 16) as u8, (value >> 8) as u8, value as u8]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mtproto::mimic::{FlightProfile, MAX_RECORD_PAYLOAD as MAX_FAKE_CERT_LEN};
+
+    const CHANGE_CIPHER_SPEC: [u8; 6] = [0x14, 0x03, 0x03, 0x00, 0x01, 0x01];
     use crate::mtproto::test_vectors::{b64, testdata};
+
+    /// The fixed-shape flight (what `mimic: off` sends) for a client hello.
+    fn server_hello(
+        secret: &Secret,
+        client_random: &[u8; 32],
+        session_id: &[u8],
+        suites: &[u16],
+        cert_len: usize,
+    ) -> Vec<u8> {
+        FlightProfile::fixed(suites, cert_len).build(secret, client_random, session_id)
+    }
 
     const SKEW: Duration = Duration::from_secs(600);
 

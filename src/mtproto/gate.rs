@@ -7,16 +7,35 @@
 //! ([`Gate::Rejected`]), never shown the site's ServerHello after ours.
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::net::TcpStream;
 
-use crate::config::MtprotoSettings;
-use crate::mtproto::faketls::{verify_client_hello, FakeTlsReject};
+use crate::config::{MimicMode, MtprotoRoute, MtprotoSettings};
+use crate::mtproto::faketls::{random_cert_len, verify_client_hello, FakeTlsReject};
+use crate::mtproto::mimic::{FlightProfile, MimicError};
+use crate::mtproto::mirror::{self, MirrorError};
 use crate::mtproto::session::{
     serve_faketls, serve_plain, Committed, RejectReason, SessionOutcome,
 };
-use crate::mtproto::state::MtprotoState;
+use crate::mtproto::state::{MtprotoState, ProfileStore, ServingMode};
+
+/// A learned profile older than this is refreshed in the background by the next hello.
+const REFRESH_LEARNED: Duration = Duration::from_secs(600);
+
+/// What the gate needs to shape the fake flight like the route's backend (PROTOCOL.md §8).
+#[derive(Debug, Clone)]
+pub struct Mirror<'a> {
+    /// The route's label: in logs, and the key of its learned profile.
+    pub route: &'a str,
+    /// The route: its backend and mimic mode.
+    pub target: &'a MtprotoRoute,
+    /// The PROXY header the route sends its backend (empty for none).
+    pub head: Vec<u8>,
+    /// Time allowed for a live mirror's connect and answer together.
+    pub budget: Duration,
+}
 
 /// What the gate needs of a parsed ClientHello (the peek stage's `ClientHello` lends it).
 #[derive(Debug, Clone, Copy)]
@@ -98,6 +117,7 @@ pub async fn fake_tls(
     client_ip: IpAddr,
     hello: HelloView<'_>,
     peeked: Vec<u8>,
+    mirror: Mirror<'_>,
     settings: &MtprotoSettings,
     state: &MtprotoState,
 ) -> Gate {
@@ -126,13 +146,15 @@ pub async fn fake_tls(
             bytes: peeked,
         };
     }
+    let raw_hello = peeked.get(..hello.raw_len).unwrap_or_default();
+    let shape = flight_shape(&mirror, raw_hello, hello, &state.profiles).await;
     let after_hello = peeked.get(hello.raw_len..).unwrap_or_default().to_vec();
     let outcome = serve_faketls(
         client,
         after_hello,
         &auth,
         hello.session_id,
-        hello.cipher_suites,
+        &shape,
         settings,
         &state.counters,
     )
@@ -140,6 +162,124 @@ pub async fn fake_tls(
     let mut hello_bytes = peeked;
     hello_bytes.truncate(hello.raw_len);
     finish(outcome, hello_bytes, settings)
+}
+
+/// The shape of the fake flight for this hello, by the route's `mimic` mode: the backend's
+/// live answer to the client's own hello (`raw_hello`, as the client sent it), the profile
+/// learned from its last answer, or the fixed shape. Which one serves is logged once per
+/// route and change, with the reason; a fixed shape is never used silently.
+async fn flight_shape(
+    mirror: &Mirror<'_>,
+    raw_hello: &[u8],
+    hello: HelloView<'_>,
+    store: &Arc<ProfileStore>,
+) -> FlightProfile {
+    let fixed = || FlightProfile::fixed(hello.cipher_suites, random_cert_len());
+    let learned = store.get(mirror.route);
+    match (mirror.target.mimic, learned) {
+        (MimicMode::Off, _) => {
+            announce(store, mirror.route, ServingMode::Fixed, "mimic: off");
+            fixed()
+        }
+        (MimicMode::Learned, Some(learned)) => {
+            if learned.at.elapsed() > REFRESH_LEARNED {
+                refresh_in_background(mirror, raw_hello, hello.session_id, &learned.profile, store);
+            }
+            announce(store, mirror.route, ServingMode::Learned, "mimic: learned");
+            learned.profile
+        }
+        // Live, or learned with nothing learned yet: ask the backend now.
+        (mode, learned) => match live_profile(mirror, raw_hello, hello.session_id).await {
+            Ok(profile) => {
+                store.learn(mirror.route, profile.clone());
+                let serving = if mode == MimicMode::Live {
+                    ServingMode::Live
+                } else {
+                    ServingMode::Learned
+                };
+                announce(store, mirror.route, serving, "the backend answered");
+                profile
+            }
+            Err(why) => {
+                let why = format!("the backend's answer cannot be mirrored: {why}");
+                match learned {
+                    Some(learned) => {
+                        announce(store, mirror.route, ServingMode::Learned, &why);
+                        learned.profile
+                    }
+                    None => {
+                        announce(store, mirror.route, ServingMode::Fixed, &why);
+                        fixed()
+                    }
+                }
+            }
+        },
+    }
+}
+
+/// Why a live mirror gave no profile.
+#[derive(Debug, thiserror::Error)]
+enum LiveError {
+    #[error("{0}")]
+    Mirror(#[from] MirrorError),
+    #[error("{0}")]
+    Mimic(#[from] MimicError),
+}
+
+/// The backend's answer to `raw_hello`, as a profile.
+async fn live_profile(
+    mirror: &Mirror<'_>,
+    raw_hello: &[u8],
+    session_id: &[u8],
+) -> Result<FlightProfile, LiveError> {
+    let forward = &mirror.target.forward;
+    let answer = mirror::backend_flight(forward, &mirror.head, raw_hello, mirror.budget).await?;
+    Ok(FlightProfile::from_backend(&answer, session_id)?)
+}
+
+/// Re-learns the route's profile with this hello without holding the client up. The old
+/// profile is stamped fresh first, so the hellos that follow do not start refreshes of their
+/// own; if the refresh fails the old profile serves another period.
+fn refresh_in_background(
+    mirror: &Mirror<'_>,
+    raw_hello: &[u8],
+    session_id: &[u8],
+    learned: &FlightProfile,
+    store: &Arc<ProfileStore>,
+) {
+    store.learn(mirror.route, learned.clone());
+    let (route, target) = (mirror.route.to_string(), mirror.target.clone());
+    let (head, budget) = (mirror.head.clone(), mirror.budget);
+    let (raw_hello, session_id, store) = (raw_hello.to_vec(), session_id.to_vec(), store.clone());
+    tokio::spawn(async move {
+        let mirror = Mirror {
+            route: &route,
+            target: &target,
+            head,
+            budget,
+        };
+        match live_profile(&mirror, &raw_hello, &session_id).await {
+            Ok(profile) => store.learn(&route, profile),
+            Err(why) => {
+                tracing::debug!(route, %why, "refreshing the learned flight profile failed")
+            }
+        }
+    });
+}
+
+/// Logs which shape `route`'s fake flights have, when that changed.
+fn announce(store: &ProfileStore, route: &str, mode: ServingMode, why: &str) {
+    if !store.serving(route, mode) {
+        return;
+    }
+    match mode {
+        ServingMode::Fixed if why != "mimic: off" => tracing::warn!(
+            route,
+            mode = %mode,
+            "MTProto fake flights use the FIXED shape, a known fingerprint: {why}"
+        ),
+        _ => tracing::info!(route, mode = %mode, "MTProto fake flights are shaped {mode}: {why}"),
+    }
 }
 
 /// Tries a non-TLS connection as a plain obfuscated2 client (`allow_plain`).

@@ -345,8 +345,7 @@ impl FlightProfile {
         for ext in &self.extensions {
             match ext {
                 ExtensionShape::KeyShare { group, key_len } => {
-                    let mut key = vec![0u8; *key_len];
-                    rng.fill_bytes(&mut key);
+                    let key = key_share_bytes(*group, *key_len);
                     push_u16(&mut extensions, usize::from(EXT_KEY_SHARE));
                     push_u16(&mut extensions, 4 + key_len);
                     push_u16(&mut extensions, usize::from(*group));
@@ -389,6 +388,38 @@ impl FlightProfile {
         sign_flight(secret, client_random, &mut out);
         out
     }
+}
+
+/// A fresh key exchange value of `group` and `len` that passes the checks a prober can make
+/// without the private key: a real public key for the curves (a random x25519 string has its
+/// top bit set half of the time, a random P-256 string is no point on the curve), the ML-KEM
+/// part of X25519MLKEM768 random (its ciphertext is uniform-looking) before a real x25519 key.
+fn key_share_bytes(group: u16, len: usize) -> Vec<u8> {
+    use ring::agreement::{EphemeralPrivateKey, ECDH_P256, ECDH_P384, X25519};
+    let rng = ring::rand::SystemRandom::new();
+    let public = |algorithm| {
+        EphemeralPrivateKey::generate(algorithm, &rng)
+            .and_then(|key| key.compute_public_key())
+            .map(|key| key.as_ref().to_vec())
+            .ok()
+    };
+    let real = match (group, len) {
+        (GROUP_X25519, 32) => public(&X25519),
+        (0x0017, 65) => public(&ECDH_P256),
+        (0x0018, 97) => public(&ECDH_P384),
+        (0x11ec, 1120) => public(&X25519).map(|x25519| {
+            let mut share = vec![0u8; 1120 - x25519.len()];
+            rand::thread_rng().fill_bytes(&mut share);
+            share.extend_from_slice(&x25519);
+            share
+        }),
+        _ => None,
+    };
+    real.filter(|key| key.len() == len).unwrap_or_else(|| {
+        let mut key = vec![0u8; len];
+        rand::thread_rng().fill_bytes(&mut key);
+        key
+    })
 }
 
 fn classify_unparsable(bytes: &[u8]) -> MimicError {
@@ -638,6 +669,29 @@ mod tests {
             arrival(&[0x16, 0x03, 0x03, 0x00, 0x04, 0x01, 0, 0, 0]),
             Arrival::Complete
         );
+    }
+
+    #[test]
+    fn key_shares_are_real_public_keys() {
+        use ring::agreement::{agree_ephemeral, EphemeralPrivateKey, UnparsedPublicKey};
+        let rng = ring::rand::SystemRandom::new();
+        let agrees = |algorithm, public: &[u8]| {
+            let mine = EphemeralPrivateKey::generate(algorithm, &rng).unwrap();
+            agree_ephemeral(mine, &UnparsedPublicKey::new(algorithm, public), |_| ()).is_ok()
+        };
+        for _ in 0..64 {
+            let x = key_share_bytes(0x001d, 32);
+            assert!(x[31] < 0x80, "x25519 public keys have the top bit clear");
+            assert!(agrees(&ring::agreement::X25519, &x));
+            assert!(agrees(
+                &ring::agreement::ECDH_P256,
+                &key_share_bytes(0x0017, 65)
+            ));
+            let hybrid = key_share_bytes(0x11ec, 1120);
+            assert_eq!(hybrid.len(), 1120);
+            assert!(agrees(&ring::agreement::X25519, &hybrid[1088..]));
+        }
+        assert_eq!(key_share_bytes(0x0101, 7).len(), 7);
     }
 
     #[test]

@@ -28,7 +28,8 @@ use crate::config::datacenters::DcAddr;
 use crate::config::{MtprotoSettings, Secret};
 use crate::forward::idle::IdleClock;
 use crate::forward::relay::{shutdown_write, write_all_tcp};
-use crate::mtproto::faketls::{random_cert_len, server_hello, FakeTlsClient};
+use crate::mtproto::faketls::FakeTlsClient;
+use crate::mtproto::mimic::FlightProfile;
 use crate::mtproto::obfuscated2::{
     dc_init, is_forbidden_init_prefix, parse_client_init, reencrypt, try_users, AesCtr,
     ClientObfuscation, Downlink, INIT_LEN,
@@ -216,13 +217,14 @@ fn fallback(client: TcpStream, client_bytes: Vec<u8>, reason: FallbackReason) ->
 /// Writing the flight is the commit point: only a failure before it falls back.
 ///
 /// `already_read_after_hello` holds bytes the router read past the hello; `hello_session_id`
-/// and `hello_cipher_suites` come from the parsed ClientHello.
+/// comes from the parsed ClientHello; `shape` is the flight's shape (the route's backend's,
+/// see [`crate::mtproto::mimic`]).
 pub async fn serve_faketls(
     client: TcpStream,
     already_read_after_hello: Vec<u8>,
     auth: &FakeTlsClient,
     hello_session_id: &[u8],
-    hello_cipher_suites: &[u16],
+    shape: &FlightProfile,
     settings: &MtprotoSettings,
     counters: &[Arc<UserCounters>],
 ) -> SessionOutcome {
@@ -230,13 +232,7 @@ pub async fn serve_faketls(
     let Some((_, secret)) = settings.users.get(auth.user) else {
         return fallback(client, raw, FallbackReason::UnknownUser);
     };
-    let flight = server_hello(
-        secret,
-        &auth.random,
-        hello_session_id,
-        hello_cipher_suites,
-        random_cert_len(),
-    );
+    let flight = shape.build(secret, &auth.random, hello_session_id);
     commit_faketls(client, raw, auth.user, secret, &flight, settings, counters)
         .await
         .into()

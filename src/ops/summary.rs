@@ -78,10 +78,11 @@ pub fn render(config: &Config) -> String {
 fn describe(route: &Route) -> String {
     match &route.action {
         Action::Forward(forward) => describe_forward(forward),
-        Action::Mtproto(forward) => {
+        Action::Mtproto(mtproto) => {
             format!(
-                "MTProto fake-TLS users, everything else -> {}",
-                describe_forward(forward)
+                "MTProto fake-TLS users (flight shape: mimic {}), everything else -> {}",
+                mtproto.mimic,
+                describe_forward(&mtproto.forward)
             )
         }
         Action::Terminate(terminate) => {
