@@ -126,7 +126,8 @@ pub async fn fake_tls(
     finish(outcome, hello_bytes, settings)
 }
 
-/// Tries a non-TLS connection as a plain obfuscated2 client (`allow_plain`).
+/// Tries a non-TLS connection as a plain obfuscated2 client; only for settings with
+/// `allow_plain` on (the driver checks, the session does not).
 pub async fn plain(
     client: TcpStream,
     peeked: Vec<u8>,
