@@ -30,7 +30,7 @@ async fn setup(
     top_extra: &str,
     dc_addr: Option<std::net::SocketAddr>,
 ) -> Setup {
-    let dc = fake_dc::spawn(false).await;
+    let dc = fake_dc::spawn().await;
     let site = Backend::start("site").await;
     let (gateway, addr) = gateway(&format!(
         "mtproto:\n  users: {{ alice: {}, bob: ee{}{} }}\n  datacenters: {{ 2: [{}] }}\n{mtproto_extra}{top_extra}routes:\n  - sni: {SNI}\n    mtproto: true\n    to: {}\n",

@@ -176,7 +176,7 @@ async fn next_outcome(proxy: &mut Proxy) -> SessionOutcome {
 async fn fake_tls_echo_every_tag_fast_and_slow() {
     bounded(60, async {
         const TOTAL: usize = 4 * 1024 * 1024;
-        let mut dc = fake_dc::spawn(false).await;
+        let mut dc = fake_dc::spawn().await;
         for fast in [false, true] {
             let mut proxy = start_proxy(settings(dc.addr, fast), Mode::FakeTls).await;
             for (tag, dc_idx) in [
@@ -236,7 +236,7 @@ async fn fake_tls_echo_every_tag_fast_and_slow() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_obfuscated2_echo_and_replay() {
     bounded(60, async {
-        let mut dc = fake_dc::spawn(false).await;
+        let mut dc = fake_dc::spawn().await;
         let mut proxy = start_proxy(settings(dc.addr, false), Mode::Plain).await;
         let obf = client::obfuscated2(&BOB, client::INTERMEDIATE, 2);
         let mut sock = TcpStream::connect(proxy.addr).await.unwrap();
@@ -295,7 +295,7 @@ async fn plain_obfuscated2_echo_and_replay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_obfuscated2_tag_falls_back_with_exact_bytes() {
     bounded(60, async {
-        let dc = fake_dc::spawn(false).await;
+        let dc = fake_dc::spawn().await;
         let mut proxy = start_proxy(settings(dc.addr, false), Mode::FakeTls).await;
         let mut sock = past_the_flight(proxy.addr).await;
 
@@ -329,7 +329,7 @@ async fn bad_obfuscated2_tag_falls_back_with_exact_bytes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_record_after_flight_falls_back() {
     bounded(60, async {
-        let dc = fake_dc::spawn(false).await;
+        let dc = fake_dc::spawn().await;
         let mut proxy = start_proxy(settings(dc.addr, false), Mode::FakeTls).await;
         let mut sock = past_the_flight(proxy.addr).await;
         let sent = b"\x15\x03\x03\x00\x02\x02\x28".to_vec(); // an alert record
@@ -378,7 +378,7 @@ async fn dc_refused_is_a_clean_outcome() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_relay_is_closed() {
     bounded(60, async {
-        let dc = fake_dc::spawn(false).await;
+        let dc = fake_dc::spawn().await;
         let mut s = settings(dc.addr, false);
         s.idle_timeout = Duration::from_millis(300);
         let mut proxy = start_proxy(s, Mode::FakeTls).await;
@@ -403,7 +403,7 @@ async fn idle_relay_is_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_read_past_the_hello_are_used() {
     bounded(60, async {
-        let dc = fake_dc::spawn(false).await;
+        let dc = fake_dc::spawn().await;
         let settings = Arc::new(settings(dc.addr, false));
         let counters: Arc<Vec<Arc<UserCounters>>> = Arc::new(vec![Arc::default(), Arc::default()]);
         let hello = client::build_hello(&BOB, SNI, &[0x1303], client::now_unix() as u32);
