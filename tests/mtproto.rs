@@ -153,8 +153,8 @@ async fn probes_see_exactly_what_the_site_backend_answers() {
 
 #[tokio::test]
 async fn unreachable_dc_closes_the_client_cleanly() {
-    let dead = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let s = setup("", "", Some(dead)).await;
+    let dead = RefusingPort::new();
+    let s = setup("", "", Some(dead.addr())).await;
     let (_w, mut r, _) =
         client::connect_faketls(s.addr, &ALICE, SNI, client::PADDED, 2, false).await;
     let got = tokio::time::timeout(SOON, r.recv_exact(1))

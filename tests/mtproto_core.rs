@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use aes::cipher::StreamCipher;
 use common::fake_dc;
 use common::mtproto_client::{self as client, ClientReader, ClientWriter};
+use common::RefusingPort;
 use frontgate::config::{DcTable, MtprotoSettings, Secret};
 use frontgate::conn::hello::{peek, FirstFlight};
 use frontgate::mtproto::gate::{self, Gate, HelloView};
@@ -322,10 +323,8 @@ async fn bad_record_after_flight_falls_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dc_refused_is_a_clean_outcome() {
     bounded(60, async {
-        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let dead_addr = closed.local_addr().unwrap();
-        drop(closed);
-        let mut proxy = start_proxy(settings(dead_addr, false), Mode::FakeTls).await;
+        let dead = RefusingPort::new();
+        let mut proxy = start_proxy(settings(dead.addr(), false), Mode::FakeTls).await;
         let (_writer, mut reader, _) = connect_faketls(proxy.addr, client::PADDED, -2).await;
         match next_outcome(&mut proxy).await {
             Gate::DcUnreachable { user, dc, error } => {

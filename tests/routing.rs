@@ -327,9 +327,10 @@ async fn per_ip_limit_counts_one_address() {
 #[tokio::test]
 async fn refused_backend_falls_through_to_the_next() {
     let live = Backend::start("second").await;
-    let dead = free_port();
+    let dead = RefusingPort::new();
     let (_gw, addr) = gateway(&format!(
-        "default: {{ to: [127.0.0.1:{dead}, {}] }}\n",
+        "default: {{ to: [{}, {}] }}\n",
+        dead.addr(),
         live.addr
     ))
     .await;
@@ -339,8 +340,8 @@ async fn refused_backend_falls_through_to_the_next() {
 
 #[tokio::test]
 async fn all_backends_down_closes_the_client_cleanly() {
-    let dead = free_port();
-    let (_gw, addr) = gateway(&format!("default: {{ to: 127.0.0.1:{dead} }}\n")).await;
+    let dead = RefusingPort::new();
+    let (_gw, addr) = gateway(&format!("default: {{ to: {} }}\n", dead.addr())).await;
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(&client_hello("a.test")).await.unwrap();
     assert!(closed_within(&mut stream, SOON).await);
