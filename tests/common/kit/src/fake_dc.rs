@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::backend::echo_back;
-use crate::mtproto_client::{ctr, ABRIDGED, INTERMEDIATE, PADDED};
+use crate::mtproto_client::{ctr, TAGS};
 
 /// What the DC saw at the start of one connection.
 #[derive(Debug, Clone)]
@@ -64,7 +64,7 @@ pub fn serve(listener: TcpListener, raw_echo: Option<[u8; 4]>) -> FakeDc {
                     tag,
                     dc: i16::from_le_bytes([plain[60], plain[61]]),
                 });
-                if ![ABRIDGED, INTERMEDIATE, PADDED].contains(&tag) {
+                if !TAGS.contains(&tag) {
                     return;
                 }
                 if raw_echo == Some(tag) {

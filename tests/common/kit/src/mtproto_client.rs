@@ -18,6 +18,8 @@ pub const ABRIDGED: [u8; 4] = [0xef; 4];
 pub const INTERMEDIATE: [u8; 4] = [0xee; 4];
 /// Padded intermediate.
 pub const PADDED: [u8; 4] = [0xdd; 4];
+/// Every protocol tag a DC accepts.
+pub const TAGS: [[u8; 4]; 3] = [ABRIDGED, INTERMEDIATE, PADDED];
 
 /// Current unix time.
 pub fn now_unix() -> u64 {
