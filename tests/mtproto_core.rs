@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use aes::cipher::StreamCipher;
 use common::fake_dc;
 use common::mtproto_client::{self as client, ClientReader, ClientWriter};
-use common::RefusingPort;
+use common::{tcp_pair, RefusingPort};
 use frontgate::config::{DcTable, MtprotoSettings, Secret};
 use frontgate::conn::hello::{peek, FirstFlight};
 use frontgate::mtproto::gate::{self, Gate, HelloView};
@@ -139,16 +139,6 @@ async fn bounded(secs: u64, body: impl std::future::Future<Output = ()>) {
     tokio::time::timeout(Duration::from_secs(secs), body)
         .await
         .expect("test did not finish in time");
-}
-
-/// Both ends of one loopback TCP connection: (the proxy's side, the test client's side).
-async fn tcp_pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let (server, _) = listener.accept().await.unwrap();
-    (server, client)
 }
 
 async fn next_outcome(proxy: &mut Proxy) -> Gate {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::time::Instant;
 
 use crate::SOON;
@@ -16,6 +16,16 @@ pub async fn send_and_identify(addr: SocketAddr, first: &[u8]) -> (String, TcpSt
     stream.write_all(first).await.unwrap();
     let name = read_line(&mut stream).await;
     (name, stream)
+}
+
+/// Both ends of one loopback TCP connection: (the accepted side, the connecting side).
+pub async fn tcp_pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    (server, client)
 }
 
 /// Reads one `\n`-terminated line ("" on EOF before any byte).
