@@ -138,7 +138,7 @@ async fn no_sni_setup() -> (
     fake_dc::FakeDc,
     Backend,
 ) {
-    let dc = fake_dc::spawn(false).await;
+    let dc = fake_dc::spawn().await;
     let site = Backend::start("site").await;
     let (gw, addr) = gateway(&format!(
         "mtproto:\n  users: {{ alice: {} }}\n  datacenters: {{ 2: [{}] }}\ndefault:\n  mtproto: true\n  mimic: off\n  to: {}\n",

@@ -30,8 +30,6 @@ const CLIENT_HELLO: u8 = 1;
 pub struct ClientHello {
     /// The `server_name` extension's host name, as sent (case preserved).
     pub server_name: Option<String>,
-    /// ALPN protocol names offered, in order.
-    pub alpn: Vec<Vec<u8>>,
     /// The 32-byte client random.
     pub random: [u8; 32],
     /// The legacy session id (fake-TLS clients echo-check it).
@@ -229,7 +227,6 @@ fn parse_message(message: &[u8]) -> Result<ClientHello, &'static str> {
         .map_err(|_| "random is not 32 bytes")?;
     let mut hello = ClientHello {
         server_name: None,
-        alpn: Vec::new(),
         random,
         session_id: contents.session_id.unwrap_or_default().to_vec(),
         cipher_suites: contents.ciphers.iter().map(|c| c.0).collect(),
@@ -243,18 +240,12 @@ fn parse_message(message: &[u8]) -> Result<ClientHello, &'static str> {
     let (_, extensions) =
         parse_tls_client_hello_extensions(ext).map_err(|_| "extensions do not parse")?;
     for extension in extensions {
-        match extension {
-            TlsExtension::SNI(names) => {
-                hello.server_name = names
-                    .iter()
-                    .find(|(kind, _)| *kind == SNIType::HostName)
-                    .and_then(|(_, name)| std::str::from_utf8(name).ok())
-                    .map(str::to_owned);
-            }
-            TlsExtension::ALPN(protocols) => {
-                hello.alpn = protocols.iter().map(|p| p.to_vec()).collect();
-            }
-            _ => {}
+        if let TlsExtension::SNI(names) = extension {
+            hello.server_name = names
+                .iter()
+                .find(|(kind, _)| *kind == SNIType::HostName)
+                .and_then(|(_, name)| std::str::from_utf8(name).ok())
+                .map(str::to_owned);
         }
     }
     Ok(hello)
@@ -310,7 +301,6 @@ mod tests {
         assert_eq!(hello.random[..4], raw[11..15]);
         assert_eq!(hello.session_id.len(), 32);
         assert_eq!(hello.cipher_suites[0], 0x1303);
-        assert_eq!(hello.alpn[0], b"h2");
         assert_eq!((hello.records, hello.raw_len), (1, raw.len()));
         assert_eq!(hello.single_record, raw);
     }

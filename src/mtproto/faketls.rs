@@ -30,15 +30,29 @@ const TLS13_SUITES: [u16; 3] = [0x1301, 0x1302, 0x1303];
 const DEFAULT_SUITE: u16 = 0x1301;
 
 /// A ClientHello that carries a valid digest for one configured user.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct FakeTlsClient {
     /// Index into the `users` slice given to [`verify_client_hello`].
     pub user: usize,
+    /// That user's secret, which keys the server digest and the obfuscated2 init: carried
+    /// here so the session never looks the index up again.
+    pub secret: Secret,
     /// The hello's 32-byte `random` as received: the replay-cache key and the input of the
     /// server digest.
     pub random: [u8; 32],
     /// The unix time the client put in the digest.
     pub timestamp: u32,
+}
+
+/// Everything but the secret, which never reaches a log.
+impl std::fmt::Debug for FakeTlsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeTlsClient")
+            .field("user", &self.user)
+            .field("random", &self.random)
+            .field("timestamp", &self.timestamp)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a ClientHello is not an MTProto fake-TLS hello; the connection then goes to the route's
@@ -79,7 +93,7 @@ pub fn verify_client_hello<'a>(
     let mut random = [0u8; DIGEST_LEN];
     random.copy_from_slice(&record[DIGEST_OFFSET..DIGEST_OFFSET + DIGEST_LEN]);
 
-    let mut matched: Option<(usize, u32)> = None;
+    let mut matched: Option<(usize, &Secret, u32)> = None;
     for (index, secret) in users.into_iter().enumerate() {
         let mut mac = new_mac(secret);
         mac.update(&record[..DIGEST_OFFSET]);
@@ -95,11 +109,11 @@ pub fn verify_client_hello<'a>(
         // client that already knows a secret), never which byte differed.
         if bool::from(ok) && matched.is_none() {
             let ts = u32::from_le_bytes([xored[28], xored[29], xored[30], xored[31]]);
-            matched = Some((index, ts));
+            matched = Some((index, secret, ts));
         }
     }
 
-    let (user, timestamp) = matched.ok_or(FakeTlsReject::NoUserMatched)?;
+    let (user, secret, timestamp) = matched.ok_or(FakeTlsReject::NoUserMatched)?;
     let skew = now_unix.abs_diff(u64::from(timestamp));
     if Duration::from_secs(skew) > max_skew {
         return Err(FakeTlsReject::ClockSkew {
@@ -109,6 +123,7 @@ pub fn verify_client_hello<'a>(
     }
     Ok(FakeTlsClient {
         user,
+        secret: secret.clone(),
         random,
         timestamp,
     })

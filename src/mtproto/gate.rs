@@ -282,7 +282,8 @@ fn announce(store: &ProfileStore, route: &str, mode: ServingMode, why: &str) {
     }
 }
 
-/// Tries a non-TLS connection as a plain obfuscated2 client (`allow_plain`).
+/// Tries a non-TLS connection as a plain obfuscated2 client; only for settings with
+/// `allow_plain` on (the driver checks, the session does not).
 pub async fn plain(
     client: TcpStream,
     peeked: Vec<u8>,

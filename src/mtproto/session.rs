@@ -51,12 +51,6 @@ const DOWNLOAD_BUF: usize = 4 * FULL_RECORD_LEN;
 /// Why a connection was handed back before reaching a DC.
 #[derive(Debug, thiserror::Error)]
 pub enum FallbackReason {
-    /// `auth.user` is not an index into `settings.users`.
-    #[error("authenticated user index is not configured")]
-    UnknownUser,
-    /// [`serve_plain`] was called while `allow_plain` is off.
-    #[error("plain obfuscated2 is disabled")]
-    PlainDisabled,
     /// The client broke the TLS record layer.
     #[error("bad TLS record: {0}")]
     BadRecord(RecordError),
@@ -229,9 +223,7 @@ pub async fn serve_faketls(
     counters: &[Arc<UserCounters>],
 ) -> SessionOutcome {
     let raw = already_read_after_hello;
-    let Some((_, secret)) = settings.users.get(auth.user) else {
-        return fallback(client, raw, FallbackReason::UnknownUser);
-    };
+    let secret = &auth.secret;
     let flight = shape.build(secret, &auth.random, hello_session_id);
     commit_faketls(client, raw, auth.user, secret, &flight, settings, counters)
         .await
@@ -297,8 +289,8 @@ async fn commit_faketls(
     establish(client, handshake, settings, counters).await
 }
 
-/// Serves a non-TLS client if its first 64 bytes are an obfuscated2 init for some user
-/// (`allow_plain`). `first_bytes` are the bytes the router already read (any number); the
+/// Serves a non-TLS client if its first 64 bytes are an obfuscated2 init for some user.
+/// Only for settings with `allow_plain` on: the caller decides that, this does not check. `first_bytes` are the bytes the router already read (any number); the
 /// rest of the init is read here. Replayed inits (keyed by their 32 key bytes) fall back.
 pub async fn serve_plain(
     mut client: TcpStream,
@@ -308,9 +300,6 @@ pub async fn serve_plain(
     replay: &ReplayCache,
 ) -> SessionOutcome {
     let mut raw = first_bytes;
-    if !settings.allow_plain {
-        return fallback(client, raw, FallbackReason::PlainDisabled);
-    }
     let deadline = Instant::now() + settings.handshake_timeout;
     while raw.len() < INIT_LEN {
         // An HTTP request or other reserved start is never an init: don't wait for 64 bytes

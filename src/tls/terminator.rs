@@ -61,10 +61,6 @@ pub enum Accepted<IO> {
 pub struct TlsSession<IO> {
     /// The decrypted stream; reads and writes are plaintext.
     pub stream: TlsStream<IO>,
-    /// The server name the client asked for, if any (lowercase).
-    pub server_name: Option<String>,
-    /// The negotiated ALPN protocol, if any (e.g. `h2`), for logs and the backend choice.
-    pub alpn: Option<Vec<u8>>,
 }
 
 impl TlsTerminator {
@@ -172,16 +168,7 @@ impl TlsTerminator {
         }
 
         match start.into_stream(self.config.clone()).await {
-            Ok(stream) => {
-                let (_, conn) = stream.get_ref();
-                let server_name = conn.server_name().map(str::to_owned);
-                let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
-                Ok(Accepted::Session(Box::new(TlsSession {
-                    stream,
-                    server_name,
-                    alpn,
-                })))
-            }
+            Ok(stream) => Ok(Accepted::Session(Box::new(TlsSession { stream }))),
             Err(error) => Err(match self.pending_reason() {
                 Some(reason) => TlsError::NoCertificateYet {
                     names: self.route.clone(),

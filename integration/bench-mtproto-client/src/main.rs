@@ -1,4 +1,6 @@
-//! Load tools for `integration/bench-mtproto` (loopback only). Three modes:
+//! Load tools for `integration/bench-mtproto` (loopback only). The fake DC, the echo server
+//! and the fake-TLS handshake are frontgate's test kit (`tests/common/kit`), the same the
+//! loopback tests use; this file adds the load loops and the measurements. Four modes:
 //!
 //! ```text
 //! bench-mtproto-client dc   --listen 127.0.0.1:P
@@ -10,7 +12,8 @@
 //!     while mtprotoproxy does not copy the DC index into its DC init.) Raw echo is a valid DC
 //!     for load: the proxy still decrypts the DC leg (or, in fast mode, forwards it) and
 //!     re-encrypts for the client exactly as with a real DC, but the DC spends no CPU on AES,
-//!     so on a shared 2-core box the proxy's own work is what is measured.
+//!     so on a shared 2-core box the proxy's own work is what is measured. Any other tag is
+//!     reported and its connection closed.
 //! bench-mtproto-client echo --listen 127.0.0.1:P
 //!     Raw echo from the first byte (the passthrough ceiling's backend).
 //! bench-mtproto-client load --connect 127.0.0.1:P --mode mtproto|plain --sni NAME
@@ -26,32 +29,37 @@
 //!     raw; the echoed hello is skipped. Prints one `result key=value ...` line with MB/s
 //!     (payload bytes echoed per second, 10^6) and, with --pid, that process's CPU seconds
 //!     (utime+stime from /proc/PID/stat) for the timed part and per GiB echoed.
+//! bench-mtproto-client aes
+//!     One AES-256-CTR pass over a 16 KiB buffer for two seconds: GiB/s per core.
 //! ```
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Barrier};
 use std::thread;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
-use aes::cipher::{KeyIvInit, StreamCipher};
-use hmac::{Hmac, Mac};
+use aes::cipher::StreamCipher;
+use frontgate_testkit::mtproto_client::{
+    self as client, ctr, record_header, Ctr, INTERMEDIATE, PADDED, TAGS,
+};
+use frontgate_testkit::{backend, fake_dc};
 use rand::RngCore;
-use sha2::{Digest, Sha256};
-
-/// AES-256-CTR, the 16-byte IV as a 128-bit big-endian counter.
-type Ctr = ctr::Ctr128BE<aes::Aes256>;
+use tokio::io::AsyncWriteExt;
+use tokio::runtime::Runtime;
 
 const RECORD: usize = 16384;
 /// Largest record payload accepted from a proxy (mtprotoproxy sends up to 16408).
 const MAX_RECORD_IN: usize = 16384 + 256;
 const DC: i16 = 2;
 /// Bulk runs: the DC echoes ciphertext.
-const TAG_BULK: [u8; 4] = [0xdd; 4];
+const TAG_BULK: [u8; 4] = PADDED;
 /// Verify runs: the DC decrypts and re-encrypts.
-const TAG_VERIFY: [u8; 4] = [0xee; 4];
-const TAGS: [[u8; 4]; 3] = [[0xef; 4], [0xee; 4], [0xdd; 4]];
+const TAG_VERIFY: [u8; 4] = INTERMEDIATE;
+/// Offered in the ClientHello: TLS 1.3 suites with `13 01` first, the one suite
+/// mtprotoproxy answers with, so every proxy answers the same.
+const SUITES: [u16; 4] = [0x1301, 0x1302, 0x1303, 0xc02b];
 const BATCH_RECORDS: usize = 4;
 
 fn die(msg: impl std::fmt::Display) -> ! {
@@ -59,233 +67,37 @@ fn die(msg: impl std::fmt::Display) -> ! {
     std::process::exit(2)
 }
 
-fn ctr(key_iv: &[u8]) -> Ctr {
-    Ctr::new(key_iv[..32].into(), key_iv[32..48].into())
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| die(format!("tokio runtime: {e}")))
 }
 
 // ---------------------------------------------------------------------------------- servers
 
+/// The test kit's fake DC (ciphertext echo for [`TAG_BULK`]) or raw echo server on `listen`,
+/// until killed.
 fn serve(listen: &str, dc: bool) -> ! {
-    let listener = TcpListener::bind(listen).unwrap_or_else(|e| die(format!("bind {listen}: {e}")));
-    for sock in listener.incoming() {
-        match sock {
-            Ok(sock) => {
-                thread::spawn(move || {
-                    let _ = if dc {
-                        dc_conn(sock)
-                    } else {
-                        echo_conn(sock, None)
-                    };
-                });
+    runtime().block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .unwrap_or_else(|e| die(format!("bind {listen}: {e}")));
+        if dc {
+            let mut dc = fake_dc::serve(listener, Some(TAG_BULK));
+            while let Some(seen) = dc.seen.recv().await {
+                if !TAGS.contains(&seen.tag) {
+                    eprintln!(
+                        "bench-mtproto-client dc: bad protocol tag {:02x?} (dc {}); closed",
+                        seen.tag, seen.dc
+                    );
+                }
             }
-            Err(e) => eprintln!("bench-mtproto-client: accept: {e}"),
+        } else {
+            backend::raw_echo(listener).await;
         }
-    }
+    });
     die("listener closed")
-}
-
-fn dc_conn(mut sock: TcpStream) -> io::Result<()> {
-    sock.set_nodelay(true)?;
-    let mut init = [0u8; 64];
-    sock.read_exact(&mut init)?;
-    let mut decrypt = ctr(&init[8..56]);
-    let mut rev = init[8..56].to_vec();
-    rev.reverse();
-    let encrypt = ctr(&rev);
-    let mut plain = init;
-    decrypt.apply_keystream(&mut plain);
-    let tag: [u8; 4] = plain[56..60].try_into().unwrap();
-    let dc = i16::from_le_bytes([plain[60], plain[61]]);
-    if !TAGS.contains(&tag) {
-        eprintln!("bench-mtproto-client dc: bad protocol tag {tag:02x?} (dc {dc}); closing");
-        return Ok(());
-    }
-    let _ = dc;
-    let crypto = (tag == TAG_VERIFY).then_some((decrypt, encrypt));
-    echo_conn(sock, crypto)
-}
-
-fn echo_conn(mut sock: TcpStream, mut crypto: Option<(Ctr, Ctr)>) -> io::Result<()> {
-    sock.set_nodelay(true)?;
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = match sock.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if let Some((dec, enc)) = crypto.as_mut() {
-            dec.apply_keystream(&mut buf[..n]);
-            enc.apply_keystream(&mut buf[..n]);
-        }
-        if sock.write_all(&buf[..n]).is_err() {
-            break;
-        }
-    }
-    let _ = sock.shutdown(Shutdown::Write);
-    Ok(())
-}
-
-// ------------------------------------------------------------------------- fake-TLS client
-
-fn hmac(secret: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).unwrap();
-    for p in parts {
-        mac.update(p);
-    }
-    mac.finalize().into_bytes().into()
-}
-
-fn ext(out: &mut Vec<u8>, kind: u16, body: &[u8]) {
-    out.extend_from_slice(&kind.to_be_bytes());
-    out.extend_from_slice(&(body.len() as u16).to_be_bytes());
-    out.extend_from_slice(body);
-}
-
-/// A 517-byte ClientHello record for `sni` (the size Telegram clients send, which
-/// mtprotoproxy requires) whose random is the fake-TLS digest of `secret` now.
-fn client_hello(secret: &[u8; 16], sni: &str) -> (Vec<u8>, [u8; 32]) {
-    let mut rng = rand::thread_rng();
-    let mut session_id = [0u8; 32];
-    rng.fill_bytes(&mut session_id);
-    let mut exts = Vec::new();
-    let mut sni_body = Vec::new();
-    sni_body.extend_from_slice(&((sni.len() + 3) as u16).to_be_bytes());
-    sni_body.push(0);
-    sni_body.extend_from_slice(&(sni.len() as u16).to_be_bytes());
-    sni_body.extend_from_slice(sni.as_bytes());
-    ext(&mut exts, 0x0000, &sni_body);
-    ext(&mut exts, 0x000a, &[0, 2, 0, 0x1d]);
-    let mut key_share = vec![0, 36, 0, 0x1d, 0, 32];
-    let mut key = [0u8; 32];
-    rng.fill_bytes(&mut key);
-    key[31] &= 0x7f;
-    key_share.extend_from_slice(&key);
-    ext(&mut exts, 0x0033, &key_share);
-    ext(&mut exts, 0x002b, &[4, 3, 4, 3, 3]);
-
-    let suites: [u16; 4] = [0x1301, 0x1302, 0x1303, 0xc02b];
-    let mut body = vec![3, 3];
-    body.extend_from_slice(&[0u8; 32]);
-    body.push(32);
-    body.extend_from_slice(&session_id);
-    body.extend_from_slice(&((suites.len() * 2) as u16).to_be_bytes());
-    for s in suites {
-        body.extend_from_slice(&s.to_be_bytes());
-    }
-    body.extend_from_slice(&[1, 0]);
-    let fixed = 5 + 4 + body.len() + 2 + exts.len() + 4;
-    ext(&mut exts, 0x0015, &vec![0u8; 517 - fixed]);
-    body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
-    body.extend_from_slice(&exts);
-
-    let mut record = vec![0x16, 3, 1];
-    record.extend_from_slice(&((body.len() + 4) as u16).to_be_bytes());
-    record.push(1);
-    record.extend_from_slice(&[0, (body.len() >> 8) as u8, body.len() as u8]);
-    record.extend_from_slice(&body);
-    assert_eq!(record.len(), 517);
-
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0) as u32;
-    let mut random = hmac(secret, &[&record]);
-    for (r, t) in random[28..].iter_mut().zip(now.to_le_bytes()) {
-        *r ^= t;
-    }
-    record[11..43].copy_from_slice(&random);
-    (record, random)
-}
-
-fn read_record(sock: &mut TcpStream) -> io::Result<Vec<u8>> {
-    let mut rec = vec![0u8; 5];
-    sock.read_exact(&mut rec)?;
-    let len = usize::from(u16::from_be_bytes([rec[3], rec[4]]));
-    rec.resize(5 + len, 0);
-    sock.read_exact(&mut rec[5..])?;
-    Ok(rec)
-}
-
-/// Reads ServerHello, CCS and the fake certificate record; checks the server digest.
-fn read_flight(
-    sock: &mut TcpStream,
-    secret: &[u8; 16],
-    client_random: &[u8; 32],
-) -> Result<(), String> {
-    let io = |e: io::Error| format!("reading the server flight: {e}");
-    let hello = read_record(sock).map_err(io)?;
-    let ccs = read_record(sock).map_err(io)?;
-    let cert = read_record(sock).map_err(io)?;
-    if hello[..3] != [0x16, 3, 3] || hello.get(5) != Some(&2) {
-        return Err(format!(
-            "not a ServerHello: {:02x?}",
-            &hello[..hello.len().min(8)]
-        ));
-    }
-    if ccs != [0x14, 3, 3, 0, 1, 1] {
-        return Err("no ChangeCipherSpec after the ServerHello".into());
-    }
-    if cert[..3] != [0x17, 3, 3] {
-        return Err("no application-data record in the server flight".into());
-    }
-    let mut flight = [hello, ccs, cert].concat();
-    let digest: [u8; 32] = flight[11..43].try_into().unwrap();
-    flight[11..43].fill(0);
-    if hmac(secret, &[client_random, &flight]) != digest {
-        return Err("server digest mismatch".into());
-    }
-    Ok(())
-}
-
-/// A client obfuscated2 init for `dc` with `tag`: (wire init, client -> proxy cipher
-/// positioned after the init, proxy -> client cipher).
-fn obfuscated2(secret: &[u8; 16], tag: [u8; 4], dc: i16) -> ([u8; 64], Ctr, Ctr) {
-    let mut rng = rand::thread_rng();
-    let mut init = [0u8; 64];
-    loop {
-        rng.fill_bytes(&mut init);
-        let bad = init[0] == 0xef
-            || [
-                &b"HEAD"[..],
-                b"POST",
-                b"GET ",
-                b"OPTI",
-                &[0x16, 3, 1, 2],
-                &[0xdd; 4],
-                &[0xee; 4],
-            ]
-            .contains(&&init[..4])
-            || init[4..8] == [0; 4];
-        if !bad {
-            break;
-        }
-    }
-    init[56..60].copy_from_slice(&tag);
-    init[60..62].copy_from_slice(&dc.to_le_bytes());
-    let salted = |key_iv: &[u8]| {
-        let key = Sha256::new()
-            .chain_update(&key_iv[..32])
-            .chain_update(secret)
-            .finalize();
-        let mut out = [0u8; 48];
-        out[..32].copy_from_slice(&key);
-        out[32..].copy_from_slice(&key_iv[32..48]);
-        out
-    };
-    let mut encrypt = ctr(&salted(&init[8..56]));
-    let mut rev = init[8..56].to_vec();
-    rev.reverse();
-    let decrypt = ctr(&salted(&rev));
-    let mut enc = init;
-    encrypt.apply_keystream(&mut enc);
-    let mut wire = init;
-    wire[56..].copy_from_slice(&enc[56..]);
-    (wire, encrypt, decrypt)
-}
-
-fn record_header(len: usize) -> [u8; 5] {
-    let l = (len as u16).to_be_bytes();
-    [0x17, 3, 3, l[0], l[1]]
 }
 
 // ------------------------------------------------------------------------------ load client
@@ -307,41 +119,41 @@ struct Conn {
 }
 
 fn open(
+    rt: &Runtime,
     addr: &str,
     mode: Mode,
     secret: &[u8; 16],
     sni: &str,
     verify: bool,
 ) -> Result<Conn, String> {
-    let mut sock = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
-    sock.set_nodelay(true).ok();
-    let (hello, random) = client_hello(secret, sni);
-    sock.write_all(&hello).map_err(|e| e.to_string())?;
-    if mode == Mode::Plain {
-        return Ok(Conn {
-            sock,
-            encrypt: None,
-            decrypt: None,
-            skip: hello.len(),
-        });
-    }
-    read_flight(&mut sock, secret, &random)?;
-    let (init, encrypt, decrypt) =
-        obfuscated2(secret, if verify { TAG_VERIFY } else { TAG_BULK }, DC);
-    let mut first = vec![0x14, 3, 3, 0, 1, 1];
-    first.extend_from_slice(&record_header(64));
-    first.extend_from_slice(&init);
-    sock.write_all(&first).map_err(|e| e.to_string())?;
-    let (encrypt, decrypt) = if verify {
-        (Some(encrypt), Some(decrypt))
-    } else {
-        (None, None)
-    };
+    let (sock, ciphers, skip) = rt.block_on(async {
+        let mut sock = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        sock.set_nodelay(true).ok();
+        if mode == Mode::Plain {
+            let hello = client::build_hello(secret, sni, &SUITES, client::now_unix() as u32);
+            sock.write_all(&hello.record)
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok((sock, None, hello.record.len()));
+        }
+        let tag = if verify { TAG_VERIFY } else { TAG_BULK };
+        let (_, obf) = client::handshake(&mut sock, secret, sni, &SUITES, tag, DC, false)
+            .await
+            .map_err(|e| format!("fake-TLS handshake: {e}"))?;
+        Ok::<_, String>((sock, verify.then_some((obf.encrypt, obf.decrypt)), 0))
+    })?;
+    let sock = sock
+        .into_std()
+        .and_then(|s| s.set_nonblocking(false).map(|()| s))
+        .map_err(|e| e.to_string())?;
+    let (encrypt, decrypt) = ciphers.unzip();
     Ok(Conn {
         sock,
         encrypt,
         decrypt,
-        skip: 0,
+        skip,
     })
 }
 
@@ -500,9 +312,10 @@ fn load(opts: &HashMap<String, String>, verify: bool) {
     let label = get("label").unwrap_or_else(|| addr.clone());
     let per_conn = total / conns as u64;
 
+    let rt = runtime();
     let mut opened = Vec::new();
     for _ in 0..conns {
-        match open(&addr, mode, &secret, &sni, verify) {
+        match open(&rt, &addr, mode, &secret, &sni, verify) {
             Ok(c) => opened.push(c),
             Err(e) => die(format!("{label}: handshake failed: {e}")),
         }

@@ -1,7 +1,6 @@
 //! A test Telegram client: fake-TLS ClientHello with a valid digest, server-flight check,
 //! obfuscated2 init, and TLS-record framing. Written against the crypto crates directly (not
 //! the crate under test), so a shared bug cannot make both sides agree.
-#![allow(dead_code)] // each test binary uses a different part
 
 use aes::cipher::{KeyIvInit, StreamCipher};
 use hmac::{Hmac, Mac};
@@ -19,6 +18,8 @@ pub const ABRIDGED: [u8; 4] = [0xef; 4];
 pub const INTERMEDIATE: [u8; 4] = [0xee; 4];
 /// Padded intermediate.
 pub const PADDED: [u8; 4] = [0xdd; 4];
+/// Every protocol tag a DC accepts.
+pub const TAGS: [[u8; 4]; 3] = [ABRIDGED, INTERMEDIATE, PADDED];
 
 /// Current unix time.
 pub fn now_unix() -> u64 {
@@ -192,8 +193,17 @@ fn salted(key_iv: &[u8], secret: &[u8; 16]) -> [u8; 48] {
     out
 }
 
-fn ctr(key_iv: &[u8; 48]) -> Ctr {
-    Ctr::new(key_iv[..32].into(), key_iv[32..].into())
+/// En- or decrypts `buf` in place. Not generic, so this AES work is compiled with the kit
+/// (optimised, see frontgate's Cargo.toml) even when a generic reader or writer is built in
+/// an unoptimised test crate.
+#[inline(never)]
+pub fn apply(cipher: &mut Ctr, buf: &mut [u8]) {
+    cipher.apply_keystream(buf);
+}
+
+/// The cipher keyed by the first 32 bytes of `key_iv` with the next 16 as its IV.
+pub fn ctr(key_iv: &[u8]) -> Ctr {
+    Ctr::new(key_iv[..32].into(), key_iv[32..48].into())
 }
 
 /// A client init with `tag` and `dc`, keyed with `secret`.
@@ -238,12 +248,17 @@ pub fn obfuscated2(secret: &[u8; 16], tag: [u8; 4], dc: i16) -> Obfuscated2 {
     }
 }
 
+/// The header of a `17 03 03` application-data record of `len` payload bytes.
+pub fn record_header(len: usize) -> [u8; 5] {
+    let [hi, lo] = (len as u16).to_be_bytes();
+    [0x17, 3, 3, hi, lo]
+}
+
 /// Wraps `data` into `17 03 03` records of at most `max` payload bytes.
 pub fn records(data: &[u8], max: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() + data.len() / max.max(1) * 5 + 5);
     for chunk in data.chunks(max.max(1)) {
-        out.extend_from_slice(&[0x17, 3, 3]);
-        out.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
+        out.extend_from_slice(&record_header(chunk.len()));
         out.extend_from_slice(chunk);
     }
     out
@@ -263,7 +278,7 @@ impl<W: AsyncWrite + Unpin> ClientWriter<W> {
     /// Encrypts and sends `data`, in records of random sizes up to 16408 (iOS-like).
     pub async fn send(&mut self, data: &[u8]) -> std::io::Result<()> {
         let mut buf = data.to_vec();
-        self.encrypt.apply_keystream(&mut buf);
+        apply(&mut self.encrypt, &mut buf);
         if !self.tls {
             return self.w.write_all(&buf).await;
         }
@@ -325,7 +340,7 @@ impl<R: AsyncRead + Unpin> ClientReader<R> {
                     buf.truncate(got);
                     self.pending = buf;
                 }
-                self.decrypt.apply_keystream(&mut self.pending);
+                apply(&mut self.decrypt, &mut self.pending);
             }
             let take = self.pending.len().min(n - out.len());
             out.extend(self.pending.drain(..take));
@@ -339,9 +354,41 @@ pub type Writer = ClientWriter<tokio::net::tcp::OwnedWriteHalf>;
 /// The receiving half of a connected test client.
 pub type Reader = ClientReader<tokio::net::tcp::OwnedReadHalf>;
 
-/// Connects to `addr`, sends a fake-TLS hello for `secret` and `sni` (one byte per write when
-/// `byte_by_byte`; no SNI when `sni` is empty), checks the server flight, then sends CCS + the
-/// obfuscated2 init.
+/// The client side of the fake-TLS handshake on a connected `sock`: a hello for `secret` and
+/// `sni` offering `cipher_suites` (one byte per write when `byte_by_byte`), the server flight
+/// read and its digest checked, then CCS + the obfuscated2 init for `tag` and `dc` in one
+/// record. Returns what the flight said and the client's ciphers; the next bytes either way
+/// are the session's.
+pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    sock: &mut S,
+    secret: &[u8; 16],
+    sni: &str,
+    cipher_suites: &[u16],
+    tag: [u8; 4],
+    dc: i16,
+    byte_by_byte: bool,
+) -> Result<(Flight, Obfuscated2), String> {
+    let io = |e: std::io::Error| e.to_string();
+    let hello = build_hello(secret, sni, cipher_suites, now_unix() as u32);
+    if byte_by_byte {
+        for byte in &hello.record {
+            sock.write_all(std::slice::from_ref(byte))
+                .await
+                .map_err(io)?;
+        }
+    } else {
+        sock.write_all(&hello.record).await.map_err(io)?;
+    }
+    let flight = read_flight(sock, secret, &hello.random).await?;
+    let obf = obfuscated2(secret, tag, dc);
+    let mut first = vec![0x14, 3, 3, 0, 1, 1];
+    first.extend(records(&obf.wire_init, 64));
+    sock.write_all(&first).await.map_err(io)?;
+    Ok((flight, obf))
+}
+
+/// Connects to `addr` and does the [`handshake`] the way a Telegram client does (a GREASE
+/// suite first, then TLS 1.3 suites), checking that the flight looks like one.
 pub async fn connect_faketls(
     addr: std::net::SocketAddr,
     secret: &[u8; 16],
@@ -352,20 +399,10 @@ pub async fn connect_faketls(
 ) -> (Writer, Reader, Obfuscated2) {
     let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
     sock.set_nodelay(true).unwrap();
-    let hello = build_hello(
-        secret,
-        sni,
-        &[0x0a0a, 0x1302, 0x1301, 0xc02b],
-        now_unix() as u32,
-    );
-    if byte_by_byte {
-        for byte in &hello.record {
-            sock.write_all(std::slice::from_ref(byte)).await.unwrap();
-        }
-    } else {
-        sock.write_all(&hello.record).await.unwrap();
-    }
-    let flight = read_flight(&mut sock, secret, &hello.random).await.unwrap();
+    let suites = [0x0a0a, 0x1302, 0x1301, 0xc02b];
+    let (flight, obf) = handshake(&mut sock, secret, sni, &suites, tag, dc, byte_by_byte)
+        .await
+        .unwrap();
     assert_eq!(
         flight.cipher_suite, 0x1302,
         "first non-GREASE TLS 1.3 suite"
@@ -373,10 +410,6 @@ pub async fn connect_faketls(
     assert_eq!(flight.server_hello_len, 127);
     assert!((1024..4096).contains(&flight.cert_len));
 
-    let obf = obfuscated2(secret, tag, dc);
-    let mut first = vec![0x14, 3, 3, 0, 1, 1];
-    first.extend(records(&obf.wire_init, 64));
-    sock.write_all(&first).await.unwrap();
     let (r, w) = sock.into_split();
     let writer = ClientWriter {
         w,

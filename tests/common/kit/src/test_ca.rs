@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use frontgate::tls::rustls_provider;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore};
@@ -16,12 +15,16 @@ pub struct TestCa {
 
 /// A leaf certificate and key, as PEM files would hold them.
 pub struct Leaf {
+    /// The certificate, PEM.
     pub cert_pem: String,
+    /// Its private key, PEM.
     pub key_pem: String,
+    /// The certificate, DER (what a client sees).
     pub der: CertificateDer<'static>,
 }
 
 impl TestCa {
+    /// A fresh CA with a new key.
     pub fn new() -> Self {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -30,6 +33,7 @@ impl TestCa {
         Self { cert, key }
     }
 
+    /// A leaf certificate for `name`, signed by this CA.
     pub fn leaf(&self, name: &str) -> Leaf {
         let key = KeyPair::generate().unwrap();
         let cert = CertificateParams::new(vec![name.to_owned()])
@@ -43,14 +47,16 @@ impl TestCa {
         }
     }
 
+    /// A client configuration that trusts only this CA and offers `alpn`.
     pub fn client(&self, alpn: &[&[u8]]) -> Arc<ClientConfig> {
         let mut roots = RootCertStore::empty();
         roots.add(self.cert.der().clone()).unwrap();
-        let mut config = ClientConfig::builder_with_provider(rustls_provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let mut config =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Arc::new(config)
     }

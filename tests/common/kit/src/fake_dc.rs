@@ -1,16 +1,17 @@
 //! A fake Telegram DC on 127.0.0.1: reads the proxy's 64-byte obfuscated2 init, derives
 //! the unsalted DC ciphers (PROTOCOL.md §6) with the crypto crates directly, and echoes
-//! every decrypted byte back re-encrypted. Reports each init it saw.
-#![allow(dead_code)] // each test binary uses a different part
+//! every decrypted byte back re-encrypted. Reports each init it saw; closes a connection
+//! whose protocol tag is none of the three, as a real DC would.
 
 use std::net::SocketAddr;
 
-use aes::cipher::{KeyIvInit, StreamCipher};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use aes::cipher::StreamCipher;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-type Ctr = ctr::Ctr128BE<aes::Aes256>;
+use crate::backend::echo_back;
+use crate::mtproto_client::{ctr, TAGS};
 
 /// What the DC saw at the start of one connection.
 #[derive(Debug, Clone)]
@@ -31,14 +32,15 @@ pub struct FakeDc {
     pub seen: mpsc::UnboundedReceiver<DcSeen>,
 }
 
-fn ctr(key_iv: &[u8]) -> Ctr {
-    Ctr::new(key_iv[..32].into(), key_iv[32..48].into())
+/// Starts a DC on a fresh loopback port that decrypts and re-encrypts every connection.
+pub async fn spawn() -> FakeDc {
+    serve(TcpListener::bind("127.0.0.1:0").await.unwrap(), None)
 }
 
-/// Starts the DC. With `raw_echo` it echoes the ciphertext unchanged (throughput runs, where
-/// the peers do no crypto).
-pub async fn spawn(raw_echo: bool) -> FakeDc {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// Serves `listener` as a DC. Connections whose protocol tag is `raw_echo` get their
+/// ciphertext back unchanged (throughput runs: the proxy does all its AES work, the DC
+/// none); every other connection is decrypted and re-encrypted like a real peer.
+pub fn serve(listener: TcpListener, raw_echo: Option<[u8; 4]>) -> FakeDc {
     let addr = listener.local_addr().unwrap();
     let (tx, seen) = mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -56,26 +58,24 @@ pub async fn spawn(raw_echo: bool) -> FakeDc {
                 let mut encrypt = ctr(&rev);
                 let mut plain = wire_init;
                 decrypt.apply_keystream(&mut plain);
+                let tag: [u8; 4] = plain[56..60].try_into().unwrap();
                 let _ = tx.send(DcSeen {
                     wire_init,
-                    tag: plain[56..60].try_into().unwrap(),
+                    tag,
                     dc: i16::from_le_bytes([plain[60], plain[61]]),
                 });
-                let mut buf = vec![0u8; 256 * 1024];
-                loop {
-                    let n = match sock.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    if !raw_echo {
-                        decrypt.apply_keystream(&mut buf[..n]);
-                        encrypt.apply_keystream(&mut buf[..n]);
-                    }
-                    if sock.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
+                if !TAGS.contains(&tag) {
+                    return;
                 }
-                let _ = sock.shutdown().await;
+                if raw_echo == Some(tag) {
+                    echo_back(&mut sock, |_| ()).await;
+                } else {
+                    echo_back(&mut sock, |bytes| {
+                        decrypt.apply_keystream(bytes);
+                        encrypt.apply_keystream(bytes);
+                    })
+                    .await;
+                }
             });
         }
     });
