@@ -152,7 +152,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
                 .into(),
         });
     }
-    let file: RouteFile = serde_yaml::from_str(text).map_err(|err| yaml_error(err, origin))?;
+    let file: RouteFile = serde_yaml_ng::from_str(text).map_err(|err| yaml_error(err, origin))?;
     compile(file).map_err(|message| ConfigError::Invalid {
         origin: origin.to_string(),
         line: None,
@@ -161,7 +161,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
     })
 }
 
-fn yaml_error(err: serde_yaml::Error, origin: &str) -> ConfigError {
+fn yaml_error(err: serde_yaml_ng::Error, origin: &str) -> ConfigError {
     let text = err.to_string();
     let (line, column, message) = match err.location() {
         Some(at) => {

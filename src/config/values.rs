@@ -1,5 +1,5 @@
 //! Value types of the route file that validate themselves while being deserialised, so a bad
-//! value is reported by serde_yaml with its key path, line and column.
+//! value is reported by serde_yaml_ng with its key path, line and column.
 
 use std::fmt;
 use std::marker::PhantomData;
