@@ -89,9 +89,38 @@ pub enum Problem {
         /// Where the key was first given.
         first: Position,
     },
-    /// A connection limit of 0, which would refuse every connection.
-    #[error("a limit of 0 would refuse every connection")]
-    ZeroLimit,
+    /// A duration below its range.
+    #[error("{written} is shorter than the minimum of {min}")]
+    TooShort {
+        /// The value as the file writes it.
+        written: String,
+        /// The minimum, as a duration the file could write.
+        min: String,
+    },
+    /// A duration above its range.
+    #[error("{written} is longer than the maximum of {max}")]
+    TooLong {
+        /// The value as the file writes it.
+        written: String,
+        /// The maximum, as a duration the file could write.
+        max: String,
+    },
+    /// A count below its range.
+    #[error("{value} is less than the minimum of {min}")]
+    TooFew {
+        /// The value.
+        value: usize,
+        /// The minimum.
+        min: usize,
+    },
+    /// A count above its range.
+    #[error("{value} is more than the maximum of {max}")]
+    TooMany {
+        /// The value.
+        value: usize,
+        /// The maximum.
+        max: usize,
+    },
     /// Two routes (or one route twice) claim the same server name.
     #[error(transparent)]
     DuplicateName(#[from] DuplicateName),
@@ -144,4 +173,10 @@ pub enum Problem {
     /// `tls:` with both an ACME and a file certificate.
     #[error("`acme:` and `cert:`/`key:` exclude each other")]
     AcmeAndFiles,
+    /// An ALPN protocol name that cannot be sent (RFC 7301: 1 to 255 bytes).
+    #[error("ALPN protocol `{name}` must be 1 to {max} bytes long", max = super::bounds::ALPN_NAME_MAX)]
+    AlpnName {
+        /// The name as written.
+        name: String,
+    },
 }

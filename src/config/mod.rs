@@ -2,6 +2,7 @@
 //! runs on. This is the only module that knows the file format (YAML, see `CONFIG.md` and
 //! `routes.example.yaml`). Every error names the file, line, column and key path.
 
+pub mod bounds;
 pub mod datacenters;
 mod error;
 mod model;
@@ -31,11 +32,12 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use bounds::{CountRange, DurationRange};
 use datacenters::DcTableError;
 use model::{MtprotoSection, RouteFile, TargetSection, TlsSection};
 use spans::Spans;
 use tls::DEFAULT_ACME_DIRECTORY;
-use values::{NameValue, UpstreamValue};
+use values::{DurationValue, NameValue, UpstreamValue};
 
 /// Time limits for each stage of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,39 +206,75 @@ impl Fault {
     }
 }
 
+/// The configured duration at `key`, in `range`, or `default` when the key is absent.
+fn duration(
+    value: &Option<DurationValue>,
+    key: &str,
+    range: DurationRange,
+    default: Duration,
+) -> Result<Duration, Fault> {
+    match value {
+        Some(v) => range
+            .check(v.duration, &v.written)
+            .map_err(|problem| Fault::value(key, problem)),
+        None => Ok(default),
+    }
+}
+
+/// The configured count at `key`, in `range`, or `default` when the key is absent.
+fn count(
+    value: Option<usize>,
+    key: &str,
+    range: CountRange,
+    default: usize,
+) -> Result<usize, Fault> {
+    match value {
+        Some(n) => range.check(n).map_err(|problem| Fault::value(key, problem)),
+        None => Ok(default),
+    }
+}
+
 /// Checks what spans several keys and builds the typed config.
 fn compile(file: RouteFile) -> Result<Config, Fault> {
     let listen: Vec<SocketAddr> = file.listen.0.iter().map(|l| l.0).collect();
     let defaults = Timeouts::default();
     let t = &file.timeouts;
     let timeouts = Timeouts {
-        client_hello: t.client_hello.map_or(defaults.client_hello, |d| d.0),
-        connect: t.connect.map_or(defaults.connect, |d| d.0),
-        idle: t.idle.map_or(defaults.idle, |d| d.0),
-        shutdown_grace: t.shutdown_grace.map_or(defaults.shutdown_grace, |d| d.0),
+        client_hello: duration(
+            &t.client_hello,
+            "timeouts.client_hello",
+            bounds::CLIENT_HELLO,
+            defaults.client_hello,
+        )?,
+        connect: duration(
+            &t.connect,
+            "timeouts.connect",
+            bounds::CONNECT,
+            defaults.connect,
+        )?,
+        idle: duration(&t.idle, "timeouts.idle", bounds::IDLE, defaults.idle)?,
+        shutdown_grace: duration(
+            &t.shutdown_grace,
+            "timeouts.shutdown_grace",
+            bounds::SHUTDOWN_GRACE,
+            defaults.shutdown_grace,
+        )?,
     };
     let default_limits = Limits::default();
     let limits = Limits {
-        max_connections: file
-            .limits
-            .max_connections
-            .unwrap_or(default_limits.max_connections),
-        max_connections_per_ip: file
-            .limits
-            .max_connections_per_ip
-            .unwrap_or(default_limits.max_connections_per_ip),
-    };
-    for (key, value) in [
-        ("limits.max_connections", limits.max_connections),
-        (
+        max_connections: count(
+            file.limits.max_connections,
+            "limits.max_connections",
+            bounds::MAX_CONNECTIONS,
+            default_limits.max_connections,
+        )?,
+        max_connections_per_ip: count(
+            file.limits.max_connections_per_ip,
             "limits.max_connections_per_ip",
-            limits.max_connections_per_ip,
-        ),
-    ] {
-        if value == 0 {
-            return Err(Fault::value(key, Problem::ZeroLimit));
-        }
-    }
+            bounds::MAX_CONNECTIONS_PER_IP,
+            default_limits.max_connections_per_ip,
+        )?,
+    };
 
     let mtproto = file
         .mtproto
@@ -343,10 +381,18 @@ fn mtproto_settings(
     })?;
     Ok(MtprotoSettings {
         users,
-        max_clock_skew: section
-            .max_clock_skew
-            .map_or(DEFAULT_MAX_CLOCK_SKEW, |d| d.0),
-        replay_cache: section.replay_cache.unwrap_or(DEFAULT_REPLAY_CACHE),
+        max_clock_skew: duration(
+            &section.max_clock_skew,
+            "mtproto.max_clock_skew",
+            bounds::MAX_CLOCK_SKEW,
+            DEFAULT_MAX_CLOCK_SKEW,
+        )?,
+        replay_cache: count(
+            section.replay_cache,
+            "mtproto.replay_cache",
+            bounds::REPLAY_CACHE,
+            DEFAULT_REPLAY_CACHE,
+        )?,
         allow_plain: section.allow_plain,
         datacenters,
         fast_mode: section.fast_mode,
@@ -383,11 +429,24 @@ fn tls_settings(key: &str, names: &[NamePattern], tls: TlsSection) -> Result<Tls
     };
     let mut settings = TlsSettings::new(names.iter().map(ToString::to_string).collect(), source);
     if let Some(alpn) = tls.alpn {
+        if let Some(at) = alpn
+            .iter()
+            .position(|p| p.is_empty() || p.len() > bounds::ALPN_NAME_MAX)
+        {
+            let name = alpn[at].escape_debug().to_string();
+            return Err(Fault::value(
+                format!("{key}.alpn[{at}]"),
+                Problem::AlpnName { name },
+            ));
+        }
         settings.alpn = alpn.into_iter().map(String::into_bytes).collect();
     }
-    if let Some(timeout) = tls.handshake_timeout {
-        settings.handshake_timeout = timeout.0;
-    }
+    settings.handshake_timeout = duration(
+        &tls.handshake_timeout,
+        &format!("{key}.handshake_timeout"),
+        bounds::TLS_HANDSHAKE,
+        settings.handshake_timeout,
+    )?;
     Ok(settings)
 }
 

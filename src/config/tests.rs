@@ -127,11 +127,11 @@ fn bad_values_get_clear_messages() {
         ),
         (
             "listen: 127.0.0.1:1\ntimeouts: { idle: 0s }\n",
-            "longer than 0s",
+            "test.yaml:2:19: timeouts.idle: 0s is shorter than the minimum of 1s",
         ),
         (
             "listen: 127.0.0.1:1\nlimits: { max_connections: 0 }\n",
-            "test.yaml:2:28: limits.max_connections: a limit of 0 would refuse every connection",
+            "test.yaml:2:28: limits.max_connections: 0 is less than the minimum of 1",
         ),
         (
             "listen: 127.0.0.1:1\ndefault: { to: 127.0.0.1:2, proxy_protocol: v3 }\n",
@@ -172,6 +172,102 @@ fn the_shipped_example_is_valid() {
     let config = load(&path).unwrap_or_else(|e| panic!("{e}"));
     assert!(config.mtproto.is_some());
     assert!(!config.routes.routes().is_empty());
+}
+
+#[test]
+fn every_duration_and_count_is_bounded_at_its_value() {
+    let cases = [
+        (
+            "timeouts: {idle: 500000000000y}\n",
+            "test.yaml:2:18: timeouts.idle: 500000000000y is longer than the maximum of 7d",
+        ),
+        (
+            "timeouts:\n  client_hello: 18446744073709551615\n",
+            "test.yaml:3:17: timeouts.client_hello: 18446744073709551615 is longer than the maximum of 5m",
+        ),
+        (
+            "timeouts: {client_hello: 50ms}\n",
+            "test.yaml:2:26: timeouts.client_hello: 50ms is shorter than the minimum of 100ms",
+        ),
+        (
+            "timeouts: {connect: 6m}\n",
+            "test.yaml:2:21: timeouts.connect: 6m is longer than the maximum of 5m",
+        ),
+        (
+            "timeouts: {connect: 10ms}\n",
+            "test.yaml:2:21: timeouts.connect: 10ms is shorter than the minimum of 100ms",
+        ),
+        (
+            "timeouts: {idle: 8days}\n",
+            "test.yaml:2:18: timeouts.idle: 8days is longer than the maximum of 7d",
+        ),
+        (
+            "timeouts: {shutdown_grace: 2d}\n",
+            "test.yaml:2:28: timeouts.shutdown_grace: 2d is longer than the maximum of 1d",
+        ),
+        (
+            "timeouts: {shutdown_grace: 0}\n",
+            "test.yaml:2:28: timeouts.shutdown_grace: 0 is shorter than the minimum of 1s",
+        ),
+        (
+            "limits: {max_connections: 18446744073709551615}\n",
+            "test.yaml:2:27: limits.max_connections: 18446744073709551615 is more than the maximum of 10000000",
+        ),
+        (
+            "limits: {max_connections_per_ip: 0}\n",
+            "test.yaml:2:34: limits.max_connections_per_ip: 0 is less than the minimum of 1",
+        ),
+        (
+            "limits: {max_connections_per_ip: 10000001}\n",
+            "test.yaml:2:34: limits.max_connections_per_ip: 10000001 is more than the maximum of 10000000",
+        ),
+        (
+            &format!("mtproto:\n  users: {{alice: {ALICE}}}\n  max_clock_skew: 1y\n"),
+            "test.yaml:4:19: mtproto.max_clock_skew: 1y is longer than the maximum of 1d",
+        ),
+        (
+            &format!("mtproto:\n  users: {{alice: {ALICE}}}\n  max_clock_skew: 500ms\n"),
+            "test.yaml:4:19: mtproto.max_clock_skew: 500ms is shorter than the minimum of 1s",
+        ),
+        (
+            &format!("mtproto:\n  users: {{alice: {ALICE}}}\n  replay_cache: 100000000\n"),
+            "test.yaml:4:17: mtproto.replay_cache: 100000000 is more than the maximum of 10000000",
+        ),
+        (
+            &format!("mtproto:\n  users: {{alice: {ALICE}}}\n  replay_cache: 0\n"),
+            "test.yaml:4:17: mtproto.replay_cache: 0 is less than the minimum of 1",
+        ),
+        (
+            "routes:\n  - sni: a.example.com\n    to: 127.0.0.1:2\n    tls: {cert: /c, key: /k, handshake_timeout: 1h}\n",
+            "test.yaml:5:49: routes[0].tls.handshake_timeout: 1h is longer than the maximum of 5m",
+        ),
+    ];
+    for (lines, expected) in cases {
+        assert_eq!(parse_err(&with(lines)), expected, "{lines}");
+    }
+}
+
+#[test]
+fn bounds_are_inclusive() {
+    let config = parse_ok(&with(&format!(
+        "timeouts: {{client_hello: 5m, connect: 100ms, idle: 7d, shutdown_grace: 1d}}\n\
+         limits: {{max_connections: 10000000, max_connections_per_ip: 1}}\n\
+         mtproto: {{users: {{alice: {ALICE}}}, max_clock_skew: 1d, replay_cache: 10000000}}\n\
+         routes:\n  - sni: a.example.com\n    to: 127.0.0.1:2\n    tls: {{cert: /c, key: /k, handshake_timeout: 100ms}}\n"
+    )));
+    assert_eq!(config.timeouts.idle, bounds::IDLE.max);
+    assert_eq!(config.timeouts.connect, bounds::CONNECT.min);
+    assert_eq!(config.limits.max_connections, bounds::MAX_CONNECTIONS.max);
+    let mtproto = config.mtproto.expect("mtproto");
+    assert_eq!(mtproto.max_clock_skew, bounds::MAX_CLOCK_SKEW.max);
+    assert_eq!(mtproto.replay_cache, bounds::REPLAY_CACHE.max);
+    let Action::Terminate(terminate) = &config.routes.routes()[0].action else {
+        panic!("a tls route")
+    };
+    assert_eq!(
+        terminate.settings.handshake_timeout,
+        bounds::TLS_HANDSHAKE.min
+    );
 }
 
 #[test]
@@ -256,6 +352,14 @@ fn every_tls_error_names_its_node() {
             route("      cert: /c.pem\n      key: /k.pem\n      acme: {contact: a@example.com}\n"),
             "test.yaml:8:7: routes[0].tls.acme: `acme:` and `cert:`/`key:` exclude each other",
         ),
+        (
+            route("      acme: {contact: a@example.com}\n      alpn: [h2, '']\n"),
+            "test.yaml:7:18: routes[0].tls.alpn[1]: ALPN protocol `` must be 1 to 255 bytes long",
+        ),
+        (
+            route("      acme: {contact: a@example.com}\n      handshake_timeout: 10ms\n"),
+            "test.yaml:7:26: routes[0].tls.handshake_timeout: 10ms is shorter than the minimum of 100ms",
+        ),
         // Found while parsing: serde_yaml_ng's message.
         (
             route("      acme: {directory: https://acme.example/dir}\n"),
@@ -270,6 +374,14 @@ fn every_tls_error_names_its_node() {
         let err = parse_err(&with(&lines));
         assert!(err.starts_with(expected), "{lines}\n{err}\n{expected}");
     }
+    let long = "x".repeat(256);
+    let err = parse_err(&with(&route(&format!(
+        "      cert: /c\n      key: /k\n      alpn: [{long}]\n"
+    ))));
+    assert!(
+        err.starts_with("test.yaml:8:14: routes[0].tls.alpn[0]: ALPN protocol `xxx"),
+        "{err}"
+    );
 }
 
 #[test]
