@@ -144,6 +144,15 @@ pub enum Problem {
     /// `mtproto.users` is empty.
     #[error("add at least one user (name: secret)")]
     NoUsers,
+    /// A user name with characters that cannot go into logs and metric labels as they are.
+    #[error(
+        "user name `{name}` is not allowed: use 1 to {max} ASCII letters, digits, `_`, `-` or `.`",
+        max = super::mtproto::USER_NAME_MAX
+    )]
+    UserName {
+        /// The name as written (Debug-escaped when it holds control characters).
+        name: String,
+    },
     /// Two users with one secret: the gate could not tell them apart.
     #[error(
         "`{first}` and `{second}` have the same secret; give each user their own \

@@ -35,6 +35,7 @@ use ipnet::IpNet;
 use bounds::{CountRange, DurationRange};
 use datacenters::DcTableError;
 use model::{MtprotoSection, RouteFile, TargetSection, TlsSection};
+use mtproto::is_valid_user_name;
 use spans::Spans;
 use tls::DEFAULT_ACME_DIRECTORY;
 use values::{DurationValue, NameValue, UpstreamValue};
@@ -354,6 +355,10 @@ fn mtproto_settings(
         .collect();
     for (i, (name, secret)) in users.iter().enumerate() {
         let key = format!("mtproto.users.{name}");
+        if !is_valid_user_name(name) {
+            let name = name.escape_debug().to_string();
+            return Err(Fault::key(key, Problem::UserName { name }));
+        }
         if let Some((other, _)) = users[..i].iter().find(|(_, s)| s == secret) {
             let problem = Problem::SameSecret {
                 first: other.clone(),

@@ -126,6 +126,7 @@ pub enum Action {
 #[derive(Debug)]
 pub struct Route {
     /// How the route is named in logs and metrics: its first server name, `default` or `non_tls`.
+    /// Server names are validated ([`NamePattern::parse`]), so a label needs no escaping.
     pub label: String,
     /// What the route does.
     pub action: Action,

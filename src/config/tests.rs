@@ -271,6 +271,38 @@ fn bounds_are_inclusive() {
 }
 
 #[test]
+fn user_names_that_need_escaping_are_refused_at_the_key() {
+    let cases = [
+        (
+            format!("mtproto:\n  users:\n    alice: {ALICE}\n    'b\"ob': {BOB}\n"),
+            "test.yaml:5:5: mtproto.users.b\"ob: user name `b\\\"ob` is not allowed: use 1 to 64 ASCII letters, digits, `_`, `-` or `.`",
+        ),
+        (
+            format!("mtproto:\n  users:\n    \"a\\nb\": {ALICE}\n"),
+            "test.yaml:4:5: mtproto.users.a\nb: user name `a\\nb` is not allowed: use 1 to 64 ASCII letters, digits, `_`, `-` or `.`",
+        ),
+        (
+            format!("mtproto:\n  users:\n    '': {ALICE}\n"),
+            "test.yaml:4:5: mtproto.users.: user name `` is not allowed: use 1 to 64 ASCII letters, digits, `_`, `-` or `.`",
+        ),
+    ];
+    for (lines, expected) in cases {
+        assert_eq!(parse_err(&with(&lines)), expected, "{lines}");
+    }
+    let long = "n".repeat(65);
+    let err = parse_err(&with(&format!("mtproto:\n  users:\n    {long}: {ALICE}\n")));
+    assert!(
+        err.starts_with(&format!("test.yaml:4:5: mtproto.users.{long}: user name")),
+        "{err}"
+    );
+    let config = parse_ok(&with(&format!(
+        "mtproto:\n  users:\n    Alice_1.x-y: {ALICE}\n    {}: {BOB}\n",
+        "n".repeat(64)
+    )));
+    assert_eq!(config.mtproto.expect("mtproto").users[0].0, "Alice_1.x-y");
+}
+
+#[test]
 fn every_mtproto_error_names_its_node() {
     let route = "routes:\n  - sni: a.example.com\n    mtproto: true\n    to: 127.0.0.1:2\n";
     let cases = [
