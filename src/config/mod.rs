@@ -147,8 +147,9 @@ fn yaml_error(err: serde_yaml_ng::Error, origin: &str) -> ConfigError {
     let text = err.to_string();
     let (at, message) = match err.location() {
         Some(at) => {
-            let suffix = format!(" at line {} column {}", at.line(), at.column());
-            let message = text.strip_suffix(&suffix).unwrap_or(&text).to_string();
+            // The position goes in front; libyaml's messages give it mid-sentence too.
+            let said = format!(" at line {} column {}", at.line(), at.column());
+            let message = text.replacen(&said, "", 1);
             let at = Position {
                 line: at.line(),
                 column: at.column(),

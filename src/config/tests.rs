@@ -444,10 +444,10 @@ fn an_indentation_slip_is_reported_at_the_slipped_line() {
         Some(Position { line: 4, column: 3 }),
         "{err}"
     );
-    assert!(
-        err.to_string()
-            .contains("did not find expected '-' indicator"),
-        "{err}"
+    assert_eq!(
+        err.to_string(),
+        "test.yaml:4:3: did not find expected '-' indicator, while parsing a block collection \
+         at line 3 column 3"
     );
 }
 
