@@ -49,10 +49,10 @@ pub const CONNECT: DurationRange = DurationRange {
     max: secs(5 * 60),
 };
 
-/// `timeouts.idle`: from HAProxy-style short tunnels to a week for long-lived quiet
-/// connections (Telegram clients, websockets).
+/// `timeouts.idle`: from sub-second (tests, aggressive reaping) to a week for long-lived
+/// quiet connections (Telegram clients, websockets).
 pub const IDLE: DurationRange = DurationRange {
-    min: secs(1),
+    min: millis(100),
     max: secs(7 * 86_400),
 };
 
@@ -186,7 +186,7 @@ mod tests {
     #[test]
     fn ranges_are_inclusive() {
         assert_eq!(IDLE.check(secs(7 * 86_400), "7d"), Ok(secs(7 * 86_400)));
-        assert_eq!(IDLE.check(secs(1), "1s"), Ok(secs(1)));
+        assert_eq!(IDLE.check(millis(100), "100ms"), Ok(millis(100)));
         assert_eq!(
             IDLE.check(Duration::MAX, "forever")
                 .map_err(|e| e.to_string()),

@@ -127,7 +127,7 @@ fn bad_values_get_clear_messages() {
         ),
         (
             "listen: 127.0.0.1:1\ntimeouts: { idle: 0s }\n",
-            "test.yaml:2:19: timeouts.idle: 0s is shorter than the minimum of 1s",
+            "test.yaml:2:19: timeouts.idle: 0s is shorter than the minimum of 100ms",
         ),
         (
             "listen: 127.0.0.1:1\nlimits: { max_connections: 0 }\n",
