@@ -129,7 +129,7 @@ async fn sighup_and_file_changes_reload_and_bad_files_are_refused() {
     gw.wait_log("configuration reload refused").await;
     assert!(
         gw.log().contains(
-            "routes.yaml:3:10: routes[0]: invalid type: string \"oops\", expected a route"
+            "routes.yaml:4:1: did not find expected ',' or ']', while parsing a flow sequence"
         ),
         "{}",
         gw.log()

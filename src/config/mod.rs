@@ -2,18 +2,23 @@
 //! runs on. This is the only module that knows the file format (YAML, see `CONFIG.md` and
 //! `routes.example.yaml`). Every error names the file, line, column and key path.
 
+pub mod bounds;
 pub mod datacenters;
+mod error;
 mod model;
 pub mod mtproto;
 pub mod secret;
+mod spans;
 pub mod table;
 pub mod tls;
 pub mod upstream;
 mod values;
 
 pub use datacenters::DcTable;
+pub use error::{ConfigError, Problem};
 pub use mtproto::MtprotoSettings;
 pub use secret::Secret;
+pub use spans::Position;
 pub use table::{
     Action, DuplicateName, Forward, MimicMode, MtprotoRoute, NamePattern, ProxyProtocol, Route,
     RouteTable, Terminate,
@@ -21,15 +26,20 @@ pub use table::{
 pub use tls::{CertSource, TlsSettings};
 pub use upstream::Upstream;
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
 use ipnet::IpNet;
 
+use bounds::{CountRange, DurationRange};
+use datacenters::DcTableError;
 use model::{MtprotoSection, RouteFile, TargetSection, TlsSection};
+use mtproto::is_valid_user_name;
+use spans::Spans;
 use tls::DEFAULT_ACME_DIRECTORY;
-use values::{NameValue, UpstreamValue};
+use values::{DurationValue, NameValue, UpstreamValue};
 
 /// Time limits for each stage of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,39 +110,6 @@ impl Config {
     }
 }
 
-/// Why a route file was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// The file was read but is not a valid route file.
-    #[error("{origin}:{}{message}", location(*line, *column))]
-    Invalid {
-        /// The file (or other origin) of the text.
-        origin: String,
-        /// 1-based line, when known.
-        line: Option<usize>,
-        /// 1-based column, when known.
-        column: Option<usize>,
-        /// What is wrong, starting with the key path.
-        message: String,
-    },
-}
-
-fn location(line: Option<usize>, column: Option<usize>) -> String {
-    match (line, column) {
-        (Some(l), Some(c)) => format!("{l}:{c}: "),
-        (Some(l), None) => format!("{l}: "),
-        _ => " ".to_string(),
-    }
-}
-
 /// Reads and validates the route file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -145,92 +122,188 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// Validates route-file text; `origin` names it in errors.
 pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
     if text.trim().is_empty() {
-        return Err(ConfigError::Invalid {
+        return Err(ConfigError::Empty {
             origin: origin.to_string(),
-            line: None,
-            column: None,
-            message: "the file is empty: it needs at least `listen:` and a route or `default:`"
-                .into(),
         });
     }
-    let file: RouteFile = serde_yaml::from_str(text).map_err(|err| yaml_error(err, origin))?;
-    compile(file).map_err(|message| ConfigError::Invalid {
-        origin: origin.to_string(),
-        line: None,
-        column: None,
-        message,
-    })
+    let spans = Spans::of(text);
+    if let Some(dup) = spans.duplicate() {
+        return Err(ConfigError::Rule {
+            origin: origin.to_string(),
+            at: Some(dup.again),
+            key: dup.key.clone(),
+            problem: Box::new(Problem::DuplicateKey { first: dup.first }),
+        });
+    }
+    // The whole text must be YAML before it is read as a route file: serde_yaml_ng reads
+    // lazily, so an indentation slip that ends a route's mapping early was reported as that
+    // route's missing field, at the line where the route starts, before the parser reached
+    // the slipped line and its real error.
+    serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text).map_err(|e| yaml_error(e, origin))?;
+    let file: RouteFile = serde_yaml_ng::from_str(text).map_err(|e| yaml_error(e, origin))?;
+    compile(file).map_err(|fault| fault.place(&spans, origin))
 }
 
-fn yaml_error(err: serde_yaml::Error, origin: &str) -> ConfigError {
+fn yaml_error(err: serde_yaml_ng::Error, origin: &str) -> ConfigError {
     let text = err.to_string();
-    let (line, column, message) = match err.location() {
+    let (at, message) = match err.location() {
         Some(at) => {
-            let suffix = format!(" at line {} column {}", at.line(), at.column());
-            let message = text.strip_suffix(&suffix).unwrap_or(&text).to_string();
-            (Some(at.line()), Some(at.column()), message)
+            // The position goes in front; libyaml's messages give it mid-sentence too.
+            let said = format!(" at line {} column {}", at.line(), at.column());
+            let message = text.replacen(&said, "", 1);
+            let at = Position {
+                line: at.line(),
+                column: at.column(),
+            };
+            (Some(at), message)
         }
-        None => (None, None, text),
+        None => (None, text),
     };
-    ConfigError::Invalid {
+    ConfigError::Syntax {
         origin: origin.to_string(),
-        line,
-        column,
+        at,
         message,
+    }
+}
+
+/// A rule broken by a parsed file, with the key path of the node it is about; the node's
+/// position is looked up when the fault becomes a [`ConfigError`].
+#[derive(Debug)]
+struct Fault {
+    key: String,
+    /// Whether the key itself is at fault (a bad name) rather than its value.
+    at_key: bool,
+    problem: Problem,
+}
+
+impl Fault {
+    /// The value at `key` breaks the rule.
+    fn value(key: impl Into<String>, problem: impl Into<Problem>) -> Fault {
+        Fault {
+            key: key.into(),
+            at_key: false,
+            problem: problem.into(),
+        }
+    }
+
+    /// The key naming `key` breaks the rule (or its presence does).
+    fn key(key: impl Into<String>, problem: impl Into<Problem>) -> Fault {
+        Fault {
+            at_key: true,
+            ..Fault::value(key, problem)
+        }
+    }
+
+    fn place(self, spans: &Spans, origin: &str) -> ConfigError {
+        let at = if self.at_key {
+            spans.key(&self.key)
+        } else {
+            spans.value(&self.key)
+        };
+        ConfigError::Rule {
+            origin: origin.to_string(),
+            at,
+            key: spans.spelled(&self.key).to_string(),
+            problem: Box::new(self.problem),
+        }
+    }
+}
+
+/// The configured duration at `key`, in `range`, or `default` when the key is absent.
+fn duration(
+    value: &Option<DurationValue>,
+    key: &str,
+    range: DurationRange,
+    default: Duration,
+) -> Result<Duration, Fault> {
+    match value {
+        Some(v) => range
+            .check(v.duration, &v.written)
+            .map_err(|problem| Fault::value(key, problem)),
+        None => Ok(default),
+    }
+}
+
+/// The configured count at `key`, in `range`, or `default` when the key is absent.
+fn count(
+    value: Option<usize>,
+    key: &str,
+    range: CountRange,
+    default: usize,
+) -> Result<usize, Fault> {
+    match value {
+        Some(n) => range.check(n).map_err(|problem| Fault::value(key, problem)),
+        None => Ok(default),
     }
 }
 
 /// Checks what spans several keys and builds the typed config.
-fn compile(file: RouteFile) -> Result<Config, String> {
+fn compile(file: RouteFile) -> Result<Config, Fault> {
     let listen: Vec<SocketAddr> = file.listen.0.iter().map(|l| l.0).collect();
     let defaults = Timeouts::default();
     let t = &file.timeouts;
     let timeouts = Timeouts {
-        client_hello: t.client_hello.map_or(defaults.client_hello, |d| d.0),
-        connect: t.connect.map_or(defaults.connect, |d| d.0),
-        idle: t.idle.map_or(defaults.idle, |d| d.0),
-        shutdown_grace: t.shutdown_grace.map_or(defaults.shutdown_grace, |d| d.0),
+        client_hello: duration(
+            &t.client_hello,
+            "timeouts.client_hello",
+            bounds::CLIENT_HELLO,
+            defaults.client_hello,
+        )?,
+        connect: duration(
+            &t.connect,
+            "timeouts.connect",
+            bounds::CONNECT,
+            defaults.connect,
+        )?,
+        idle: duration(&t.idle, "timeouts.idle", bounds::IDLE, defaults.idle)?,
+        shutdown_grace: duration(
+            &t.shutdown_grace,
+            "timeouts.shutdown_grace",
+            bounds::SHUTDOWN_GRACE,
+            defaults.shutdown_grace,
+        )?,
     };
     let default_limits = Limits::default();
     let limits = Limits {
-        max_connections: file
-            .limits
-            .max_connections
-            .unwrap_or(default_limits.max_connections),
-        max_connections_per_ip: file
-            .limits
-            .max_connections_per_ip
-            .unwrap_or(default_limits.max_connections_per_ip),
+        max_connections: count(
+            file.limits.max_connections,
+            "limits.max_connections",
+            bounds::MAX_CONNECTIONS,
+            default_limits.max_connections,
+        )?,
+        max_connections_per_ip: count(
+            file.limits.max_connections_per_ip,
+            "limits.max_connections_per_ip",
+            bounds::MAX_CONNECTIONS_PER_IP,
+            default_limits.max_connections_per_ip,
+        )?,
     };
-    if limits.max_connections == 0 || limits.max_connections_per_ip == 0 {
-        return Err("limits: a limit of 0 would refuse every connection".to_string());
-    }
 
     let mtproto = file
         .mtproto
         .map(|section| mtproto_settings(section, &timeouts))
         .transpose()?;
     let mut routes = RouteTable::new();
-    for (index, route) in file.routes.0.into_iter().enumerate() {
+    for (index, route) in file.routes.unwrap_or_default().into_iter().enumerate() {
         let key = format!("routes[{index}]");
         let names: Vec<NamePattern> = route.sni.0.into_iter().map(|NameValue(n)| n).collect();
         let forward = forward(&key, &route.to.0, route.proxy_protocol.0, &listen)?;
         let label = names.first().map(ToString::to_string).unwrap_or_default();
         let action = match (route.tls, route.mtproto) {
             (Some(_), true) => {
-                return Err(format!(
-                    "{key}: a route is either `mtproto: true` or `tls:`, not both"
-                ))
+                return Err(Fault::key(format!("{key}.tls"), Problem::MtprotoAndTls))
             }
             (None, true) if mtproto.is_none() => {
-                return Err(format!(
-                    "{key}: `mtproto: true` needs an `mtproto:` section with users"
+                return Err(Fault::value(
+                    format!("{key}.mtproto"),
+                    Problem::MtprotoWithoutUsers,
                 ))
             }
             (None, true) => Action::Mtproto(mtproto_route(forward, route.mimic)),
             (None, false) if route.mimic.is_some() => {
-                return Err(format!(
-                    "{key}.mimic: only `mtproto: true` routes have a mimic mode"
+                return Err(Fault::key(
+                    format!("{key}.mimic"),
+                    Problem::MimicWithoutMtproto,
                 ))
             }
             (None, false) => Action::Forward(forward),
@@ -239,9 +312,11 @@ fn compile(file: RouteFile) -> Result<Config, String> {
                 forward,
             }),
         };
-        routes
-            .add(&names, Route { label, action })
-            .map_err(|dup| format!("{key}.sni: {dup}"))?;
+        routes.add(&names, Route { label, action }).map_err(|dup| {
+            // A name listed twice in one route is at fault where it repeats.
+            let at = names.iter().rposition(|n| *n == dup.name).unwrap_or(0);
+            Fault::value(format!("{key}.sni[{at}]"), dup)
+        })?;
     }
     let has_mtproto = mtproto.is_some();
     if let Some(target) = &file.default {
@@ -249,12 +324,7 @@ fn compile(file: RouteFile) -> Result<Config, String> {
     }
     if let Some(target) = &file.non_tls {
         if target.mtproto {
-            return Err(
-                "non_tls: `mtproto: true` does not apply here: these connections send no \
-                        TLS ClientHello to check; to serve plain obfuscated2 clients, set \
-                        `mtproto.allow_plain: true` instead"
-                    .into(),
-            );
+            return Err(Fault::value("non_tls.mtproto", Problem::MtprotoOnNonTls));
         }
         routes.set_non_tls(target_route("non_tls", target, has_mtproto, &listen)?);
     }
@@ -283,16 +353,12 @@ pub const DEFAULT_REPLAY_CACHE: usize = 100_000;
 fn mtproto_settings(
     section: MtprotoSection,
     timeouts: &Timeouts,
-) -> Result<MtprotoSettings, String> {
+) -> Result<MtprotoSettings, Fault> {
     if section.ad_tag.is_some() {
-        return Err(
-            "mtproto.ad_tag: middle-proxy mode (promoted channels) is not supported yet; \
-                    remove ad_tag to run in direct mode"
-                .into(),
-        );
+        return Err(Fault::value("mtproto.ad_tag", Problem::AdTagUnsupported));
     }
     if section.users.is_empty() {
-        return Err("mtproto.users: add at least one user (name: secret)".into());
+        return Err(Fault::value("mtproto.users", Problem::NoUsers));
     }
     let users: Vec<(String, Secret)> = section
         .users
@@ -300,26 +366,50 @@ fn mtproto_settings(
         .map(|(name, secret)| (name, secret.0))
         .collect();
     for (i, (name, secret)) in users.iter().enumerate() {
+        let key = format!("mtproto.users.{name}");
+        if !is_valid_user_name(name) {
+            let name = name.escape_debug().to_string();
+            return Err(Fault::key(key, Problem::UserName { name }));
+        }
         if let Some((other, _)) = users[..i].iter().find(|(_, s)| s == secret) {
-            return Err(format!(
-                "mtproto.users: `{other}` and `{name}` have the same secret; give each user their own \
-                 (`frontgate secret` makes one)"
-            ));
+            let problem = Problem::SameSecret {
+                first: other.clone(),
+                second: name.clone(),
+            };
+            return Err(Fault::value(key, problem));
         }
     }
-    let overrides = section
+    let overrides: HashMap<i16, Vec<String>> = section
         .datacenters
         .into_iter()
         .map(|(dc, addrs)| (dc, addrs.0))
         .collect();
-    let datacenters =
-        DcTable::with_overrides(overrides).map_err(|e| format!("mtproto.datacenters: {e}"))?;
+    let datacenters = DcTable::with_overrides(overrides.clone()).map_err(|e| {
+        let key = match &e {
+            DcTableError::BadId(dc) => return Fault::key(format!("mtproto.datacenters.{dc}"), e),
+            DcTableError::Empty(dc) => format!("mtproto.datacenters.{dc}"),
+            DcTableError::BadAddress { dc, address } => {
+                let list = overrides.get(dc).map(Vec::as_slice).unwrap_or_default();
+                let at = list.iter().position(|a| a == address).unwrap_or(0);
+                format!("mtproto.datacenters.{dc}[{at}]")
+            }
+        };
+        Fault::value(key, e)
+    })?;
     Ok(MtprotoSettings {
         users,
-        max_clock_skew: section
-            .max_clock_skew
-            .map_or(DEFAULT_MAX_CLOCK_SKEW, |d| d.0),
-        replay_cache: section.replay_cache.unwrap_or(DEFAULT_REPLAY_CACHE),
+        max_clock_skew: duration(
+            &section.max_clock_skew,
+            "mtproto.max_clock_skew",
+            bounds::MAX_CLOCK_SKEW,
+            DEFAULT_MAX_CLOCK_SKEW,
+        )?,
+        replay_cache: count(
+            section.replay_cache,
+            "mtproto.replay_cache",
+            bounds::REPLAY_CACHE,
+            DEFAULT_REPLAY_CACHE,
+        )?,
         allow_plain: section.allow_plain,
         datacenters,
         fast_mode: section.fast_mode,
@@ -333,7 +423,8 @@ fn mtproto_settings(
 /// Where ACME state lives when `tls.acme.cache` is not given.
 pub const DEFAULT_ACME_CACHE: &str = "/var/lib/frontgate/acme";
 
-fn tls_settings(key: &str, names: &[NamePattern], tls: TlsSection) -> Result<TlsSettings, String> {
+fn tls_settings(key: &str, names: &[NamePattern], tls: TlsSection) -> Result<TlsSettings, Fault> {
+    let key = format!("{key}.tls");
     let source = match (tls.acme, tls.cert, tls.key) {
         (Some(acme), None, None) => CertSource::Acme {
             contact: acme.contact.0,
@@ -344,29 +435,35 @@ fn tls_settings(key: &str, names: &[NamePattern], tls: TlsSection) -> Result<Tls
             ca_roots: acme.ca_roots,
         },
         (None, Some(cert), Some(key)) => CertSource::Files { cert, key },
-        (None, Some(_), None) | (None, None, Some(_)) => {
-            return Err(format!(
-                "{key}.tls: `cert` and `key` go together: give both"
-            ))
+        (None, Some(_), None) => {
+            return Err(Fault::key(format!("{key}.cert"), Problem::CertWithoutKey))
         }
-        (None, None, None) => {
-            return Err(format!(
-                "{key}.tls: give either `acme:` or `cert:` + `key:`"
-            ))
+        (None, None, Some(_)) => {
+            return Err(Fault::key(format!("{key}.key"), Problem::CertWithoutKey))
         }
-        (Some(_), _, _) => {
-            return Err(format!(
-                "{key}.tls: `acme:` and `cert:`/`key:` exclude each other"
-            ))
-        }
+        (None, None, None) => return Err(Fault::value(key, Problem::NoCertificate)),
+        (Some(_), _, _) => return Err(Fault::key(format!("{key}.acme"), Problem::AcmeAndFiles)),
     };
     let mut settings = TlsSettings::new(names.iter().map(ToString::to_string).collect(), source);
     if let Some(alpn) = tls.alpn {
+        if let Some(at) = alpn
+            .iter()
+            .position(|p| p.is_empty() || p.len() > bounds::ALPN_NAME_MAX)
+        {
+            let name = alpn[at].escape_debug().to_string();
+            return Err(Fault::value(
+                format!("{key}.alpn[{at}]"),
+                Problem::AlpnName { name },
+            ));
+        }
         settings.alpn = alpn.into_iter().map(String::into_bytes).collect();
     }
-    if let Some(timeout) = tls.handshake_timeout {
-        settings.handshake_timeout = timeout.0;
-    }
+    settings.handshake_timeout = duration(
+        &tls.handshake_timeout,
+        &format!("{key}.handshake_timeout"),
+        bounds::TLS_HANDSHAKE,
+        settings.handshake_timeout,
+    )?;
     Ok(settings)
 }
 
@@ -377,18 +474,20 @@ fn target_route(
     target: &TargetSection,
     has_mtproto: bool,
     listen: &[SocketAddr],
-) -> Result<Route, String> {
+) -> Result<Route, Fault> {
     let forward = forward(key, &target.to.0, target.proxy_protocol.0, listen)?;
     let action = match (target.mtproto, has_mtproto) {
         (true, false) => {
-            return Err(format!(
-                "{key}: `mtproto: true` needs an `mtproto:` section with users"
+            return Err(Fault::value(
+                format!("{key}.mtproto"),
+                Problem::MtprotoWithoutUsers,
             ))
         }
         (true, true) => Action::Mtproto(mtproto_route(forward, target.mimic)),
         (false, _) if target.mimic.is_some() => {
-            return Err(format!(
-                "{key}.mimic: only `mtproto: true` has a mimic mode"
+            return Err(Fault::key(
+                format!("{key}.mimic"),
+                Problem::MimicWithoutMtproto,
             ))
         }
         (false, _) => Action::Forward(forward),
@@ -410,14 +509,15 @@ fn forward(
     to: &[UpstreamValue],
     proxy_protocol: ProxyProtocol,
     listen: &[SocketAddr],
-) -> Result<Forward, String> {
+) -> Result<Forward, Fault> {
     let upstreams: Vec<Upstream> = to.iter().map(|u| u.0.clone()).collect();
-    for upstream in &upstreams {
+    for (at, upstream) in upstreams.iter().enumerate() {
         if let Some(own) = listen.iter().find(|l| points_at(upstream, **l)) {
-            return Err(format!(
-                "{key}.to: {upstream} is frontgate's own listen address {own}: \
-                 connections would loop back into the gateway (fronting loop)"
-            ));
+            let problem = Problem::FrontingLoop {
+                upstream: upstream.to_string(),
+                listen: own.to_string(),
+            };
+            return Err(Fault::value(format!("{key}.to[{at}]"), problem));
         }
     }
     Ok(Forward {

@@ -2,10 +2,8 @@
 //! validated by the types in [`super::values`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::path::PathBuf;
 
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::values::{
@@ -26,8 +24,8 @@ pub struct RouteFile {
     pub limits: LimitsSection,
     pub metrics: Option<MetricsSection>,
     pub mtproto: Option<MtprotoSection>,
-    #[serde(default)]
-    pub routes: Routes,
+    /// `routes:` with no entries may be left empty.
+    pub routes: Option<Vec<RouteSection>>,
     pub default: Option<TargetSection>,
     pub non_tls: Option<TargetSection>,
 }
@@ -126,41 +124,4 @@ pub struct TargetSection {
     pub mtproto: bool,
     /// With `mtproto: true`: how the fake server flight is shaped.
     pub mimic: Option<MimicValue>,
-}
-
-/// `routes:`, checked for names used twice while it is read, so the error carries the
-/// position of the route that repeats a name.
-#[derive(Debug, Default)]
-pub struct Routes(pub Vec<RouteSection>);
-
-impl<'de> Deserialize<'de> for Routes {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct RoutesVisitor;
-        impl<'de> Visitor<'de> for RoutesVisitor {
-            type Value = Routes;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a list of routes")
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Routes, E> {
-                Ok(Routes::default())
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Routes, A::Error> {
-                let mut seen: HashMap<String, usize> = HashMap::new();
-                let mut routes = Vec::new();
-                while let Some(route) = seq.next_element::<RouteSection>()? {
-                    for NameValue(name) in &route.sni.0 {
-                        if let Some(first) = seen.insert(name.to_string(), routes.len()) {
-                            return Err(de::Error::custom(format!(
-                                "server name `{name}` of routes[{}] is already used by routes[{first}]",
-                                routes.len()
-                            )));
-                        }
-                    }
-                    routes.push(route);
-                }
-                Ok(Routes(routes))
-            }
-        }
-        deserializer.deserialize_seq(RoutesVisitor)
-    }
 }

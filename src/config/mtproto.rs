@@ -9,7 +9,8 @@ use super::secret::Secret;
 /// The `mtproto:` block of the route file, resolved into values (CONFIG.md).
 #[derive(Debug, Clone)]
 pub struct MtprotoSettings {
-    /// User name and secret; the index is the user id in counters and outcomes.
+    /// User name (see [`is_valid_user_name`]) and secret; the index is the user id in
+    /// counters and outcomes.
     pub users: Vec<(String, Secret)>,
     /// Accepted |client timestamp - now| of a fake-TLS digest.
     pub max_clock_skew: Duration,
@@ -32,10 +33,48 @@ pub struct MtprotoSettings {
     pub prefer_ipv6: bool,
 }
 
+/// The longest MTProto user name.
+pub const USER_NAME_MAX: usize = 64;
+
+/// Whether `name` may name an MTProto user: 1 to [`USER_NAME_MAX`] ASCII letters, digits,
+/// `_`, `-` or `.`. User names go into log lines, Prometheus labels and `frontgate link`
+/// output as they are, so nothing in them may need escaping.
+pub fn is_valid_user_name(name: &str) -> bool {
+    (1..=USER_NAME_MAX).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
 impl MtprotoSettings {
     /// The secrets in user order, as `mtproto::faketls::verify_client_hello` takes
     /// them: borrowed, since every hello on an `mtproto: true` route asks for them.
     pub fn secrets(&self) -> impl Iterator<Item = &Secret> {
         self.users.iter().map(|(_, secret)| secret)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_names_are_plain_ascii_words() {
+        for good in ["alice", "Bob_2", "a-b.c", "x", &"n".repeat(USER_NAME_MAX)] {
+            assert!(is_valid_user_name(good), "{good:?} refused");
+        }
+        for bad in [
+            "",
+            "a\"b",
+            "a b",
+            "a\nb",
+            "a{b}",
+            "a=b",
+            "ålice",
+            "a\\b",
+            &"n".repeat(USER_NAME_MAX + 1),
+        ] {
+            assert!(!is_valid_user_name(bad), "{bad:?} accepted");
+        }
     }
 }

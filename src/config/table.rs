@@ -180,19 +180,21 @@ pub enum Action {
 #[derive(Debug)]
 pub struct Route {
     /// How the route is named in logs and metrics: its first server name, `default` or `non_tls`.
+    /// Server names are validated ([`NamePattern::parse`]), so a label needs no escaping.
     pub label: String,
     /// What the route does.
     pub action: Action,
 }
 
-/// Two routes claim the same server name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DuplicateName(pub NamePattern);
-
-impl fmt::Display for DuplicateName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "server name `{}` appears in more than one route", self.0)
-    }
+/// A server name claimed by a route that is added while an earlier route (or the same route,
+/// listing it twice) already has it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("server name `{name}` is already used by routes[{first}]")]
+pub struct DuplicateName {
+    /// The name.
+    pub name: NamePattern,
+    /// The index, in the order routes were added, of the route that has the name first.
+    pub first: usize,
 }
 
 /// The immutable routing decision table; a reload builds a new one.
@@ -211,16 +213,25 @@ impl RouteTable {
         Self::default()
     }
 
-    /// Adds a route under each of its names; a name already taken is an error.
+    /// Adds a route under each of its names; a name already taken is an error, and then the
+    /// table is left half-built (it is to be dropped).
     pub fn add(&mut self, names: &[NamePattern], route: Route) -> Result<(), DuplicateName> {
         let route = Arc::new(route);
         for name in names {
-            let map = match name {
+            let (map, key) = match name {
                 NamePattern::Exact(n) => (&mut self.exact, n),
                 NamePattern::Wildcard(s) => (&mut self.wildcard, s),
             };
-            if map.0.insert(map.1.clone(), route.clone()).is_some() {
-                return Err(DuplicateName(name.clone()));
+            if let Some(taken) = map.insert(key.clone(), route.clone()) {
+                let first = self
+                    .routes
+                    .iter()
+                    .position(|r| Arc::ptr_eq(r, &taken))
+                    .unwrap_or(self.routes.len());
+                return Err(DuplicateName {
+                    name: name.clone(),
+                    first,
+                });
             }
         }
         self.routes.push(route);
@@ -378,8 +389,12 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "server name `a.example.com` appears in more than one route"
+            "server name `a.example.com` is already used by routes[0]"
         );
+        let twice = RouteTable::new()
+            .add(&names(&["x.example.com", "X.example.com"]), route("twice"))
+            .unwrap_err();
+        assert_eq!(twice.first, 0, "the route being added is routes[0]");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Value types of the route file that validate themselves while being deserialised, so a bad
-//! value is reported by serde_yaml with its key path, line and column.
+//! value is reported by serde_yaml_ng with its key path, line and column.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -153,9 +153,15 @@ from_text!(
     }
 );
 
-/// A duration: a humantime string (`10s`, `5m`, `1h 30m`) or a bare number of seconds.
-#[derive(Debug, Clone, Copy)]
-pub struct DurationValue(pub Duration);
+/// A duration: a humantime string (`10s`, `5m`, `1h 30m`) or a bare number of seconds. Its
+/// range depends on the key, so it is checked after parsing (`config::bounds`).
+#[derive(Debug, Clone)]
+pub struct DurationValue {
+    /// The value.
+    pub duration: Duration,
+    /// The value as the file writes it, for messages.
+    pub written: String,
+}
 
 impl<'de> Deserialize<'de> for DurationValue {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -166,7 +172,10 @@ impl<'de> Deserialize<'de> for DurationValue {
                 f.write_str("a duration like 10s, 5m or 1h")
             }
             fn visit_u64<E: de::Error>(self, secs: u64) -> Result<DurationValue, E> {
-                positive(Duration::from_secs(secs))
+                Ok(DurationValue {
+                    duration: Duration::from_secs(secs),
+                    written: secs.to_string(),
+                })
             }
             fn visit_str<E: de::Error>(self, text: &str) -> Result<DurationValue, E> {
                 let duration = humantime::parse_duration(text).map_err(|e| {
@@ -174,19 +183,14 @@ impl<'de> Deserialize<'de> for DurationValue {
                         "invalid duration `{text}` ({e}): expected e.g. 10s, 5m, 1h"
                     ))
                 })?;
-                positive(duration)
+                Ok(DurationValue {
+                    duration,
+                    written: text.to_string(),
+                })
             }
         }
         deserializer.deserialize_any(DurationVisitor)
     }
-}
-
-/// Zero would mean "expire at once", never what a user wants.
-fn positive<E: de::Error>(duration: Duration) -> Result<DurationValue, E> {
-    if duration.is_zero() {
-        return Err(E::custom("a duration must be longer than 0s"));
-    }
-    Ok(DurationValue(duration))
 }
 
 /// An MTProto user secret in any form users paste (hex, dd.., ee..+domain, base64).

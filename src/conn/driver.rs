@@ -16,6 +16,7 @@ use crate::config::{Action, Config, Forward, Terminate};
 use crate::conn::context::{Context, Snapshot};
 use crate::conn::hello::{self, ClientHello, FirstFlight, PeekError, Peeked};
 use crate::conn::router;
+use crate::forward::idle::deadline_after;
 use crate::forward::prefixed::PrefixedStream;
 use crate::forward::proxy_out;
 use crate::forward::relay::{self, RelayEnd, RelayStats, Side, SideError};
@@ -241,13 +242,6 @@ async fn serve(
         record,
     )
     .await
-}
-
-/// `timeout` from now; a timeout too long to represent waits for good instead of panicking.
-fn deadline_after(timeout: std::time::Duration) -> tokio::time::Instant {
-    let now = tokio::time::Instant::now();
-    now.checked_add(timeout)
-        .unwrap_or_else(|| now + std::time::Duration::from_secs(100 * 365 * 86_400))
 }
 
 /// Reads the inbound PROXY header when the peer is a trusted balancer (its client address

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use crate::config::datacenters::DcAddr;
 use crate::config::{MtprotoSettings, Secret};
-use crate::forward::idle::IdleClock;
+use crate::forward::idle::{deadline_after, IdleClock};
 use crate::forward::relay::{shutdown_write, write_all_tcp};
 use crate::mtproto::faketls::FakeTlsClient;
 use crate::mtproto::mimic::FlightProfile;
@@ -252,7 +252,7 @@ async fn commit_faketls(
     }
     let to_client = flight.len() as u64;
 
-    let deadline = Instant::now() + settings.handshake_timeout;
+    let deadline = deadline_after(settings.handshake_timeout);
     let mut decoder = RecordDecoder::new();
     let mut payload = Vec::with_capacity(2 * INIT_LEN);
     let mut decoded_upto = 0;
@@ -300,7 +300,7 @@ pub async fn serve_plain(
     replay: &ReplayCache,
 ) -> SessionOutcome {
     let mut raw = first_bytes;
-    let deadline = Instant::now() + settings.handshake_timeout;
+    let deadline = deadline_after(settings.handshake_timeout);
     while raw.len() < INIT_LEN {
         // An HTTP request or other reserved start is never an init: don't wait for 64 bytes
         // that a waiting HTTP client will never send.
@@ -780,5 +780,55 @@ async fn download(
             shutdown_write(client);
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DcTable, Secret};
+
+    fn settings(handshake_timeout: Duration) -> MtprotoSettings {
+        MtprotoSettings {
+            users: vec![("alice".into(), Secret::from_bytes([7; 16]))],
+            max_clock_skew: Duration::from_secs(600),
+            replay_cache: 16,
+            allow_plain: true,
+            datacenters: DcTable::new(),
+            fast_mode: false,
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(600),
+            handshake_timeout,
+            prefer_ipv6: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_longest_handshake_timeout_waits_instead_of_panicking() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        client.write_all(&[1, 2, 3]).await.unwrap();
+        drop(client);
+        let outcome = serve_plain(
+            server,
+            Vec::new(),
+            &settings(Duration::MAX),
+            &[],
+            &ReplayCache::new(16),
+        )
+        .await;
+        let SessionOutcome::Fallback {
+            client_bytes,
+            reason,
+            ..
+        } = outcome
+        else {
+            panic!("a partial init is handed back");
+        };
+        assert_eq!(client_bytes, [1, 2, 3]);
+        assert!(matches!(reason, FallbackReason::ClientClosed), "{reason}");
     }
 }
