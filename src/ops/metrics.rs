@@ -300,3 +300,62 @@ async fn not_found(method: Method) -> Response {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use openmetrics_parser::openmetrics::parse_openmetrics;
+    use openmetrics_parser::OpenMetricsValue;
+
+    use super::*;
+
+    /// Whatever a user is called, the exposition stays well-formed: label values are escaped,
+    /// so a name cannot close its label early, add a line, or forge another sample.
+    #[test]
+    fn user_names_cannot_break_the_exposition() {
+        let hostile = "eve\"} 1\nfrontgate_connections_open 999\n# EOF\n\\";
+        let counters = Arc::new(UserCounters::default());
+        counters.connections.store(7, Relaxed);
+        let values = LiveValues {
+            open: 3,
+            users: vec![
+                (hostile.to_string(), counters),
+                ("bob".to_string(), Arc::default()),
+            ],
+            healthy: true,
+        };
+        let metrics = Metrics::default();
+        metrics.connection_closed("a\"b\\c", "closed", 1, 2);
+        let text = metrics.prometheus(&values);
+
+        let parsed = parse_openmetrics(&text).unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+        let users = &parsed.families["frontgate_mtproto_user_connections"];
+        let by_user: Vec<(String, f64)> = users
+            .iter_samples()
+            .map(|sample| {
+                let labels = sample.get_labelset().expect("one value per label");
+                let user = labels.get_label_value("user").expect("a user label");
+                let OpenMetricsValue::Counter(counter) = &sample.value else {
+                    panic!("{:?} is not a counter", sample.value);
+                };
+                (user.to_string(), counter.value.as_f64())
+            })
+            .collect();
+        assert_eq!(
+            by_user,
+            [(hostile.to_string(), 7.0), ("bob".to_string(), 0.0)]
+        );
+        let open: Vec<_> = parsed.families["frontgate_connections_open"]
+            .iter_samples()
+            .map(|sample| match &sample.value {
+                OpenMetricsValue::Gauge(n) => n.as_f64(),
+                other => panic!("{other:?} is not a gauge"),
+            })
+            .collect();
+        assert_eq!(open, [3.0], "the forged sample is not read as one");
+        let routes = &parsed.families["frontgate_connections"];
+        let sample = routes.iter_samples().next().expect("one sample");
+        let labels = sample.get_labelset().expect("one value per label");
+        assert_eq!(labels.get_label_value("route"), Some("a\"b\\c"));
+    }
+}
