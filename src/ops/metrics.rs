@@ -306,8 +306,49 @@ mod tests {
 
     use openmetrics_parser::openmetrics::parse_openmetrics;
     use openmetrics_parser::OpenMetricsValue;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    use tokio::time::Instant;
 
     use super::*;
+
+    /// A client that never finishes its request loses the connection after
+    /// [`REQUEST_TIMEOUT`], and is no obstacle to the others meanwhile; a stop then ends
+    /// `serve`. (Paused clock: the timeout passes without waiting for it.)
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_request_is_cut_and_others_are_served() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let snapshot = LiveValues::default;
+        let server = tokio::spawn(serve(listener, Arc::default(), snapshot, stop.clone()));
+        let started = Instant::now();
+        let mut stalled = TcpStream::connect(addr).await.unwrap();
+        stalled
+            .write_all(b"GET /metrics HTTP/1.1\r\n")
+            .await
+            .unwrap();
+
+        let mut other = TcpStream::connect(addr).await.unwrap();
+        other
+            .write_all(b"GET /healthz HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        other.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+        assert!(started.elapsed() < REQUEST_TIMEOUT);
+
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(2 * REQUEST_TIMEOUT, stalled.read_to_end(&mut rest))
+            .await
+            .expect("the endpoint closes a stalled connection");
+        assert!(matches!(read, Ok(0)) || read.is_err(), "{read:?} {rest:?}");
+        assert!(started.elapsed() >= REQUEST_TIMEOUT);
+
+        stop.cancel();
+        server.await.unwrap();
+    }
 
     /// Whatever a user is called, the exposition stays well-formed: label values are escaped,
     /// so a name cannot close its label early, add a line, or forge another sample.
