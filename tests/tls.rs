@@ -229,10 +229,25 @@ async fn check_names_the_file_that_is_wrong() {
 
     let not_pem = dir.path().join("garbage.pem");
     std::fs::write(&not_pem, "not a certificate").unwrap();
-    let err = TlsTerminator::check(&files_route(not_pem.clone(), key)).unwrap_err();
+    let err = TlsTerminator::check(&files_route(not_pem.clone(), key.clone())).unwrap_err();
     assert!(matches!(err, TlsError::NoCertificate { .. }), "{err}");
-    let err = TlsTerminator::check(&files_route(cert, not_pem)).unwrap_err();
+    let err = TlsTerminator::check(&files_route(cert.clone(), not_pem)).unwrap_err();
     assert!(matches!(err, TlsError::NoPrivateKey { .. }), "{err}");
+
+    // A block cut short, as by a copy that stopped halfway.
+    let truncated = dir.path().join("truncated.pem");
+    std::fs::write(&truncated, "-----BEGIN CERTIFICATE-----\nMIIB\n").unwrap();
+    for route in [
+        files_route(truncated.clone(), key),
+        files_route(cert, truncated.clone()),
+    ] {
+        let text = TlsTerminator::check(&route).unwrap_err().to_string();
+        let expected = format!(
+            "invalid PEM in {}: missing section end",
+            truncated.display()
+        );
+        assert!(text.starts_with(&expected), "{text}");
+    }
 }
 
 fn acme_route(

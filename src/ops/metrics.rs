@@ -1,21 +1,28 @@
-//! Counters and the HTTP endpoint of `metrics.listen`: `GET /metrics` (Prometheus text) and
-//! `GET /stats` (JSON). Connection counts by route and outcome, bytes by route and
-//! direction, open connections, and per-user MTProto counters.
+//! Counters and the HTTP endpoint of `metrics.listen`: `GET /metrics` (Prometheus text),
+//! `GET /stats` (JSON) and `GET /healthz` (200 or 503). Connection counts by route and
+//! outcome, bytes by route and direction, open connections, and per-user MTProto counters.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::mtproto::state::UserCounters;
@@ -27,6 +34,9 @@ pub struct LiveValues {
     pub open: usize,
     /// Each configured MTProto user with their counters.
     pub users: Vec<(String, Arc<UserCounters>)>,
+    /// Whether the gateway serves now: its configuration is loaded and every listen address it
+    /// should serve has a running listener. `/healthz` answers 200 only when true.
+    pub healthy: bool,
 }
 
 /// Labels of `frontgate_connections_total`.
@@ -194,11 +204,26 @@ impl Collector for Live {
     }
 }
 
-/// The largest request accepted by the metrics endpoint.
-const MAX_REQUEST: usize = 8 * 1024;
+/// How long one request may take, from accept to the last byte of the answer; a scraper that
+/// stalls or trickles just loses its connection.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves `/metrics` and `/stats` on `listener` until `stop`; `snapshot` gives the current
-/// values at each request.
+/// The content type of `/metrics`: prometheus-client writes OpenMetrics text.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What every request handler reads: the counters and the gateway's live values.
+#[derive(Clone)]
+struct Endpoint {
+    metrics: Arc<Metrics>,
+    snapshot: Arc<dyn Fn() -> LiveValues + Send + Sync>,
+}
+
+/// Serves `GET /metrics`, `/stats` and `/healthz` on `listener` until `stop`, then lets the
+/// requests in flight finish; `snapshot` gives the current values at each request.
+///
+/// One request per connection (as `Connection: close`), each bounded as a whole by
+/// `REQUEST_TIMEOUT` (10 s). hyper serves the connections rather than `axum::serve`, which
+/// sets no timer and so no limit on how long a client may take to send its request.
 pub async fn serve<F>(
     listener: TcpListener,
     metrics: Arc<Metrics>,
@@ -207,70 +232,171 @@ pub async fn serve<F>(
 ) where
     F: Fn() -> LiveValues + Send + Sync + 'static,
 {
-    let snapshot = Arc::new(snapshot);
+    let router = router(Endpoint {
+        metrics,
+        snapshot: Arc::new(snapshot),
+    });
+    let in_flight = GracefulShutdown::new();
     loop {
         let accepted = tokio::select! {
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         let Ok((stream, _)) = accepted else {
+            // EMFILE and friends: back off instead of spinning, as the listeners do.
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let (metrics, snapshot) = (metrics.clone(), snapshot.clone());
+        let connection = http1::Builder::new().keep_alive(false).serve_connection(
+            TokioIo::new(stream),
+            TowerToHyperService::new(router.clone()),
+        );
+        let connection = in_flight.watch(connection);
         tokio::spawn(async move {
-            let answer = async { respond(stream, &metrics, &snapshot()).await };
-            // A scraper that stalls or sends garbage just loses its connection.
-            let _ = tokio::time::timeout(Duration::from_secs(10), answer).await;
+            // A failed or timed-out request only costs its own connection.
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT, connection).await;
         });
+    }
+    drop(listener);
+    in_flight.shutdown().await;
+}
+
+/// The endpoint's routes; any other path is 404 (405 for a method other than GET).
+fn router(endpoint: Endpoint) -> Router {
+    Router::new()
+        .route("/metrics", get(prometheus_text))
+        .route("/stats", get(stats_json))
+        .route("/healthz", get(healthz))
+        .fallback(not_found)
+        .with_state(endpoint)
+}
+
+async fn prometheus_text(State(endpoint): State<Endpoint>) -> Response {
+    let text = endpoint.metrics.prometheus(&(endpoint.snapshot)());
+    ([(CONTENT_TYPE, OPENMETRICS)], text).into_response()
+}
+
+async fn stats_json(State(endpoint): State<Endpoint>) -> Response {
+    let json = endpoint.metrics.stats(&(endpoint.snapshot)()).to_string();
+    ([(CONTENT_TYPE, "application/json")], json).into_response()
+}
+
+/// 200 while the gateway serves every listener it should, 503 otherwise (starting, stopping),
+/// so a balancer or orchestrator sends traffic only where it will be accepted.
+async fn healthz(State(endpoint): State<Endpoint>) -> Response {
+    if (endpoint.snapshot)().healthy {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        let reason = "unavailable: not every listen address is being served\n";
+        (StatusCode::SERVICE_UNAVAILABLE, reason).into_response()
     }
 }
 
-async fn respond(
-    mut stream: TcpStream,
-    metrics: &Metrics,
-    values: &LiveValues,
-) -> std::io::Result<()> {
-    let mut request = Vec::with_capacity(1024);
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < MAX_REQUEST {
-        if stream.read_buf(&mut request).await? == 0 {
-            break;
-        }
+async fn not_found(method: Method) -> Response {
+    if method == Method::GET {
+        (StatusCode::NOT_FOUND, "try /metrics, /stats or /healthz\n").into_response()
+    } else {
+        (StatusCode::METHOD_NOT_ALLOWED, "GET only\n").into_response()
     }
-    let line = request.split(|&b| b == b'\r').next().unwrap_or_default();
-    let mut parts = line.split(|&b| b == b' ');
-    let (method, path) = (
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default(),
-    );
-    let (status, kind, body) = match (method, path) {
-        (b"GET", b"/metrics") => (
-            "200 OK",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.prometheus(values),
-        ),
-        (b"GET", b"/stats") => (
-            "200 OK",
-            "application/json",
-            metrics.stats(values).to_string(),
-        ),
-        (b"GET", _) => (
-            "404 Not Found",
-            "text/plain",
-            "try /metrics or /stats\n".to_string(),
-        ),
-        _ => (
-            "405 Method Not Allowed",
-            "text/plain",
-            "GET only\n".to_string(),
-        ),
-    };
-    let mut response = String::with_capacity(body.len() + 128);
-    let _ = write!(
-        response,
-        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use openmetrics_parser::openmetrics::parse_openmetrics;
+    use openmetrics_parser::OpenMetricsValue;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    use tokio::time::Instant;
+
+    use super::*;
+
+    /// A client that never finishes its request loses the connection after
+    /// [`REQUEST_TIMEOUT`], and is no obstacle to the others meanwhile; a stop then ends
+    /// `serve`. (Paused clock: the timeout passes without waiting for it.)
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_request_is_cut_and_others_are_served() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let snapshot = LiveValues::default;
+        let server = tokio::spawn(serve(listener, Arc::default(), snapshot, stop.clone()));
+        let started = Instant::now();
+        let mut stalled = TcpStream::connect(addr).await.unwrap();
+        stalled
+            .write_all(b"GET /metrics HTTP/1.1\r\n")
+            .await
+            .unwrap();
+
+        let mut other = TcpStream::connect(addr).await.unwrap();
+        other
+            .write_all(b"GET /healthz HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        other.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+        assert!(started.elapsed() < REQUEST_TIMEOUT);
+
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(2 * REQUEST_TIMEOUT, stalled.read_to_end(&mut rest))
+            .await
+            .expect("the endpoint closes a stalled connection");
+        assert!(matches!(read, Ok(0)) || read.is_err(), "{read:?} {rest:?}");
+        assert!(started.elapsed() >= REQUEST_TIMEOUT);
+
+        stop.cancel();
+        server.await.unwrap();
+    }
+
+    /// Whatever a user is called, the exposition stays well-formed: label values are escaped,
+    /// so a name cannot close its label early, add a line, or forge another sample.
+    #[test]
+    fn user_names_cannot_break_the_exposition() {
+        let hostile = "eve\"} 1\nfrontgate_connections_open 999\n# EOF\n\\";
+        let counters = Arc::new(UserCounters::default());
+        counters.connections.store(7, Relaxed);
+        let values = LiveValues {
+            open: 3,
+            users: vec![
+                (hostile.to_string(), counters),
+                ("bob".to_string(), Arc::default()),
+            ],
+            healthy: true,
+        };
+        let metrics = Metrics::default();
+        metrics.connection_closed("a\"b\\c", "closed", 1, 2);
+        let text = metrics.prometheus(&values);
+
+        let parsed = parse_openmetrics(&text).unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+        let users = &parsed.families["frontgate_mtproto_user_connections"];
+        let by_user: Vec<(String, f64)> = users
+            .iter_samples()
+            .map(|sample| {
+                let labels = sample.get_labelset().expect("one value per label");
+                let user = labels.get_label_value("user").expect("a user label");
+                let OpenMetricsValue::Counter(counter) = &sample.value else {
+                    panic!("{:?} is not a counter", sample.value);
+                };
+                (user.to_string(), counter.value.as_f64())
+            })
+            .collect();
+        assert_eq!(
+            by_user,
+            [(hostile.to_string(), 7.0), ("bob".to_string(), 0.0)]
+        );
+        let open: Vec<_> = parsed.families["frontgate_connections_open"]
+            .iter_samples()
+            .map(|sample| match &sample.value {
+                OpenMetricsValue::Gauge(n) => n.as_f64(),
+                other => panic!("{other:?} is not a gauge"),
+            })
+            .collect();
+        assert_eq!(open, [3.0], "the forged sample is not read as one");
+        let routes = &parsed.families["frontgate_connections"];
+        let sample = routes.iter_samples().next().expect("one sample");
+        let labels = sample.get_labelset().expect("one value per label");
+        assert_eq!(labels.get_label_value("route"), Some("a\"b\\c"));
+    }
 }

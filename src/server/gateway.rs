@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -43,7 +43,7 @@ fn hint(e: &io::Error) -> &'static str {
 }
 
 /// What the metrics endpoint shows of the running gateway now.
-fn live_values(ctx: &Context) -> LiveValues {
+fn live_values(ctx: &Context, serving: &ArcSwapOption<Serving>) -> LiveValues {
     let snapshot = ctx.current.load();
     let users = match (&snapshot.config.mtproto, &snapshot.mtproto) {
         (Some(settings), Some(state)) => state
@@ -55,6 +55,31 @@ fn live_values(ctx: &Context) -> LiveValues {
     LiveValues {
         open: ctx.counts.open(),
         users,
+        // A gateway holds a loaded configuration from `start` on (a refused reload keeps the
+        // old one), so what is left to ask is whether every listener runs.
+        healthy: serving.load().as_ref().is_some_and(|s| s.all_running()),
+    }
+}
+
+/// The listen addresses the gateway should serve and the accept loops it runs, as `/healthz`
+/// sees them; written whenever the listeners change.
+#[derive(Debug)]
+struct Serving {
+    /// The addresses from the file or `--listen`.
+    wanted: Vec<SocketAddr>,
+    /// Each configured address with a listener, and the switch that stops its accept loop.
+    running: Vec<(SocketAddr, CancellationToken)>,
+}
+
+impl Serving {
+    /// Every wanted address has an accept loop that has not been stopped (shutdown stops them
+    /// all).
+    fn all_running(&self) -> bool {
+        self.wanted.iter().all(|addr| {
+            self.running
+                .iter()
+                .any(|(configured, stop)| configured == addr && !stop.is_cancelled())
+        })
     }
 }
 
@@ -95,6 +120,8 @@ pub struct Gateway {
     connections: TaskTracker,
     /// The metrics endpoint, when `metrics.listen` is set: its address and stop switch.
     metrics_endpoint: std::sync::Mutex<Option<Listening>>,
+    /// What `/healthz` reads of the listeners; `None` until the first ones are bound.
+    serving: Arc<ArcSwapOption<Serving>>,
 }
 
 /// A reload or start that could not be applied.
@@ -129,6 +156,7 @@ impl Gateway {
             listen_override,
             connections: TaskTracker::new(),
             metrics_endpoint: std::sync::Mutex::new(None),
+            serving: Arc::default(),
         };
         let metrics_addr = gateway.ctx.current.load().config.metrics;
         gateway.sync_metrics_endpoint(metrics_addr)?;
@@ -180,15 +208,15 @@ impl Gateway {
         }
         let local = listener.local_addr().unwrap_or(addr);
         let stop = CancellationToken::new();
-        let ctx = self.ctx.clone();
-        let snapshot = move || live_values(&ctx);
+        let (ctx, serving) = (self.ctx.clone(), self.serving.clone());
+        let snapshot = move || live_values(&ctx, &serving);
         tokio::spawn(metrics::serve(
             listener,
             self.ctx.metrics.clone(),
             snapshot,
             stop.clone(),
         ));
-        tracing::info!(%local, "metrics on http://{local}/metrics and /stats");
+        tracing::info!(%local, "metrics on http://{local}/metrics, /stats and /healthz");
         *endpoint = Some(Listening {
             configured: addr,
             local,
@@ -241,6 +269,13 @@ impl Gateway {
             }
             keep
         });
+        self.serving.store(Some(Arc::new(Serving {
+            wanted: wanted.to_vec(),
+            running: listeners
+                .iter()
+                .map(|(addr, listening)| (*addr, listening.stop.clone()))
+                .collect(),
+        })));
     }
 
     /// The addresses actually bound (with the real port where the file said `:0`).

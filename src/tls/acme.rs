@@ -21,8 +21,9 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_acme::caches::DirCache;
 use rustls_acme::{AcmeConfig, AcmeState, EventError, EventOk, ResolvesServerCertAcme};
+use tokio::runtime::Handle;
+use tokio_util::task::AbortOnDropHandle;
 
-use crate::tls::background::BackgroundTask;
 use crate::tls::pem_files::load_roots;
 use crate::tls::{rustls_provider, TlsError};
 
@@ -49,7 +50,7 @@ pub(crate) struct AcmeCert {
     /// What the driver learned, for explaining a refused handshake.
     status: Arc<AcmeStatus>,
     /// Drives the `AcmeState`; dropping the route stops it.
-    _driver: BackgroundTask,
+    _driver: AbortOnDropHandle<()>,
 }
 
 impl AcmeCert {
@@ -70,7 +71,8 @@ impl AcmeCert {
             cache = %params.cache.display(),
             "ACME: using the cached certificate if valid, ordering one otherwise"
         );
-        let driver = BackgroundTask::spawn(drive(state, status.clone(), route))?;
+        let runtime = Handle::try_current().map_err(|_| TlsError::NoRuntime)?;
+        let driver = AbortOnDropHandle::new(runtime.spawn(drive(state, status.clone(), route)));
         Ok(Self {
             resolver,
             challenge_config,

@@ -11,14 +11,12 @@
 //! - `pem_files`: reading PEM certificates, keys and trust roots from disk.
 //! - `static_cert`: a certificate loaded from files, swapped when the files change.
 //! - `acme`: a certificate obtained and renewed with rustls-acme (TLS-ALPN-01).
-//! - `background`: a tokio task that stops when its owner is dropped.
 //! - `terminator`: [`TlsTerminator`], the handshake itself.
 //!
 //! Every rustls configuration here is built with [`rustls_provider`] (ring), so the module
 //! never depends on, nor fights over, a process-wide default provider.
 
 mod acme;
-mod background;
 mod error;
 mod pem_files;
 mod static_cert;

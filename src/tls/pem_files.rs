@@ -1,9 +1,9 @@
 //! Reading PEM certificates, private keys and trust roots from disk.
 
-use std::io::BufReader;
 use std::path::Path;
 
-use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use rustls::RootCertStore;
 
@@ -31,14 +31,15 @@ pub(crate) fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey
         path: key.to_owned(),
         source,
     })?;
-    let key_der = rustls_pemfile::private_key(&mut BufReader::new(key_pem.as_slice()))
-        .map_err(|source| TlsError::BadPem {
+    let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|err| match err {
+        pem::Error::NoItemsFound => TlsError::NoPrivateKey {
             path: key.to_owned(),
-            source,
-        })?
-        .ok_or_else(|| TlsError::NoPrivateKey {
+        },
+        err => TlsError::BadPem {
             path: key.to_owned(),
-        })?;
+            source: invalid_data(err),
+        },
+    })?;
     let signing_key = rustls_provider()
         .key_provider
         .load_private_key(key_der)
@@ -93,7 +94,12 @@ enum ReadError {
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ReadError> {
     let pem = std::fs::read(path).map_err(ReadError::Io)?;
-    rustls_pemfile::certs(&mut BufReader::new(pem.as_slice()))
+    CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(ReadError::Pem)
+        .map_err(|err| ReadError::Pem(invalid_data(err)))
+}
+
+/// A PEM syntax error as the I/O error of reading data that is not what it should be.
+fn invalid_data(err: pem::Error) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, err)
 }

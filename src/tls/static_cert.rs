@@ -13,9 +13,10 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use tokio::runtime::Handle;
 use tokio::time::MissedTickBehavior;
+use tokio_util::task::AbortOnDropHandle;
 
-use crate::tls::background::BackgroundTask;
 use crate::tls::pem_files::load_certified_key;
 use crate::tls::TlsError;
 
@@ -27,7 +28,7 @@ pub(crate) struct FileCert {
     /// Shared with the rustls configuration (reads) and the watcher (writes).
     resolver: Arc<FileResolver>,
     /// Polls the files; stops when the route is dropped.
-    _watcher: BackgroundTask,
+    _watcher: AbortOnDropHandle<()>,
 }
 
 impl FileCert {
@@ -38,13 +39,14 @@ impl FileCert {
         let resolver = Arc::new(FileResolver {
             current: ArcSwap::from_pointee(load_certified_key(cert, key)?),
         });
-        let watcher = BackgroundTask::spawn(watch(
+        let runtime = Handle::try_current().map_err(|_| TlsError::NoRuntime)?;
+        let watcher = AbortOnDropHandle::new(runtime.spawn(watch(
             resolver.clone(),
             cert.to_owned(),
             key.to_owned(),
             seen,
             names,
-        ))?;
+        )));
         Ok(Self {
             resolver,
             _watcher: watcher,
