@@ -98,19 +98,20 @@ pub async fn peek<R: AsyncRead + Unpin>(
 ) -> Result<Peeked, PeekError> {
     let mut assembler = Assembler::default();
     loop {
-        match assembler.advance(&bytes) {
-            Progress::Done(flight) => return Ok(Peeked { flight, bytes }),
-            Progress::NeedMore if bytes.len() >= MAX_HELD_BYTES => {
-                let flight = FirstFlight::Defective(HelloDefect::TooLarge);
-                return Ok(Peeked { flight, bytes });
-            }
-            Progress::NeedMore => {}
+        if let Some(flight) = assembler.decide(&bytes) {
+            return Ok(Peeked { flight, bytes });
         }
         bytes.reserve(4096.min(MAX_HELD_BYTES - bytes.len()));
         if reader.read_buf(&mut bytes).await? == 0 {
             return Err(PeekError::Closed(bytes.len()));
         }
     }
+}
+
+/// The decision [`peek`] makes once it holds `raw` and the client sends nothing more: `None`
+/// while more bytes are needed. A sync entry point for fuzzing and property tests.
+pub fn classify(raw: &[u8]) -> Option<FirstFlight> {
+    Assembler::default().decide(raw)
 }
 
 enum Progress {
@@ -129,6 +130,18 @@ struct Assembler {
 }
 
 impl Assembler {
+    /// `Some` once `raw` (everything held so far) classifies the first flight, counting a
+    /// hello still incomplete at [`MAX_HELD_BYTES`] as too large.
+    fn decide(&mut self, raw: &[u8]) -> Option<FirstFlight> {
+        match self.advance(raw) {
+            Progress::Done(flight) => Some(flight),
+            Progress::NeedMore if raw.len() >= MAX_HELD_BYTES => {
+                Some(FirstFlight::Defective(HelloDefect::TooLarge))
+            }
+            Progress::NeedMore => None,
+        }
+    }
+
     fn advance(&mut self, raw: &[u8]) -> Progress {
         if raw
             .first()
@@ -290,14 +303,6 @@ mod tests {
                 r
             })
             .collect()
-    }
-
-    fn classify(raw: &[u8]) -> Option<FirstFlight> {
-        let mut a = Assembler::default();
-        match a.advance(raw) {
-            Progress::Done(f) => Some(f),
-            Progress::NeedMore => None,
-        }
     }
 
     #[test]
