@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod fake_dc;
+pub mod fuzz_harness;
 pub mod mtproto_client;
 pub mod test_ca;
 
