@@ -23,6 +23,10 @@ pub enum InboundError {
 /// The largest header we wait for: v1 is at most 107 bytes; v2 carries TLVs, bounded here.
 const MAX_INBOUND_HEADER: usize = 4096;
 
+/// The longest v1 line, CRLF included (proxy-protocol.txt §2.1). `proxy-header` enforces it
+/// only on a line still waiting for its CRLF, so a longer line that arrived whole would pass.
+const MAX_V1_HEADER: usize = 107;
+
 /// What an inbound header said, plus the bytes that followed it in the same reads.
 #[derive(Debug)]
 pub struct Inbound {
@@ -37,6 +41,9 @@ pub async fn read_inbound<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Inboun
     let mut buf = Vec::with_capacity(256);
     loop {
         match ProxyHeader::parse(&buf, ParseConfig::default()) {
+            Ok((_, used)) if buf[0] == b'P' && used > MAX_V1_HEADER => {
+                return Err(InboundError::Invalid)
+            }
             Ok((header, used)) => {
                 let client = header.proxied_address().map(|a| canonical(a.source));
                 return Ok(Inbound {
@@ -79,6 +86,38 @@ mod tests {
         b.read_to_end(&mut rest).await.unwrap();
         writer.await.unwrap();
         assert_eq!(rest, b"\x16\x03\x01hello");
+    }
+
+    #[tokio::test]
+    async fn v1_lines_longer_than_107_bytes_are_refused_however_they_arrive() {
+        // 108 bytes with the CRLF; proxy-header bounds only lines still waiting for theirs.
+        let mut line = b"PROXY UNKNOWN ".to_vec();
+        line.resize(106, b'x');
+        line.extend_from_slice(b"\r\n");
+        let padded_port = format!("PROXY TCP4 192.0.2.7 10.0.0.1 {:0>72} 443\r\n", 5000);
+        assert_eq!(padded_port.len(), 108);
+        for header in [line, padded_port.into_bytes()] {
+            let mut whole: &[u8] = &header;
+            assert!(matches!(
+                read_inbound(&mut whole).await,
+                Err(InboundError::Invalid)
+            ));
+            let (mut a, mut b) = tokio::io::duplex(1);
+            let writer = tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                a.write_all(&header).await
+            });
+            assert!(matches!(
+                read_inbound(&mut b).await,
+                Err(InboundError::Invalid)
+            ));
+            drop(b);
+            let _ = writer.await;
+        }
+        let longest = format!("PROXY TCP4 192.0.2.7 10.0.0.1 {:0>71} 443\r\n", 5000);
+        let mut whole: &[u8] = longest.as_bytes();
+        let got = read_inbound(&mut whole).await.unwrap();
+        assert_eq!(got.client, Some(addr("192.0.2.7:5000")));
     }
 
     #[tokio::test]

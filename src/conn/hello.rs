@@ -96,19 +96,31 @@ pub async fn peek<R: AsyncRead + Unpin>(
 ) -> Result<Peeked, PeekError> {
     let mut assembler = Assembler::default();
     loop {
-        match assembler.advance(&bytes) {
-            Progress::Done(flight) => return Ok(Peeked { flight, bytes }),
-            Progress::NeedMore if bytes.len() >= MAX_HELD_BYTES => {
-                let flight = FirstFlight::Defective(HelloDefect::TooLarge);
-                return Ok(Peeked { flight, bytes });
-            }
-            Progress::NeedMore => {}
+        if let Some(flight) = assembler.decide(&bytes) {
+            return Ok(Peeked { flight, bytes });
         }
-        bytes.reserve(4096.min(MAX_HELD_BYTES - bytes.len()));
-        if reader.read_buf(&mut bytes).await? == 0 {
+        // `decide` answers once MAX_HELD_BYTES are held, so `room` is never 0 here.
+        let room = MAX_HELD_BYTES.saturating_sub(bytes.len());
+        bytes.reserve(4096.min(room));
+        // `read_buf` fills all spare capacity, which may exceed the reservation: bound the
+        // read itself, or a hello completing past the limit would be accepted or refused
+        // depending on the buffer's growth and the client's segmentation.
+        if (&mut *reader)
+            .take(room as u64)
+            .read_buf(&mut bytes)
+            .await?
+            == 0
+        {
             return Err(PeekError::Closed(bytes.len()));
         }
     }
+}
+
+/// The decision [`peek`] makes once it holds `raw` and the client sends nothing more: `None`
+/// while more bytes are needed. Bytes past [`MAX_HELD_BYTES`] are not looked at, as `peek`
+/// never reads them. A sync entry point for fuzzing and property tests.
+pub fn classify(raw: &[u8]) -> Option<FirstFlight> {
+    Assembler::default().decide(raw)
 }
 
 enum Progress {
@@ -127,6 +139,19 @@ struct Assembler {
 }
 
 impl Assembler {
+    /// `Some` once `raw` (everything held so far) classifies the first flight, counting a
+    /// hello still incomplete at [`MAX_HELD_BYTES`] as too large.
+    fn decide(&mut self, raw: &[u8]) -> Option<FirstFlight> {
+        let raw = &raw[..raw.len().min(MAX_HELD_BYTES)];
+        match self.advance(raw) {
+            Progress::Done(flight) => Some(flight),
+            Progress::NeedMore if raw.len() >= MAX_HELD_BYTES => {
+                Some(FirstFlight::Defective(HelloDefect::TooLarge))
+            }
+            Progress::NeedMore => None,
+        }
+    }
+
     fn advance(&mut self, raw: &[u8]) -> Progress {
         if raw
             .first()
@@ -283,14 +308,6 @@ mod tests {
             .collect()
     }
 
-    fn classify(raw: &[u8]) -> Option<FirstFlight> {
-        let mut a = Assembler::default();
-        match a.advance(raw) {
-            Progress::Done(f) => Some(f),
-            Progress::NeedMore => None,
-        }
-    }
-
     #[test]
     fn parses_sni_random_session_and_suites() {
         let raw = telegram_hello();
@@ -380,6 +397,28 @@ mod tests {
         let peeked = peek(&mut reader, Vec::new()).await.unwrap();
         assert_eq!(peeked.flight, FirstFlight::Defective(HelloDefect::TooLarge));
         assert!(peeked.bytes.len() <= MAX_HELD_BYTES + 4096);
+    }
+
+    #[tokio::test]
+    async fn held_bytes_stay_bounded_whatever_the_buffer_capacity() {
+        // A hello of 5500 bytes in one-byte records completes 33024 raw bytes in, past
+        // MAX_HELD_BYTES: too large, however the bytes arrive. `read_buf` fills all spare
+        // capacity, and a buffer that started at an odd size (the bytes after a PROXY header)
+        // grows past MAX_HELD_BYTES; a large one stands for it here.
+        let mut message = vec![CLIENT_HELLO, 0x00, 0x15, 0x7c];
+        message.resize(4 + 5500, 0xaa);
+        let wire: Vec<u8> = message
+            .iter()
+            .flat_map(|&b| [0x16, 0x03, 0x01, 0x00, 0x01, b])
+            .collect();
+        assert_eq!(wire.len(), 33024);
+        let mut already_read = Vec::with_capacity(64 * 1024);
+        already_read.extend_from_slice(&wire[..100]);
+        let mut reader: &[u8] = &wire[100..];
+        let peeked = peek(&mut reader, already_read).await.unwrap();
+        assert_eq!(peeked.flight, FirstFlight::Defective(HelloDefect::TooLarge));
+        assert!(peeked.bytes.len() <= MAX_HELD_BYTES);
+        assert_eq!(classify(&wire), Some(peeked.flight));
     }
 
     #[tokio::test]

@@ -3,10 +3,13 @@
 //! that needs the crate under test: a gateway started in-process from route-file text.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod fuzz_harness;
+
 use std::net::SocketAddr;
 
 use frontgate::config;
 use frontgate::server::gateway::Gateway;
+#[allow(unused_imports)] // each test binary uses a different subset
 pub use frontgate_testkit::*;
 
 /// Starts a gateway from route-file text whose `listen` is replaced by 127.0.0.1:0.
