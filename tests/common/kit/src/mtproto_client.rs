@@ -388,7 +388,8 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Connects to `addr` and does the [`handshake`] the way a Telegram client does (a GREASE
-/// suite first, then TLS 1.3 suites), checking that the flight looks like one.
+/// suite first, then TLS 1.3 suites), checking that the flight looks like the fixed shape
+/// (`mimic: off`, or a route whose backend cannot be mirrored).
 pub async fn connect_faketls(
     addr: std::net::SocketAddr,
     secret: &[u8; 16],
@@ -397,19 +398,32 @@ pub async fn connect_faketls(
     dc: i16,
     byte_by_byte: bool,
 ) -> (Writer, Reader, Obfuscated2) {
-    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
-    sock.set_nodelay(true).unwrap();
-    let suites = [0x0a0a, 0x1302, 0x1301, 0xc02b];
-    let (flight, obf) = handshake(&mut sock, secret, sni, &suites, tag, dc, byte_by_byte)
-        .await
-        .unwrap();
+    let (flight, writer, reader, obf) = connect(addr, secret, sni, tag, dc, byte_by_byte).await;
     assert_eq!(
         flight.cipher_suite, 0x1302,
         "first non-GREASE TLS 1.3 suite"
     );
     assert_eq!(flight.server_hello_len, 127);
     assert!((1024..4096).contains(&flight.cert_len));
+    (writer, reader, obf)
+}
 
+/// Connects to `addr` and does the [`handshake`] like [`connect_faketls`], accepting a flight
+/// of any shape (its digest is checked); returns what the flight said too.
+pub async fn connect(
+    addr: std::net::SocketAddr,
+    secret: &[u8; 16],
+    sni: &str,
+    tag: [u8; 4],
+    dc: i16,
+    byte_by_byte: bool,
+) -> (Flight, Writer, Reader, Obfuscated2) {
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    sock.set_nodelay(true).unwrap();
+    let suites = [0x0a0a, 0x1302, 0x1301, 0xc02b];
+    let (flight, obf) = handshake(&mut sock, secret, sni, &suites, tag, dc, byte_by_byte)
+        .await
+        .unwrap();
     let (r, w) = sock.into_split();
     let writer = ClientWriter {
         w,
@@ -417,7 +431,7 @@ pub async fn connect_faketls(
         tls: true,
     };
     let reader = ClientReader::new(r, obf.decrypt.clone(), true);
-    (writer, reader, obf)
+    (flight, writer, reader, obf)
 }
 
 /// Sends `total` random bytes and asserts the same bytes come back.

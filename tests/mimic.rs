@@ -1,0 +1,300 @@
+//! The fake server flight takes the shape of the route's real backend (`mimic:`), through the
+//! whole gateway on loopback. The backend is a real TLS stack: a second gateway terminating
+//! TLS with rustls for the route's name. A prober replaying a client's hello gets the
+//! backend's own answer; the client got ours: their ServerHello shapes (JA3S, key share) and
+//! their flight sizes on the wire must be equal.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::fake_dc;
+use common::mtproto_client as client;
+use common::test_ca::{write_leaf, TestCa};
+use common::*;
+use tls_parser::{
+    parse_tls_extension_unknown, parse_tls_plaintext, parse_tls_raw_record, TlsExtension,
+    TlsMessage, TlsMessageHandshake,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const ALICE: [u8; 16] = [0xa1; 16];
+/// The name in TDLib's recorded hello.
+const SNI: &str = "proxy.test";
+
+/// TDLib 1.8.66's recorded ClientHello (tests/data/tdlib), re-signed for ALICE now: its random
+/// becomes a valid fake-TLS digest (PROTOCOL.md §2), every other byte stays as TDLib sent it.
+/// A fresh session id each time keeps the replay cache from fronting a second use.
+fn tdlib_hello() -> Vec<u8> {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/tdlib/client-hello-tdlib-1.8.66.json"
+    );
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let text = json["full"].as_str().unwrap().trim_end_matches('=');
+    let mut record = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(text)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text))
+        .unwrap();
+    let sid_len = usize::from(record[43]);
+    let fresh: [u8; 32] = rand::random();
+    record[44..44 + sid_len].copy_from_slice(&fresh[..sid_len]);
+    record[11..43].fill(0);
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&ALICE).unwrap();
+    mac.update(&record);
+    let mut digest: [u8; 32] = mac.finalize().into_bytes().into();
+    let now = (client::now_unix() as u32).to_le_bytes();
+    for (d, t) in digest[28..].iter_mut().zip(now) {
+        *d ^= t;
+    }
+    record[11..43].copy_from_slice(&digest);
+    record
+}
+
+/// A rustls TLS server for SNI (a gateway with a `tls:` route) and its address.
+struct TlsSite {
+    _gateway: frontgate::server::gateway::Gateway,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+    _plain: Backend,
+}
+
+async fn tls_site() -> TlsSite {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = write_leaf(dir.path(), &TestCa::new().leaf(SNI));
+    let plain = Backend::start("site").await;
+    let (gateway, addr) = gateway(&format!(
+        "routes:\n  - sni: {SNI}\n    tls: {{ cert: {}, key: {} }}\n    to: {}\n",
+        cert.display(),
+        key.display(),
+        plain.addr
+    ))
+    .await;
+    TlsSite {
+        _gateway: gateway,
+        addr,
+        _dir: dir,
+        _plain: plain,
+    }
+}
+
+/// A TCP relay in front of the site that records what the site sent on each connection (an
+/// ECDSA signature's DER length varies by a byte or two from one handshake to the next, so
+/// the mirror's own answer is the exact reference).
+struct Recorder {
+    addr: SocketAddr,
+    answers: tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+}
+
+async fn recorder(site: SocketAddr) -> Recorder {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, answers) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let upstream = TcpStream::connect(site).await.unwrap();
+                let (mut cr, mut cw) = client.into_split();
+                let (mut ur, mut uw) = upstream.into_split();
+                let up = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut cr, &mut uw).await;
+                    let _ = uw.shutdown().await;
+                });
+                let mut answer = Vec::new();
+                let mut buf = [0u8; 16384];
+                while let Ok(n) = ur.read(&mut buf).await {
+                    if n == 0 || cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    answer.extend_from_slice(&buf[..n]);
+                }
+                let _ = tx.send(answer);
+                up.abort();
+            });
+        }
+    });
+    Recorder { addr, answers }
+}
+
+/// An MTProto gateway whose route fronts `site` with `mimic`.
+async fn mtproto_gateway(
+    site: SocketAddr,
+    dc: SocketAddr,
+    mimic: &str,
+) -> (frontgate::server::gateway::Gateway, SocketAddr) {
+    gateway(&format!(
+        "mtproto:\n  users: {{ alice: {} }}\n  datacenters: {{ 2: [{dc}] }}\nroutes:\n  - sni: {SNI}\n    mtproto: true\n    mimic: {mimic}\n    to: {site}\n",
+        hex::encode(ALICE)
+    ))
+    .await
+}
+
+/// Every byte a server sends in answer to `hello`, until it has been quiet for 300 ms.
+async fn server_flight(addr: SocketAddr, hello: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(hello).await.unwrap();
+    let mut flight = Vec::new();
+    let mut buf = [0u8; 65536];
+    while let Ok(Ok(n)) =
+        tokio::time::timeout(Duration::from_millis(300), stream.read(&mut buf)).await
+    {
+        if n == 0 {
+            break;
+        }
+        flight.extend_from_slice(&buf[..n]);
+    }
+    flight
+}
+
+/// The first three records a fake-TLS client reads: ServerHello, CCS, the data record.
+async fn fake_flight(stream: &mut TcpStream) -> Vec<u8> {
+    let mut flight = Vec::new();
+    for _ in 0..3 {
+        let mut head = [0u8; 5];
+        stream.read_exact(&mut head).await.unwrap();
+        let mut body = vec![0u8; usize::from(u16::from_be_bytes([head[3], head[4]]))];
+        stream.read_exact(&mut body).await.unwrap();
+        flight.extend_from_slice(&head);
+        flight.extend_from_slice(&body);
+    }
+    flight
+}
+
+/// The JA3S (version, cipher, extension types in order) and the key share (group, length)
+/// of a flight's ServerHello, read with tls-parser.
+fn shape(flight: &[u8]) -> (String, (u16, usize)) {
+    let (_, plain) = parse_tls_plaintext(flight).expect("a ServerHello record");
+    let Some(TlsMessage::Handshake(TlsMessageHandshake::ServerHello(hello))) = plain.msg.first()
+    else {
+        panic!("no ServerHello");
+    };
+    let (mut types, mut key_share) = (Vec::new(), (0, 0));
+    let mut ext = hello.ext.unwrap_or_default();
+    while !ext.is_empty() {
+        let (next, TlsExtension::Unknown(kind, data)) = parse_tls_extension_unknown(ext).unwrap()
+        else {
+            unreachable!("parse_tls_extension_unknown gives Unknown")
+        };
+        if kind.0 == 0x0033 {
+            key_share = (u16::from_be_bytes([data[0], data[1]]), data.len() - 4);
+        }
+        types.push(kind.0.to_string());
+        ext = next;
+    }
+    let ja3s = format!("{},{},{}", hello.version.0, hello.cipher.0, types.join("-"));
+    (ja3s, key_share)
+}
+
+/// Record types and lengths.
+fn records(flight: &[u8]) -> Vec<(u8, usize)> {
+    let mut rest = flight;
+    let mut out = Vec::new();
+    while let Ok((next, record)) = parse_tls_raw_record(rest) {
+        out.push((record.hdr.record_type.0, record.data.len()));
+        rest = next;
+    }
+    out
+}
+
+/// A fake-TLS session through `gateway` that echoes a few bytes through the DC: the client
+/// checked the flight's digest (a Telegram client would accept it).
+async fn session_works(gateway: SocketAddr) {
+    let (_, mut w, mut r, _) =
+        client::connect(gateway, &ALICE, SNI, client::PADDED, 2, false).await;
+    client::echo(&mut w, &mut r, 4096).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_mirror_gives_the_client_the_backends_shape_and_size() {
+    let site = tls_site().await;
+    let mut recorded = recorder(site.addr).await;
+    let dc = fake_dc::spawn().await;
+    let (_gw, addr) = mtproto_gateway(recorded.addr, dc.addr, "live").await;
+    // What a prober replaying a client's hello sees: the site's own answer.
+    let direct = server_flight(site.addr, &tdlib_hello()).await;
+    // What a Telegram client gets through the gateway...
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(&tdlib_hello()).await.unwrap();
+    let fake = fake_flight(&mut stream).await;
+    // ...and what the site answered the mirror, on the same hello.
+    let mirrored = tokio::time::timeout(SOON, recorded.answers.recv())
+        .await
+        .expect("the mirror asked the site")
+        .unwrap();
+
+    assert_eq!(shape(&fake), shape(&direct), "JA3S and key share");
+    assert_eq!(shape(&fake), shape(&mirrored));
+    assert_eq!(fake.len(), mirrored.len(), "flight bytes on the wire");
+    assert!(
+        fake.len().abs_diff(direct.len()) <= 2,
+        "{} vs {}",
+        fake.len(),
+        direct.len()
+    );
+    let (ours, theirs) = (records(&fake), records(&direct));
+    assert_eq!(ours[0], theirs[0], "ServerHello record");
+    assert_eq!(ours.len(), 3, "ServerHello, CCS, ONE data record: {ours:?}");
+    drop(stream);
+    session_works(addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learned_profile_serves_when_the_backend_is_gone() {
+    let site = tls_site().await;
+    let dc = fake_dc::spawn().await;
+    let (_gw, addr) = mtproto_gateway(site.addr, dc.addr, "learned").await;
+    let direct = server_flight(site.addr, &tdlib_hello()).await;
+
+    // The first hello teaches the gateway the backend's profile...
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    first.write_all(&tdlib_hello()).await.unwrap();
+    let learned = fake_flight(&mut first).await;
+    assert_eq!(shape(&learned), shape(&direct));
+    drop(first);
+    // ...which then goes away: the learned profile keeps serving its shape.
+    let site_addr = site.addr;
+    site._gateway.shutdown(Duration::from_secs(1)).await;
+    drop(site);
+    assert!(
+        TcpStream::connect(site_addr).await.is_err(),
+        "the site is down"
+    );
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(&tdlib_hello()).await.unwrap();
+    let fake = fake_flight(&mut stream).await;
+    assert_eq!(shape(&fake), shape(&direct));
+    assert_eq!(fake.len(), learned.len(), "the learned size");
+    assert!(
+        fake.len().abs_diff(direct.len()) <= 2,
+        "{} vs {}",
+        fake.len(),
+        direct.len()
+    );
+    drop(stream);
+    session_works(addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_backend_falls_back_to_the_fixed_shape_and_still_serves() {
+    let dead = RefusingPort::new();
+    let dc = fake_dc::spawn().await;
+    let (_gw, addr) = mtproto_gateway(dead.addr(), dc.addr, "live").await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(&tdlib_hello()).await.unwrap();
+    let fake = fake_flight(&mut stream).await;
+    let layout = records(&fake);
+    assert_eq!(
+        (layout[0], layout[1].0, layout[2].0),
+        ((0x16, 122), 0x14, 0x17)
+    );
+    assert!((1024..4096).contains(&layout[2].1), "{layout:?}");
+    // TDLib offers 13 01 first: the fixed shape echoes it, key_share before supported_versions.
+    assert_eq!(shape(&fake), ("771,4865,51-43".to_string(), (0x001d, 32)));
+    drop(stream);
+    session_works(addr).await;
+}
