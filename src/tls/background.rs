@@ -1,8 +1,8 @@
 //! A background task tied to its owner's lifetime.
 //!
-//! Each TLS route owns one task (ACME driver or file watcher). When a reload removes the
-//! route, its `TlsTerminator` is dropped, and so must be the task: otherwise an ACME state
-//! would go on renewing a certificate nobody serves.
+//! Each ACME route owns one task, its driver. When a reload removes the route, its
+//! `TlsTerminator` is dropped, and so must be the task: otherwise an ACME state would go on
+//! renewing a certificate nobody serves.
 
 use std::future::Future;
 
