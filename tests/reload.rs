@@ -213,9 +213,11 @@ async fn renewed_certificate_files_are_served_without_a_reload() {
 }
 
 /// A file whose reader blocks until the test lets its writer in, as on a slow disk or a
-/// stuck network mount. The writer comes in after a bound anyway, so a runtime blocked on the
-/// read is set free and the test can fail instead of hanging.
+/// stuck network mount. Every wait of the writer is bounded, so a runtime blocked on the read
+/// is set free and the test fails instead of hanging.
 struct StuckFile {
+    /// Fires once a reader has opened the file and waits for its contents.
+    reading: tokio::sync::oneshot::Receiver<()>,
     release: std::sync::mpsc::Sender<()>,
     writer: std::thread::JoinHandle<bool>,
 }
@@ -225,11 +227,10 @@ impl StuckFile {
         let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
         // SAFETY-free: mkfifo(3) through the libc crate, on a NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let (reader_came, reading) = tokio::sync::oneshot::channel();
         let (release, released) = std::sync::mpsc::channel();
         let writer = std::thread::spawn(move || {
-            let in_time = released.recv_timeout(SOON).is_ok();
-            // Without a reader yet, a non-blocking open for writing fails (ENXIO): wait for
-            // one, bounded, so a reload that never reads the file fails the test, not hangs it.
+            // Without a reader, a non-blocking open for writing fails (ENXIO).
             let deadline = std::time::Instant::now() + SOON;
             let mut fifo = loop {
                 let opened = std::fs::OpenOptions::new()
@@ -244,17 +245,25 @@ impl StuckFile {
                     Err(e) => panic!("nobody read {}: {e}", path.display()),
                 }
             };
+            let _ = reader_came.send(());
+            let in_time = released.recv_timeout(SOON).is_ok();
             // Far below the pipe's capacity: written at once.
             std::io::Write::write_all(&mut fifo, text.as_bytes()).unwrap();
             in_time
         });
-        StuckFile { release, writer }
+        StuckFile {
+            reading,
+            release,
+            writer,
+        }
     }
 
     /// Lets the reader finish; returns whether that happened before the writer's bound.
-    fn release(self) -> bool {
+    async fn release(self) -> bool {
         let _ = self.release.send(());
-        self.writer.join().unwrap()
+        tokio::task::spawn_blocking(move || self.writer.join().unwrap())
+            .await
+            .unwrap()
     }
 }
 
@@ -265,7 +274,7 @@ async fn reload_while_stuck(
     gw: &Arc<frontgate::server::gateway::Gateway>,
     addr: std::net::SocketAddr,
     routes: PathBuf,
-    stuck: StuckFile,
+    mut stuck: StuckFile,
     serving: &str,
     what: &str,
 ) {
@@ -273,9 +282,13 @@ async fn reload_while_stuck(
         let gw = gw.clone();
         async move { reload::reload(&routes, &gw, "test").await }
     });
+    tokio::time::timeout(SOON, &mut stuck.reading)
+        .await
+        .expect("the reload reads the file")
+        .unwrap();
     let (name, _) = send_and_identify(addr, &client_hello("a.test")).await;
     assert!(
-        stuck.release(),
+        stuck.release().await,
         "the runtime's only thread was blocked while {what} was read"
     );
     assert_eq!(
