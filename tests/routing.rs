@@ -368,7 +368,7 @@ async fn half_close_reaches_the_backend_and_its_reply_still_arrives() {
     );
 }
 
-/// Every event the gateway logs on this thread, as text.
+/// The events the gateway logs, as text.
 #[derive(Clone, Default)]
 struct CapturedLog(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
@@ -383,16 +383,20 @@ impl std::io::Write for CapturedLog {
 }
 
 impl CapturedLog {
-    /// Captures this thread's events (a current-thread runtime runs every task here) until
-    /// the guard drops.
-    fn install() -> (Self, tracing::subscriber::DefaultGuard) {
-        let log = CapturedLog::default();
-        let writer = log.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        (log, tracing::subscriber::set_default(subscriber))
+    /// Every event of this test binary from the first call on (the process-wide subscriber:
+    /// a thread's own default misses events when other tests log on other threads).
+    fn global() -> &'static CapturedLog {
+        static LOG: std::sync::OnceLock<CapturedLog> = std::sync::OnceLock::new();
+        LOG.get_or_init(|| {
+            let log = CapturedLog::default();
+            let writer = log.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).expect("no other subscriber");
+            log
+        })
     }
 
     fn lines_with(&self, needle: &str) -> Vec<String> {
@@ -416,7 +420,7 @@ impl CapturedLog {
 /// checked before `connect` has returned to its task.
 #[tokio::test]
 async fn a_connection_back_from_our_own_backend_leg_is_refused() {
-    let (log, _capture) = CapturedLog::install();
+    let log = CapturedLog::global();
     let port = free_port();
     let text = format!("listen: 127.0.0.1:1\ndefault: {{ to: 127.0.0.1:{port} }}\n");
     let config = frontgate::config::parse(&text, "loop.yaml").unwrap();
