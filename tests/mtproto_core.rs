@@ -59,6 +59,7 @@ fn no_mirror(route: &MtprotoRoute) -> Mirror<'_> {
         target: route,
         head: Vec::new(),
         budget: Duration::from_secs(1),
+        outbound: Arc::default(),
     }
 }
 

@@ -1,15 +1,22 @@
 //! Hot reload and shutdown of the real `frontgate` binary: SIGHUP, a change of the file on
 //! disk, an invalid file (refused, old table keeps serving), a live connection kept across a
-//! reload, `listen` changed without a restart, and a graceful SIGTERM.
+//! reload, certificate files renewed by a symlink swap, `listen` changed without a restart,
+//! and a graceful SIGTERM. In process: a reload's file reads never stall the runtime.
 
 mod common;
 
-use std::path::Path;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
+use common::test_ca::TestCa;
 use common::*;
+use frontgate::server::reload;
+use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::AsyncWriteExt;
+use tokio_rustls::TlsConnector;
 
 /// A running `frontgate run` with its route file and captured log.
 struct Running {
@@ -147,6 +154,198 @@ async fn sighup_and_file_changes_reload_and_bad_files_are_refused() {
     assert_eq!(name_at(port).await, "newer");
 }
 
+/// The leaf certificate served on `port` to a client trusting `ca`, if the handshake passes.
+async fn served_leaf(port: u16, ca: &TestCa) -> Option<CertificateDer<'static>> {
+    let tcp = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .ok()?;
+    let name = ServerName::try_from("panel.example.com").unwrap();
+    let tls = TlsConnector::from(ca.client(&[]))
+        .connect(name, tcp)
+        .await
+        .ok()?;
+    Some(tls.get_ref().1.peer_certificates()?[0].clone())
+}
+
+/// Points `link` at `target` the way certbot renews: a new link renamed over the old one.
+fn swap_link(link: &Path, target: &Path) {
+    let tmp = link.with_extension("new");
+    std::os::unix::fs::symlink(target, &tmp).unwrap();
+    std::fs::rename(tmp, link).unwrap();
+}
+
+#[tokio::test]
+async fn renewed_certificate_files_are_served_without_a_reload() {
+    let (old_ca, new_ca) = (TestCa::new(), TestCa::new());
+    let backend = Backend::start("panel").await;
+    let port = free_port();
+    let certs = tempfile::tempdir().unwrap();
+    let (archive, live) = (certs.path().join("archive"), certs.path().join("live"));
+    std::fs::create_dir_all(&archive).unwrap();
+    std::fs::create_dir_all(&live).unwrap();
+    let issue = |generation: u32, ca: &TestCa| {
+        let leaf = ca.leaf("panel.example.com");
+        for (file, pem) in [("fullchain", &leaf.cert_pem), ("privkey", &leaf.key_pem)] {
+            let target = archive.join(format!("{file}{generation}.pem"));
+            std::fs::write(&target, pem).unwrap();
+            swap_link(&live.join(format!("{file}.pem")), &target);
+        }
+        leaf.der
+    };
+    let old = issue(1, &old_ca);
+    let gw = Running::start(&format!(
+        "listen: 127.0.0.1:{port}\nroutes:\n  - sni: panel.example.com\n    tls: {{ cert: {}, key: {} }}\n    to: {}\n",
+        live.join("fullchain.pem").display(),
+        live.join("privkey.pem").display(),
+        backend.addr
+    ));
+    name_at(port).await;
+    assert_eq!(served_leaf(port, &old_ca).await, Some(old));
+
+    let new = issue(2, &new_ca);
+    gw.wait_log("reloaded certificate files").await;
+    assert_eq!(served_leaf(port, &new_ca).await, Some(new));
+    assert!(
+        !gw.log().contains("configuration reloaded"),
+        "the route file did not change:\n{}",
+        gw.log()
+    );
+}
+
+/// A file whose reader blocks until the test lets its writer in, as on a slow disk or a
+/// stuck network mount. Every wait of the writer is bounded, so a runtime blocked on the read
+/// is set free and the test fails instead of hanging.
+struct StuckFile {
+    /// Fires once a reader has opened the file and waits for its contents.
+    reading: tokio::sync::oneshot::Receiver<()>,
+    release: std::sync::mpsc::Sender<()>,
+    writer: std::thread::JoinHandle<bool>,
+}
+
+impl StuckFile {
+    fn create(path: PathBuf, text: String) -> StuckFile {
+        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY-free: mkfifo(3) through the libc crate, on a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let (reader_came, reading) = tokio::sync::oneshot::channel();
+        let (release, released) = std::sync::mpsc::channel();
+        let writer = std::thread::spawn(move || {
+            // Without a reader, a non-blocking open for writing fails (ENXIO).
+            let deadline = std::time::Instant::now() + SOON;
+            let mut fifo = loop {
+                let opened = std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(&path);
+                match opened {
+                    Ok(fifo) => break fifo,
+                    Err(_) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    Err(e) => panic!("nobody read {}: {e}", path.display()),
+                }
+            };
+            let _ = reader_came.send(());
+            let in_time = released.recv_timeout(SOON).is_ok();
+            // Far below the pipe's capacity: written at once.
+            std::io::Write::write_all(&mut fifo, text.as_bytes()).unwrap();
+            in_time
+        });
+        StuckFile {
+            reading,
+            release,
+            writer,
+        }
+    }
+
+    /// Lets the reader finish; returns whether that happened before the writer's bound.
+    async fn release(self) -> bool {
+        let _ = self.release.send(());
+        tokio::task::spawn_blocking(move || self.writer.join().unwrap())
+            .await
+            .unwrap()
+    }
+}
+
+/// Reloads `routes` while a file it needs is `stuck`, and checks that the one runtime thread
+/// of the test keeps serving connections meanwhile, with the running table (whose default
+/// backend is `serving`).
+async fn reload_while_stuck(
+    gw: &Arc<frontgate::server::gateway::Gateway>,
+    addr: std::net::SocketAddr,
+    routes: PathBuf,
+    mut stuck: StuckFile,
+    serving: &str,
+    what: &str,
+) {
+    let reloading = tokio::spawn({
+        let gw = gw.clone();
+        async move { reload::reload(&routes, &gw, "test").await }
+    });
+    tokio::time::timeout(SOON, &mut stuck.reading)
+        .await
+        .expect("the reload reads the file")
+        .unwrap();
+    let (name, _) = send_and_identify(addr, &client_hello("a.test")).await;
+    assert!(
+        stuck.release().await,
+        "the runtime's only thread was blocked while {what} was read"
+    );
+    assert_eq!(
+        name, serving,
+        "served by the running table during the reload"
+    );
+    tokio::time::timeout(SOON, reloading)
+        .await
+        .expect("reload finishes once the file can be read")
+        .unwrap()
+        .unwrap();
+}
+
+/// A current-thread runtime (`#[tokio::test]`'s default): a file read on it would stop
+/// everything else until the read returns.
+#[tokio::test]
+async fn reload_reads_the_route_file_and_certificates_off_the_runtime() {
+    let old = Backend::start("old").await;
+    let new = Backend::start("new").await;
+    let (gw, addr) = gateway(&format!("default: {{ to: {} }}\n", old.addr)).await;
+    let gw = Arc::new(gw);
+    let dir = tempfile::tempdir().unwrap();
+
+    // The route file itself.
+    let routes = dir.path().join("routes.yaml");
+    let text = format!("listen: 127.0.0.1:0\ndefault: {{ to: {} }}\n", new.addr);
+    let stuck = StuckFile::create(routes.clone(), text);
+    reload_while_stuck(&gw, addr, routes, stuck, "old", "the route file").await;
+    assert_eq!(
+        send_and_identify(addr, &client_hello("a.test")).await.0,
+        "new"
+    );
+
+    // A new `tls:` route's certificate file, read when the route starts.
+    let leaf = TestCa::new().leaf("panel.example.com");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&key, &leaf.key_pem).unwrap();
+    let routes = dir.path().join("tls.yaml");
+    std::fs::write(
+        &routes,
+        format!(
+            "listen: 127.0.0.1:0\nroutes:\n  - sni: panel.example.com\n    tls: {{ cert: {}, key: {} }}\n    to: {}\ndefault: {{ to: {} }}\n",
+            cert.display(),
+            key.display(),
+            new.addr,
+            old.addr
+        ),
+    )
+    .unwrap();
+    let stuck = StuckFile::create(cert, leaf.cert_pem);
+    reload_while_stuck(&gw, addr, routes, stuck, "new", "a certificate file").await;
+    assert_eq!(
+        send_and_identify(addr, &client_hello("a.test")).await.0,
+        "old"
+    );
+}
+
 #[tokio::test]
 async fn listen_addresses_change_without_a_restart() {
     let backend = Backend::start("b").await;
@@ -183,12 +382,19 @@ async fn sigterm_waits_for_live_connections_then_exits() {
     .await;
     gw.signal(libc::SIGTERM);
     gw.wait_log("shutting down").await;
-    assert!(
-        tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
-            .await
-            .is_err(),
-        "no new connections"
-    );
+    // The line is logged just before the listeners stop: wait for them, bounded.
+    let deadline = tokio::time::Instant::now() + SOON;
+    while tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .is_ok()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "new connections still accepted:\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert!(
         gw.child.try_wait().unwrap().is_none(),
         "still serving the live relay"

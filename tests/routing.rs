@@ -369,10 +369,59 @@ async fn half_close_reaches_the_backend_and_its_reply_still_arrives() {
     );
 }
 
+/// The events the gateway logs, as text.
+#[derive(Clone, Default)]
+struct CapturedLog(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLog {
+    /// Every event of this test binary from the first call on (the process-wide subscriber:
+    /// a thread's own default misses events when other tests log on other threads).
+    fn global() -> &'static CapturedLog {
+        static LOG: std::sync::OnceLock<CapturedLog> = std::sync::OnceLock::new();
+        LOG.get_or_init(|| {
+            let log = CapturedLog::default();
+            let writer = log.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).expect("no other subscriber");
+            log
+        })
+    }
+
+    fn lines_with(&self, needle: &str) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .filter(|line| line.contains(needle))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// The route points at the gateway itself; the file's listen differs from the real one (as
+/// with --listen), so `check` cannot see the loop.
+///
+/// The schedule is forced so the other end of our own backend connection is accepted, and
+/// judged, before the connecting task runs again: this test runs on a current-thread runtime,
+/// and while it holds the thread it hands the hello to the first connection and connects a
+/// second client. Both wake in one tick, the first connection first: it connects to the
+/// gateway (loopback completes the handshake inside `connect`) and waits to be told so; then
+/// the accept loop takes the second client and our own connection together, and the latter is
+/// checked before `connect` has returned to its task.
 #[tokio::test]
 async fn a_connection_back_from_our_own_backend_leg_is_refused() {
-    // The file's listen differs from the real one (as with --listen), so `check` cannot see
-    // the loop: the route points at the gateway itself.
+    let log = CapturedLog::global();
     let port = free_port();
     let text = format!("listen: 127.0.0.1:1\ndefault: {{ to: 127.0.0.1:{port} }}\n");
     let config = frontgate::config::parse(&text, "loop.yaml").unwrap();
@@ -381,12 +430,41 @@ async fn a_connection_back_from_our_own_backend_leg_is_refused() {
         .await
         .unwrap();
     let addr = gw.local_addrs().await[0];
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(&client_hello("a.test")).await.unwrap();
+
+    let mut client = std::net::TcpStream::connect(addr).unwrap();
+    let deadline = tokio::time::Instant::now() + SOON;
+    // Admitted and so, on this thread, waiting for its hello.
+    while gw.open_connections() < 1 {
+        assert!(tokio::time::Instant::now() < deadline, "never accepted");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // No await from here to the read below: the gateway runs only once both are done.
+    std::io::Write::write_all(&mut client, &client_hello("a.test")).unwrap();
+    let bystander = std::net::TcpStream::connect(addr).unwrap();
+    client.set_nonblocking(true).unwrap();
+    let mut client = TcpStream::from_std(client).unwrap();
     assert!(
-        closed_within(&mut stream, SOON).await,
+        closed_within(&mut client, SOON).await,
         "the loop is cut, not amplified"
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(gw.open_connections(), 0, "no connection left spinning");
+    drop((client, bystander));
+    while gw.open_connections() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "connections left spinning"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The client's connection is forwarded once, to the gateway itself, and that hop is
+    // refused at once. A second forward would mean the loop went round again.
+    let forwarded = log.lines_with(&format!("backend=127.0.0.1:{port}"));
+    let refused = log.lines_with("fronting loop");
+    let all = log.lines_with("connection closed").join("\n");
+    assert_eq!(refused.len(), 1, "one refused hop:\n{all}");
+    assert!(
+        refused[0].contains("outcome=refused: connection from frontgate's own backend connection"),
+        "{}",
+        refused[0]
+    );
+    assert_eq!(forwarded.len(), 1, "no second hop:\n{all}");
 }

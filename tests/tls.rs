@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use frontgate::config::{CertSource, TlsSettings};
 use frontgate::forward::prefixed::PrefixedStream;
-use frontgate::tls::{Accepted, TlsError, TlsTerminator};
+use frontgate::tls::{Accepted, CertRefresh, TlsError, TlsTerminator};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{AlertDescription, ClientConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -183,27 +183,35 @@ async fn replaced_cert_files_are_served_to_new_connections() {
     assert_eq!(fetch(addr, old_ca.client(&[])).await.unwrap().leaf, old.der);
     server.await.unwrap().unwrap();
 
+    // The gateway's file watcher asks for this when it sees the files change.
+    let refresh = |terminator: Arc<TlsTerminator>| async move {
+        tokio::task::spawn_blocking(move || terminator.refresh_files())
+            .await
+            .unwrap()
+    };
+    let unchanged = refresh(terminator.clone()).await;
+    assert!(matches!(unchanged, CertRefresh::Unchanged), "{unchanged:?}");
+
     let new = new_ca.leaf(NAME);
     write_leaf(dir.path(), &new);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (addr, server) = serve_one(terminator.clone(), false).await;
-        match fetch(addr, new_ca.client(&[])).await {
-            Ok(got) => {
-                assert_eq!(got.leaf, new.der);
-                server.await.unwrap().unwrap();
-                break;
-            }
-            Err(err) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "new certificate never served: {err}"
-                );
-                let _ = server.await;
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        }
-    }
+    let reloaded = refresh(terminator.clone()).await;
+    assert!(matches!(reloaded, CertRefresh::Reloaded), "{reloaded:?}");
+    let (addr, server) = serve_one(terminator.clone(), false).await;
+    assert_eq!(fetch(addr, new_ca.client(&[])).await.unwrap().leaf, new.der);
+    server.await.unwrap().unwrap();
+
+    // A key from another renewal is refused once; the new certificate stays in service.
+    std::fs::write(dir.path().join("privkey.pem"), old.key_pem).unwrap();
+    let refused = refresh(terminator.clone()).await;
+    assert!(
+        matches!(refused, CertRefresh::Refused(TlsError::KeyMismatch { .. })),
+        "{refused:?}"
+    );
+    let again = refresh(terminator.clone()).await;
+    assert!(matches!(again, CertRefresh::Unchanged), "{again:?}");
+    let (addr, server) = serve_one(terminator, false).await;
+    assert_eq!(fetch(addr, new_ca.client(&[])).await.unwrap().leaf, new.der);
+    server.await.unwrap().unwrap();
 }
 
 #[tokio::test]
@@ -302,11 +310,14 @@ fn check_validates_acme_settings_offline() {
 
 #[test]
 fn start_outside_a_runtime_is_an_error_not_a_panic() {
+    // An ACME route needs its driver task; a files route needs no runtime at all.
     let dir = tempfile::tempdir().unwrap();
+    let url = "https://127.0.0.1:1/dir".to_owned();
+    let err = TlsTerminator::start(acme_route(&[NAME], url, dir.path().join("cache"), None)).err();
+    assert!(matches!(err, Some(TlsError::NoRuntime)), "{err:?}");
     let ca = TestCa::new();
     let (cert, key) = write_leaf(dir.path(), &ca.leaf(NAME));
-    let err = TlsTerminator::start(files_route(cert, key)).err();
-    assert!(matches!(err, Some(TlsError::NoRuntime)), "{err:?}");
+    TlsTerminator::start(files_route(cert, key)).unwrap();
 }
 
 #[tokio::test]

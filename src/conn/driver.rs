@@ -197,7 +197,7 @@ async fn serve(
     let Some(_total) = ctx.counts.admit(config.limits.max_connections) else {
         return Outcome::OverTotalLimit;
     };
-    if ctx.outbound.is_ours(record.peer, local) {
+    if ctx.outbound.is_ours(record.peer, local).await {
         return Outcome::Loop;
     }
     // Nagle would delay the small handshake records both ways.
@@ -319,6 +319,7 @@ async fn dispatch(
                         target,
                         head: proxy_out::encode(forward.proxy_protocol, record.client, conn.local),
                         budget: conn.config.timeouts.connect,
+                        outbound: conn.ctx.outbound.clone(),
                     };
                     let check = async move {
                         let view = hello_view(&hello);
@@ -403,15 +404,20 @@ async fn open_backend(
     conn: &Conn<'_>,
     record: &mut Record,
 ) -> Result<(TcpStream, Registration), Outcome> {
-    let (mut backend, reached) =
-        upstream::connect(&forward.upstreams, conn.config.timeouts.connect)
-            .await
-            .map_err(Outcome::ConnectFailed)?;
+    // Each attempt is announced to the loop guard before it connects: the other end of a
+    // loop can be accepted before `connect` returns here.
+    let outbound = &conn.ctx.outbound;
+    let (mut backend, reached, connecting) =
+        upstream::connect(&forward.upstreams, conn.config.timeouts.connect, |addr| {
+            outbound.connecting(addr)
+        })
+        .await
+        .map_err(Outcome::ConnectFailed)?;
     record.backend = Some(reached);
     let local_of_backend = backend
         .local_addr()
         .map_err(|e| Outcome::RelayError(Side::Backend.error(e)))?;
-    let registration = conn.ctx.outbound.register(local_of_backend, reached);
+    let registration = connecting.connected(local_of_backend);
     let mut head = proxy_out::encode(forward.proxy_protocol, record.client, conn.local);
     head.extend_from_slice(first);
     backend

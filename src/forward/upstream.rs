@@ -1,5 +1,7 @@
 //! Connecting to a route's backends: each `to` entry in order, each resolved address in
-//! order, every attempt bounded by `timeouts.connect`.
+//! order, every attempt bounded by `timeouts.connect`. The caller is told of every attempt
+//! before it starts (the fronting-loop guard must know where we connect before the other end
+//! can be accepted).
 
 use std::io;
 use std::net::SocketAddr;
@@ -17,12 +19,15 @@ pub struct ConnectError {
     pub attempts: Vec<String>,
 }
 
-/// Connects to the first reachable backend of `upstreams`; returns the stream and the address
-/// it reached.
-pub async fn connect(
+/// Connects to the first reachable backend of `upstreams`; returns the stream, the address it
+/// reached and what `announce` returned for that attempt. `announce` is called with each
+/// address just before connecting to it; what it returns for a failed attempt is dropped
+/// before the next one starts.
+pub async fn connect<A>(
     upstreams: &[Upstream],
     timeout: Duration,
-) -> Result<(TcpStream, SocketAddr), ConnectError> {
+    mut announce: impl FnMut(SocketAddr) -> A,
+) -> Result<(TcpStream, SocketAddr, A), ConnectError> {
     let mut attempts = Vec::new();
     for upstream in upstreams {
         let addrs: Vec<SocketAddr> = match upstream.literal() {
@@ -45,8 +50,9 @@ pub async fn connect(
             },
         };
         for addr in addrs {
+            let announced = announce(addr);
             match connect_one(addr, timeout).await {
-                Ok(stream) => return Ok((stream, addr)),
+                Ok(stream) => return Ok((stream, addr, announced)),
                 Err(e) => attempts.push(format!("{addr}: {e}")),
             }
         }
@@ -85,9 +91,24 @@ mod tests {
             Upstream::from(dead),
             Upstream::from(live.local_addr().unwrap()),
         ];
-        let (_, reached) = connect(&list, Duration::from_secs(2)).await.unwrap();
+        let mut announced = Vec::new();
+        let (_, reached, last) = connect(&list, Duration::from_secs(2), |addr| {
+            announced.push(addr);
+            addr
+        })
+        .await
+        .unwrap();
         assert_eq!(reached, live.local_addr().unwrap());
-        let err = connect(&list[..1], Duration::from_secs(2))
+        assert_eq!(
+            last, reached,
+            "the successful attempt's announcement comes back"
+        );
+        assert_eq!(
+            announced,
+            [dead, reached],
+            "every attempt is announced first"
+        );
+        let err = connect(&list[..1], Duration::from_secs(2), drop)
             .await
             .unwrap_err();
         assert!(

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::net::TcpStream;
 
+use crate::admission::loop_guard::OutboundAddrs;
 use crate::config::{MimicMode, MtprotoRoute, MtprotoSettings};
 use crate::mtproto::faketls::{random_cert_len, verify_client_hello, FakeTlsReject};
 use crate::mtproto::mimic::{FlightProfile, MimicError};
@@ -35,6 +36,8 @@ pub struct Mirror<'a> {
     pub head: Vec<u8>,
     /// Time allowed for a live mirror's connect and answer together.
     pub budget: Duration,
+    /// The fronting-loop guard the mirror's backend connection registers with.
+    pub outbound: Arc<OutboundAddrs>,
 }
 
 /// What the gate needs of a parsed ClientHello (the peek stage's `ClientHello` lends it).
@@ -233,7 +236,14 @@ async fn live_profile(
     session_id: &[u8],
 ) -> Result<FlightProfile, LiveError> {
     let forward = &mirror.target.forward;
-    let answer = mirror::backend_flight(forward, &mirror.head, raw_hello, mirror.budget).await?;
+    let answer = mirror::backend_flight(
+        forward,
+        &mirror.head,
+        raw_hello,
+        mirror.budget,
+        &mirror.outbound,
+    )
+    .await?;
     Ok(FlightProfile::from_backend(&answer, session_id)?)
 }
 
@@ -249,7 +259,7 @@ fn refresh_in_background(
 ) {
     store.learn(mirror.route, learned.clone());
     let (route, target) = (mirror.route.to_string(), mirror.target.clone());
-    let (head, budget) = (mirror.head.clone(), mirror.budget);
+    let (head, budget, outbound) = (mirror.head.clone(), mirror.budget, mirror.outbound.clone());
     let (raw_hello, session_id, store) = (raw_hello.to_vec(), session_id.to_vec(), store.clone());
     tokio::spawn(async move {
         let mirror = Mirror {
@@ -257,6 +267,7 @@ fn refresh_in_background(
             target: &target,
             head,
             budget,
+            outbound,
         };
         match live_profile(&mirror, &raw_hello, &session_id).await {
             Ok(profile) => store.learn(&route, profile),

@@ -8,11 +8,13 @@
 //! client's session goes on, so the backend sees a client that gave up after its hello.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
+use crate::admission::loop_guard::OutboundAddrs;
 use crate::config::Forward;
 use crate::forward::upstream::{self, ConnectError};
 use crate::mtproto::mimic::{self, Arrival, MAX_FLIGHT_LEN};
@@ -39,16 +41,20 @@ pub enum MirrorError {
 }
 
 /// Sends `head` (the route's PROXY header, if any) and `hello` to the route's backend and
-/// returns its first flight, within `budget` for the connect and the answer together.
+/// returns its first flight, within `budget` for the connect and the answer together. The
+/// connection is registered with the fronting-loop guard like every backend connection.
 pub async fn backend_flight(
     forward: &Forward,
     head: &[u8],
     hello: &[u8],
     budget: Duration,
+    outbound: &Arc<OutboundAddrs>,
 ) -> Result<Vec<u8>, MirrorError> {
     let started = Instant::now();
     let deadline = started.checked_add(budget).unwrap_or(started);
-    let (mut backend, _) = upstream::connect(&forward.upstreams, budget).await?;
+    let (mut backend, _, connecting) =
+        upstream::connect(&forward.upstreams, budget, |addr| outbound.connecting(addr)).await?;
+    let _registration = connecting.connected(backend.local_addr()?);
     let mut request = Vec::with_capacity(head.len() + hello.len());
     request.extend_from_slice(head);
     request.extend_from_slice(hello);

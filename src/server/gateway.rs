@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::admission::limits::ConnectionCounts;
 use crate::admission::loop_guard::OutboundAddrs;
 use crate::config::Config;
-use crate::conn::context::Context;
+use crate::conn::context::{Context, Snapshot};
 use crate::ops::metrics::{self, LiveValues, Metrics};
 use crate::server::listener;
 use crate::server::registry::{self, TerminatorError};
@@ -133,6 +133,20 @@ pub enum ApplyError {
     /// A `tls:` route could not start.
     #[error(transparent)]
     Tls(#[from] TerminatorError),
+    /// The task building the runtime resources did not finish (it panicked, or the runtime is
+    /// shutting down).
+    #[error("building the configuration's runtime resources failed: {0}")]
+    Interrupted(tokio::task::JoinError),
+}
+
+/// [`registry::build`] on the blocking pool: starting a `tls:` route reads its certificate
+/// files or probes its ACME cache directory, which must not stall a runtime worker.
+async fn build_snapshot(
+    config: Config,
+    running: Option<Arc<Snapshot>>,
+) -> Result<Snapshot, ApplyError> {
+    let built = tokio::task::spawn_blocking(move || registry::build(config, running.as_deref()));
+    Ok(built.await.map_err(ApplyError::Interrupted)??)
 }
 
 impl Gateway {
@@ -144,7 +158,7 @@ impl Gateway {
         let wanted = listen_override
             .clone()
             .unwrap_or_else(|| config.listen.clone());
-        let snapshot = registry::build(config, None)?;
+        let snapshot = build_snapshot(config, None).await?;
         let gateway = Gateway {
             ctx: Arc::new(Context {
                 current: ArcSwap::from_pointee(snapshot),
@@ -177,7 +191,7 @@ impl Gateway {
         let mut listeners = self.listeners.lock().await;
         let bound = bind_missing(&wanted, &listeners)?;
         let metrics = config.metrics;
-        let snapshot = registry::build(config, Some(&self.ctx.current.load()))?;
+        let snapshot = build_snapshot(config, Some(self.ctx.current.load_full())).await?;
         self.sync_metrics_endpoint(metrics)?;
         // The old snapshot's terminators stop when its last connection ends, unless the new
         // one reuses them.
@@ -289,6 +303,17 @@ impl Gateway {
             .collect();
         addrs.sort();
         addrs
+    }
+
+    /// The running `tls:` routes' terminators, for the file watcher.
+    pub(crate) fn terminators(&self) -> Vec<Arc<crate::tls::TlsTerminator>> {
+        self.ctx
+            .current
+            .load()
+            .terminators
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Connections open now.

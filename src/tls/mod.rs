@@ -3,8 +3,9 @@
 //! The router has already peeked the ClientHello; it hands this module a stream that
 //! replays those bytes, and gets back a decrypted stream to relay to the route's plain
 //! backend. One [`TlsTerminator`] exists per `tls:` route and owns everything that route
-//! needs: its rustls server configuration, and the background task that keeps its
-//! certificate fresh (an ACME driver, or a watcher of certificate files on disk).
+//! needs: its rustls server configuration, and what keeps its certificate fresh (an ACME
+//! driver task, or the certificate files it re-reads when the gateway's file watcher says
+//! they changed).
 //!
 //! # Layout
 //! - `error`: [`TlsError`], whose messages tell the operator what to fix.
@@ -27,6 +28,7 @@ use std::sync::{Arc, OnceLock};
 use rustls::crypto::CryptoProvider;
 
 pub use error::TlsError;
+pub use static_cert::CertRefresh;
 pub use terminator::{Accepted, TlsSession, TlsTerminator};
 
 /// The crypto provider (ring) used for every TLS configuration this module builds.

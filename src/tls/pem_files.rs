@@ -10,16 +10,51 @@ use rustls::RootCertStore;
 use crate::tls::{rustls_provider, TlsError};
 
 /// Loads a certificate chain and its private key, and checks that they belong together.
+/// Blocking file I/O: call it off the async runtime.
 pub(crate) fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
-    let chain = read_certs(cert).map_err(|err| match err {
-        ReadError::Io(source) => TlsError::ReadCert {
-            path: cert.to_owned(),
-            source,
-        },
-        ReadError::Pem(source) => TlsError::BadPem {
-            path: cert.to_owned(),
-            source,
-        },
+    parse_certified_key(&read_key_pair(cert, key)?)
+}
+
+/// The contents of a certificate file and of its key file, read one right after the other.
+pub(crate) struct KeyPairFiles<'a> {
+    /// The `cert:` path.
+    pub(crate) cert: &'a Path,
+    /// The `key:` path.
+    pub(crate) key: &'a Path,
+    /// What the certificate file held.
+    pub(crate) cert_pem: Vec<u8>,
+    /// What the key file held.
+    pub(crate) key_pem: Vec<u8>,
+}
+
+/// Reads both files (blocking file I/O: call it off the async runtime).
+pub(crate) fn read_key_pair<'a>(
+    cert: &'a Path,
+    key: &'a Path,
+) -> Result<KeyPairFiles<'a>, TlsError> {
+    let cert_pem = std::fs::read(cert).map_err(|source| TlsError::ReadCert {
+        path: cert.to_owned(),
+        source,
+    })?;
+    let key_pem = std::fs::read(key).map_err(|source| TlsError::ReadKey {
+        path: key.to_owned(),
+        source,
+    })?;
+    Ok(KeyPairFiles {
+        cert,
+        key,
+        cert_pem,
+        key_pem,
+    })
+}
+
+/// Parses what [`read_key_pair`] read into a certificate chain and its signing key, and
+/// checks that they belong together.
+pub(crate) fn parse_certified_key(files: &KeyPairFiles<'_>) -> Result<CertifiedKey, TlsError> {
+    let (cert, key) = (files.cert, files.key);
+    let chain = parse_certs(&files.cert_pem).map_err(|source| TlsError::BadPem {
+        path: cert.to_owned(),
+        source,
     })?;
     if chain.is_empty() {
         return Err(TlsError::NoCertificate {
@@ -27,11 +62,7 @@ pub(crate) fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey
         });
     }
 
-    let key_pem = std::fs::read(key).map_err(|source| TlsError::ReadKey {
-        path: key.to_owned(),
-        source,
-    })?;
-    let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|err| match err {
+    let key_der = PrivateKeyDer::from_pem_slice(&files.key_pem).map_err(|err| match err {
         pem::Error::NoItemsFound => TlsError::NoPrivateKey {
             path: key.to_owned(),
         },
@@ -94,9 +125,13 @@ enum ReadError {
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ReadError> {
     let pem = std::fs::read(path).map_err(ReadError::Io)?;
-    CertificateDer::pem_slice_iter(&pem)
+    parse_certs(&pem).map_err(ReadError::Pem)
+}
+
+fn parse_certs(pem: &[u8]) -> std::io::Result<Vec<CertificateDer<'static>>> {
+    CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|err| ReadError::Pem(invalid_data(err)))
+        .map_err(invalid_data)
 }
 
 /// A PEM syntax error as the I/O error of reading data that is not what it should be.

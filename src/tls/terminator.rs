@@ -16,16 +16,16 @@ use tokio_rustls::LazyConfigAcceptor;
 use crate::config::{CertSource, TlsSettings};
 use crate::tls::acme::{AcmeCert, AcmeParams};
 use crate::tls::pem_files::load_certified_key;
-use crate::tls::static_cert::FileCert;
+use crate::tls::static_cert::{CertRefresh, FileCert};
 use crate::tls::{rustls_provider, TlsError};
 
-/// Terminates TLS for one route. Dropping it stops the route's ACME driver or file watcher.
+/// Terminates TLS for one route. Dropping it stops the route's ACME driver.
 pub struct TlsTerminator {
     /// The route's names, for log lines and errors.
     route: String,
     /// Configuration for ordinary clients: the route's certificate and ALPN list.
     config: Arc<ServerConfig>,
-    /// Where the certificate comes from; owns the background task.
+    /// Where the certificate comes from; owns the ACME driver.
     cert: RouteCert,
     /// Deadline for the whole handshake.
     handshake_timeout: std::time::Duration,
@@ -41,7 +41,7 @@ impl std::fmt::Debug for TlsTerminator {
 
 /// The certificate side of a route.
 enum RouteCert {
-    /// Loaded from files, watched for changes.
+    /// Loaded from files, re-read when the gateway's file watcher sees them change.
     Files(FileCert),
     /// Obtained over ACME.
     Acme(AcmeCert),
@@ -87,9 +87,10 @@ impl TlsTerminator {
         }
     }
 
-    /// Builds the route's terminator and starts its background task: the ACME driver, or
-    /// the watcher that reloads certificate files when they change. Must be called inside
-    /// the tokio runtime. Does not wait for ACME issuance.
+    /// Builds the route's terminator: loads its certificate files, or starts its ACME driver
+    /// (which must happen inside the tokio runtime). Does not wait for ACME issuance.
+    /// Blocking file I/O (PEM files, the ACME cache directory): call it off the async
+    /// runtime, as the gateway does.
     pub fn start(settings: TlsSettings) -> Result<Self, TlsError> {
         check_names(&settings)?;
         let route = settings.names.join(",");
@@ -176,6 +177,24 @@ impl TlsTerminator {
                 },
                 None => TlsError::Handshake(error),
             }),
+        }
+    }
+
+    /// The certificate and key files the route serves from (none for ACME): what the
+    /// gateway's file watcher watches for it.
+    pub fn files(&self) -> Option<[&std::path::Path; 2]> {
+        match &self.cert {
+            RouteCert::Files(files) => Some(files.files()),
+            RouteCert::Acme(_) => None,
+        }
+    }
+
+    /// Re-reads the route's certificate files and serves them to new handshakes if their
+    /// contents changed (logged either way). Blocking file I/O: call it off the async runtime.
+    pub fn refresh_files(&self) -> CertRefresh {
+        match &self.cert {
+            RouteCert::Files(files) => files.refresh(),
+            RouteCert::Acme(_) => CertRefresh::Unchanged,
         }
     }
 
