@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use frontgate::config;
 use frontgate::config::Secret;
-use frontgate::mtproto::links;
+use frontgate::mtproto::{links, probe};
 use frontgate::ops::summary;
 use frontgate::server::gateway::Gateway;
 use frontgate::server::{registry, reload, shutdown};
@@ -42,6 +42,10 @@ enum Command {
     Check {
         #[command(flatten)]
         config: ConfigArg,
+        /// Also connect to each `mtproto: true` route's backend and say whether fake flights
+        /// can mirror its answer (a TLS 1.2-only backend cannot be matched); exit 1 if not.
+        #[arg(long)]
+        probe: bool,
     },
     /// Print each MTProto user's tg:// and t.me links (and QR codes) for the route file.
     Link {
@@ -92,7 +96,7 @@ enum LogFormat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => check(&config.path),
+        Command::Check { config, probe } => check(&config.path, probe),
         Command::Link {
             config,
             host,
@@ -126,7 +130,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
+fn check(path: &std::path::Path, probe: bool) -> ExitCode {
     let checked = config::load(path)
         .map_err(|e| e.to_string())
         .and_then(|config| {
@@ -141,6 +145,9 @@ fn check(path: &std::path::Path) -> ExitCode {
                 "frontgate: the configuration file {} syntax is ok and the routes are valid",
                 path.display()
             );
+            if probe && !probe_backends(&config) {
+                return ExitCode::FAILURE;
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -152,6 +159,37 @@ fn check(path: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `check --probe`: one line per `mtproto: true` route's backend; false if any cannot be
+/// mirrored.
+fn probe_backends(config: &config::Config) -> bool {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("frontgate: cannot start the probe: {e}");
+            return false;
+        }
+    };
+    let reports = runtime.block_on(probe::probe_routes(config, config.timeouts.connect));
+    let mut all_good = true;
+    for report in &reports {
+        if report.answer.is_ok() {
+            println!("frontgate: probe: {}", report.describe());
+        } else {
+            all_good = false;
+            eprintln!("frontgate: probe: {}", report.describe());
+        }
+    }
+    if reports.is_empty() {
+        println!(
+            "frontgate: probe: no `mtproto: true` route mirrors its backend (none, or mimic: off)"
+        );
+    }
+    all_good
 }
 
 fn link(

@@ -87,7 +87,8 @@ async fn tls_site() -> TlsSite {
 /// the mirror's own answer is the exact reference).
 struct Recorder {
     addr: SocketAddr,
-    answers: tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+    /// (what the client sent first, what the site answered), per connection.
+    answers: tokio::sync::mpsc::UnboundedReceiver<(Vec<u8>, Vec<u8>)>,
 }
 
 async fn recorder(site: SocketAddr) -> Recorder {
@@ -101,7 +102,13 @@ async fn recorder(site: SocketAddr) -> Recorder {
                 let upstream = TcpStream::connect(site).await.unwrap();
                 let (mut cr, mut cw) = client.into_split();
                 let (mut ur, mut uw) = upstream.into_split();
+                let (request_tx, request_rx) = tokio::sync::oneshot::channel();
                 let up = tokio::spawn(async move {
+                    let mut first = vec![0u8; 65536];
+                    let n = cr.read(&mut first).await.unwrap_or(0);
+                    first.truncate(n);
+                    let _ = uw.write_all(&first).await;
+                    let _ = request_tx.send(first);
                     let _ = tokio::io::copy(&mut cr, &mut uw).await;
                     let _ = uw.shutdown().await;
                 });
@@ -113,7 +120,8 @@ async fn recorder(site: SocketAddr) -> Recorder {
                     }
                     answer.extend_from_slice(&buf[..n]);
                 }
-                let _ = tx.send(answer);
+                let request = request_rx.await.unwrap_or_default();
+                let _ = tx.send((request, answer));
                 up.abort();
             });
         }
@@ -218,14 +226,21 @@ async fn live_mirror_gives_the_client_the_backends_shape_and_size() {
     // What a prober replaying a client's hello sees: the site's own answer.
     let direct = server_flight(site.addr, &tdlib_hello()).await;
     // What a Telegram client gets through the gateway...
+    let hello = tdlib_hello();
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(&tdlib_hello()).await.unwrap();
+    stream.write_all(&hello).await.unwrap();
     let fake = fake_flight(&mut stream).await;
-    // ...and what the site answered the mirror, on the same hello.
-    let mirrored = tokio::time::timeout(SOON, recorded.answers.recv())
-        .await
-        .expect("the mirror asked the site")
-        .unwrap();
+    // ...and what the site answered the mirror, which sent it the client's own hello (the
+    // gateway's start-up probe asks the site too, with a hello of its own).
+    let mirrored = loop {
+        let (request, answer) = tokio::time::timeout(SOON, recorded.answers.recv())
+            .await
+            .expect("the mirror asked the site")
+            .unwrap();
+        if request == hello {
+            break answer;
+        }
+    };
 
     assert_eq!(shape(&fake), shape(&direct), "JA3S and key share");
     assert_eq!(shape(&fake), shape(&mirrored));
@@ -297,4 +312,51 @@ async fn an_unreachable_backend_falls_back_to_the_fixed_shape_and_still_serves()
     assert_eq!(shape(&fake), ("771,4865,51-43".to_string(), (0x001d, 32)));
     drop(stream);
     session_works(addr).await;
+}
+
+/// `frontgate check --probe` (the real binary) on a route file whose MTProto route fronts `to`.
+async fn check_probe(to: SocketAddr) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("routes.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "listen: 127.0.0.1:1\nmtproto: {{ users: {{ alice: {} }} }}\nroutes:\n  - sni: {SNI}\n    mtproto: true\n    to: {to}\n",
+            hex::encode(ALICE)
+        ),
+    )
+    .unwrap();
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_frontgate"))
+        .args(["check", "--probe", "--config"])
+        .arg(&file)
+        .output()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_probe_says_whether_the_backend_can_be_mirrored() {
+    let site = tls_site().await;
+    let out = check_probe(site.addr).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("route {SNI}: the backend answers TLS 1.3")),
+        "{stdout}"
+    );
+
+    let plain = Backend::start("not tls").await;
+    let out = check_probe(plain.addr).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "route {SNI}: fake flights cannot mirror the backend: the backend did not answer with TLS"
+        )),
+        "{stderr}"
+    );
 }

@@ -14,6 +14,7 @@
 //! - [`faketls`]: ClientHello digest check and the fake ServerHello flight.
 //! - [`mimic`]: the fake flight shaped like the route's real site, learned from its answer.
 //! - [`mirror`]: the live mirror: the backend's answer to the client's own hello.
+//! - [`probe`]: asking each route's backend up front whether it can be mirrored.
 //! - [`records`]: the TLS record layer after the handshake, in place.
 //! - [`replay`]: bounded memory of accepted handshakes.
 //! - [`obfuscated2`]: the 64-byte init, key derivation and AES-256-CTR on both legs.
@@ -27,6 +28,7 @@ pub mod links;
 pub mod mimic;
 pub mod mirror;
 pub mod obfuscated2;
+pub mod probe;
 pub mod records;
 pub mod replay;
 pub mod session;

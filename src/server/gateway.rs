@@ -18,6 +18,7 @@ use crate::admission::limits::ConnectionCounts;
 use crate::admission::loop_guard::OutboundAddrs;
 use crate::config::Config;
 use crate::conn::context::{Context, Snapshot};
+use crate::mtproto::probe;
 use crate::ops::metrics::{self, LiveValues, Metrics};
 use crate::server::listener;
 use crate::server::registry::{self, TerminatorError};
@@ -40,6 +41,20 @@ fn hint(e: &io::Error) -> &'static str {
         io::ErrorKind::AddrInUse => " (another process, maybe nginx, already listens there)",
         _ => "",
     }
+}
+
+/// Asks each `mtproto: true` route's backend in the background whether fake flights can
+/// mirror it, and logs the answer: a backend that cannot be matched (TLS 1.2 only, no TLS)
+/// is a warning with the fix, so the operator hears of it before a client is fingerprinted.
+fn report_backends(config: Arc<Config>) {
+    tokio::spawn(async move {
+        for report in probe::probe_routes(&config, config.timeouts.connect).await {
+            match report.answer {
+                Ok(_) => tracing::info!(route = %report.route, "{}", report.describe()),
+                Err(_) => tracing::warn!(route = %report.route, "{}", report.describe()),
+            }
+        }
+    });
 }
 
 /// What the metrics endpoint shows of the running gateway now.
@@ -178,6 +193,7 @@ impl Gateway {
         let bound = bind_missing(&wanted, &listeners)?;
         gateway.serve(bound, &wanted, &mut listeners);
         drop(listeners);
+        report_backends(gateway.ctx.current.load().config.clone());
         Ok(gateway)
     }
 
@@ -195,8 +211,10 @@ impl Gateway {
         self.sync_metrics_endpoint(metrics)?;
         // The old snapshot's terminators stop when its last connection ends, unless the new
         // one reuses them.
+        let config = snapshot.config.clone();
         self.ctx.current.store(Arc::new(snapshot));
         self.serve(bound, &wanted, &mut listeners);
+        report_backends(config);
         Ok(())
     }
 
