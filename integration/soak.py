@@ -28,7 +28,6 @@ import json
 import os
 import random
 import re
-import ssl
 import struct
 import sys
 import time
@@ -36,6 +35,8 @@ import urllib.request
 from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from bench_tools import client_hello
 
 ROOT = Path(__file__).resolve().parent.parent
 ANSWER = os.urandom(16 * 1024)
@@ -138,24 +139,23 @@ def tls_record(payload):
     return b"\x17\x03\x03" + len(payload).to_bytes(2, "big") + payload
 
 
-async def routed(target, opts):
+async def relayed(target, hello):
+    """A hello the gateway forwards to the backend: the backend's answer comes back whole."""
     reader, writer = await asyncio.open_connection(*target)
-    writer.write(opts.routed_hello)
+    writer.write(hello)
     await writer.drain()
     await reader.readexactly(len(ANSWER))
     writer.write_eof()
     await reader.read()
     writer.close()
+
+
+async def routed(target, opts):
+    await relayed(target, opts.routed_hello)
 
 
 async def fronted(target, opts):
-    reader, writer = await asyncio.open_connection(*target)
-    writer.write(signed_hello(opts.secret, valid=False))
-    await writer.drain()
-    await reader.readexactly(len(ANSWER))
-    writer.write_eof()
-    await reader.read()
-    writer.close()
+    await relayed(target, signed_hello(opts.secret, valid=False))
 
 
 async def mtproto(target, opts):
@@ -203,17 +203,6 @@ def open_gauge(metrics):
         text = answer.read().decode()
     found = re.search(r"^frontgate_connections_open (\d+)", text, re.M)
     return int(found.group(1)) if found else -1
-
-
-def client_hello(sni):
-    ctx = ssl.create_default_context()
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = ctx.wrap_bio(incoming, outgoing, server_hostname=sni)
-    try:
-        tls.do_handshake()
-    except ssl.SSLWantReadError:
-        pass
-    return outgoing.read()
 
 
 async def churn(args):

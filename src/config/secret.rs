@@ -195,14 +195,22 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// The secret of mtg's test vectors in its spellings, for the tests of this crate.
+#[cfg(test)]
+pub(crate) mod vectors {
+    /// The 16 bytes as hex.
+    pub(crate) const HEX: &str = "367a189aee18fa31c190054efd4a8e95";
+    /// The fronted domain.
+    pub(crate) const DOMAIN: &str = "storage.googleapis.com";
+    /// The ee-form users paste.
+    pub(crate) const EE: &str =
+        "ee367a189aee18fa31c190054efd4a8e9573746f726167652e676f6f676c65617069732e636f6d";
+}
+
 #[cfg(test)]
 mod tests {
+    use super::vectors::{DOMAIN, EE, HEX};
     use super::*;
-
-    const HEX: &str = "367a189aee18fa31c190054efd4a8e95";
-    const DOMAIN: &str = "storage.googleapis.com";
-    const EE: &str =
-        "ee367a189aee18fa31c190054efd4a8e9573746f726167652e676f6f676c65617069732e636f6d";
 
     fn expected() -> Secret {
         let mut b = [0u8; 16];

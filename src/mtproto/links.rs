@@ -131,11 +131,7 @@ pub fn tme_link(host: &str, port: u16, secret: &Secret, domain: &str) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const HEX: &str = "367a189aee18fa31c190054efd4a8e95";
-    const DOMAIN: &str = "storage.googleapis.com";
-    const EE: &str =
-        "ee367a189aee18fa31c190054efd4a8e9573746f726167652e676f6f676c65617069732e636f6d";
+    use crate::config::secret::vectors::{DOMAIN, EE, HEX};
 
     fn config() -> Config {
         crate::config::parse(

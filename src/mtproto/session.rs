@@ -48,34 +48,21 @@ const UPLOAD_BUF: usize = 64 * 1024;
 /// DC -> client batch once traffic is heavy: four full TLS records per write.
 const DOWNLOAD_BUF: usize = 4 * FULL_RECORD_LEN;
 
-/// Why a connection was handed back before reaching a DC.
+/// Why a plain obfuscated2 connection was handed back before reaching a DC (nothing was sent
+/// to it, so the route's backend can still answer it).
 #[derive(Debug, thiserror::Error)]
 pub enum FallbackReason {
-    /// The client broke the TLS record layer.
-    #[error("bad TLS record: {0}")]
-    BadRecord(RecordError),
-    /// The first 64 bytes are no obfuscated2 init for this user (or any user, plain mode).
-    #[error("no valid obfuscated2 init")]
-    BadInit,
+    /// The init failed the way a committed client's would (see [`RejectReason`]).
+    #[error(transparent)]
+    Handshake(#[from] RejectReason),
     /// A plain init seen before.
     #[error("replayed obfuscated2 init")]
     Replayed,
-    /// Too many bytes without a complete init.
-    #[error("no obfuscated2 init within the first 64 KiB")]
-    InitTooLate,
-    /// The init did not arrive within `handshake_timeout`.
-    #[error("timed out waiting for the obfuscated2 init")]
-    Timeout,
-    /// The client closed before sending the whole init.
-    #[error("client closed before the obfuscated2 init")]
-    ClientClosed,
-    /// Reading from or writing to the client failed.
-    #[error("client I/O error: {0}")]
-    ClientIo(io::Error),
 }
 
-/// Why a committed fake-TLS client was closed before its session reached a DC: its records or
-/// its obfuscated2 init were bad after the fake server flight had been sent.
+/// Why a client's handshake failed before its session reached a DC: its records or its
+/// obfuscated2 init were bad. After the fake server flight this closes the client; for a
+/// plain obfuscated2 client (nothing sent yet) it is a [`FallbackReason::Handshake`].
 #[derive(Debug, thiserror::Error)]
 pub enum RejectReason {
     /// The client broke the TLS record layer.
@@ -96,20 +83,6 @@ pub enum RejectReason {
     /// Reading from or writing to the client failed (the flight write included).
     #[error("client I/O error: {0}")]
     ClientIo(io::Error),
-}
-
-/// The same failures before a commit point (plain obfuscated2) are fallbacks.
-impl From<RejectReason> for FallbackReason {
-    fn from(reason: RejectReason) -> Self {
-        match reason {
-            RejectReason::BadRecord(e) => FallbackReason::BadRecord(e),
-            RejectReason::BadInit => FallbackReason::BadInit,
-            RejectReason::InitTooLate => FallbackReason::InitTooLate,
-            RejectReason::Timeout => FallbackReason::Timeout,
-            RejectReason::ClientClosed => FallbackReason::ClientClosed,
-            RejectReason::ClientIo(e) => FallbackReason::ClientIo(e),
-        }
-    }
 }
 
 /// Why an established relay ended.
@@ -305,7 +278,7 @@ pub async fn serve_plain(
         // An HTTP request or other reserved start is never an init: don't wait for 64 bytes
         // that a waiting HTTP client will never send.
         if raw.len() >= 8 && is_forbidden_init_prefix(&raw) {
-            return fallback(client, raw, FallbackReason::BadInit);
+            return fallback(client, raw, RejectReason::BadInit.into());
         }
         if let Err(reason) = read_more(&mut client, &mut raw, deadline).await {
             return fallback(client, raw, reason.into());
@@ -314,10 +287,10 @@ pub async fn serve_plain(
     let mut init = [0u8; INIT_LEN];
     init.copy_from_slice(&raw[..INIT_LEN]);
     if is_forbidden_init_prefix(&init) {
-        return fallback(client, raw, FallbackReason::BadInit);
+        return fallback(client, raw, RejectReason::BadInit.into());
     }
     let Some((user, obfuscation)) = try_users(&init, settings.secrets()) else {
-        return fallback(client, raw, FallbackReason::BadInit);
+        return fallback(client, raw, RejectReason::BadInit.into());
     };
     let mut key = [0u8; 32];
     key.copy_from_slice(&init[8..40]);
@@ -829,6 +802,12 @@ mod tests {
             panic!("a partial init is handed back");
         };
         assert_eq!(client_bytes, [1, 2, 3]);
-        assert!(matches!(reason, FallbackReason::ClientClosed), "{reason}");
+        assert!(
+            matches!(
+                reason,
+                FallbackReason::Handshake(RejectReason::ClientClosed)
+            ),
+            "{reason}"
+        );
     }
 }
