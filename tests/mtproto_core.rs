@@ -13,6 +13,7 @@ use aes::cipher::StreamCipher;
 use common::fake_dc;
 use common::mtproto_client::{self as client, ClientReader, ClientWriter};
 use frontgate::config::{DcTable, MtprotoSettings, Secret};
+use frontgate::forward::shutdown::{Shutdown, ShutdownSwitch};
 use frontgate::mtproto as mt;
 use mt::faketls::verify_client_hello;
 use mt::replay::ReplayCache;
@@ -61,6 +62,11 @@ fn parse_hello(record: &[u8]) -> (Vec<u8>, Vec<u16>) {
     (sid, suites)
 }
 
+/// A session's shutdown handle from a switch nobody throws.
+fn no_shutdown() -> Shutdown {
+    ShutdownSwitch::new().subscribe()
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
     FakeTls,
@@ -94,9 +100,11 @@ async fn start_proxy(settings: MtprotoSettings, mode: Mode) -> Proxy {
             );
             // tokio::spawn also proves the session futures are Send.
             tokio::spawn(async move {
+                let shutdown = no_shutdown();
                 let outcome = match mode {
                     Mode::Plain => {
-                        serve_plain(sock, Vec::new(), &settings, &counters, &replay).await
+                        serve_plain(sock, Vec::new(), &settings, &counters, &replay, &shutdown)
+                            .await
                     }
                     Mode::FakeTls => {
                         let mut hdr = [0u8; 5];
@@ -114,8 +122,17 @@ async fn start_proxy(settings: MtprotoSettings, mode: Mode) -> Proxy {
                         .expect("test client hello must verify");
                         assert!(replay.insert_if_new(&auth.random));
                         let (sid, suites) = parse_hello(&record);
-                        serve_faketls(sock, Vec::new(), &auth, &sid, &suites, &settings, &counters)
-                            .await
+                        serve_faketls(
+                            sock,
+                            Vec::new(),
+                            &auth,
+                            &sid,
+                            &suites,
+                            &settings,
+                            &counters,
+                            &shutdown,
+                        )
+                        .await
                     }
                 };
                 let _ = tx.send(outcome);
@@ -439,7 +456,14 @@ async fn bytes_read_past_the_hello_are_used() {
                 );
                 tokio::spawn(async move {
                     serve_faketls(
-                        proxy_side, already, &auth, &sid, &suites, &settings, &counters,
+                        proxy_side,
+                        already,
+                        &auth,
+                        &sid,
+                        &suites,
+                        &settings,
+                        &counters,
+                        &no_shutdown(),
                     )
                     .await
                 })

@@ -19,6 +19,7 @@ use crate::conn::router;
 use crate::forward::prefixed::PrefixedStream;
 use crate::forward::proxy_out;
 use crate::forward::relay::{self, RelayEnd, RelayStats, Side, SideError};
+use crate::forward::shutdown::Shutdown;
 use crate::forward::upstream;
 use crate::mtproto::gate::{self, Gate, HelloView};
 use crate::tls::{Accepted, TlsError, TlsTerminator};
@@ -66,6 +67,10 @@ pub enum Outcome {
         /// The last connect error.
         error: std::io::Error,
     },
+    /// Ended by the gateway's shutdown: a quiet relay or a connection still before its relay
+    /// when the drain began, or one still open when the grace period ran out. (A quiet
+    /// MTProto session ends as [`Outcome::Mtproto`] with `end` "shutdown".)
+    Shutdown,
 }
 
 impl Outcome {
@@ -88,6 +93,7 @@ impl Outcome {
             Outcome::TlsFailed(_) => "tls_failed",
             Outcome::Mtproto { .. } => "mtproto_closed",
             Outcome::DcUnreachable { .. } => "mtproto_dc_unreachable",
+            Outcome::Shutdown => "shutdown",
         }
     }
 }
@@ -114,6 +120,7 @@ impl fmt::Display for Outcome {
             Outcome::DcUnreachable { dc, error } => {
                 write!(f, "mtproto_dc_unreachable (dc {dc}: {error})")
             }
+            Outcome::Shutdown => f.write_str("shutdown"),
         }
     }
 }
@@ -150,12 +157,20 @@ impl Record {
     }
 }
 
-/// Serves one accepted connection to its end and logs it.
+/// Serves one accepted connection to its end and logs it. `shutdown` is the connection's
+/// view of the gateway's shutdown: before its relay starts the connection ends as soon as
+/// the drain begins; its relay ends once quiet; and everything ends when all are cut.
 ///
 /// The TLS-termination and MTProto paths are boxed: their state machines are large, and the
 /// future of every connection would otherwise be as large as the largest path even for a
 /// plain relay (memory per idle connection is a benchmark target).
-pub async fn handle(stream: TcpStream, peer: SocketAddr, local: SocketAddr, ctx: Arc<Context>) {
+pub async fn handle(
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    ctx: Arc<Context>,
+    shutdown: Shutdown,
+) {
     let snapshot = ctx.current.load_full();
     let mut record = Record {
         peer,
@@ -168,7 +183,12 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, local: SocketAddr, ctx:
         downstream_bytes: 0,
         started: Instant::now(),
     };
-    let outcome = serve(stream, local, &snapshot, &ctx, &mut record).await;
+    let outcome = tokio::select! {
+        // A connection that ends on its own in the same instant is reported as it ended.
+        biased;
+        outcome = serve(stream, local, &snapshot, &ctx, &shutdown, &mut record) => outcome,
+        () = shutdown.interrupted() => Outcome::Shutdown,
+    };
     record.log(&outcome);
     let route = record.route.as_deref().unwrap_or("-");
     ctx.metrics.connection_closed(
@@ -184,6 +204,7 @@ async fn serve(
     local: SocketAddr,
     snapshot: &Snapshot,
     ctx: &Context,
+    shutdown: &Shutdown,
     record: &mut Record,
 ) -> Outcome {
     let config = &*snapshot.config;
@@ -213,7 +234,8 @@ async fn serve(
             Ok(Err(e)) => return Outcome::ClientGone(e),
             Ok(Ok(peeked)) => peeked,
         };
-    let (stream, bytes) = match try_plain_mtproto(stream, &flight, bytes, snapshot).await {
+    let (stream, bytes) = match try_plain_mtproto(stream, &flight, bytes, snapshot, shutdown).await
+    {
         Gate::Fallback { client, bytes } => (client, bytes),
         served => return mtproto_outcome(served, record),
     };
@@ -224,7 +246,12 @@ async fn serve(
         return Outcome::NoRoute;
     };
     record.route = Some(route.label.clone());
-    let conn = Conn { local, config, ctx };
+    let conn = Conn {
+        local,
+        config,
+        ctx,
+        shutdown,
+    };
     dispatch(
         stream,
         flight,
@@ -274,10 +301,11 @@ async fn try_plain_mtproto(
     flight: &FirstFlight,
     bytes: Vec<u8>,
     snapshot: &Snapshot,
+    shutdown: &Shutdown,
 ) -> Gate {
     match (flight, &snapshot.config.mtproto, &snapshot.mtproto) {
         (FirstFlight::NotTls, Some(settings), Some(state)) if settings.allow_plain => {
-            Box::pin(gate::plain(stream, bytes, settings, state)).await
+            Box::pin(gate::plain(stream, bytes, settings, state, shutdown)).await
         }
         _ => Gate::Fallback {
             client: stream,
@@ -313,9 +341,11 @@ async fn dispatch(
             let gate = match (flight, &snapshot.config.mtproto, &snapshot.mtproto) {
                 (FirstFlight::Tls(hello), Some(settings), Some(state)) => {
                     let client_ip = record.client.ip();
+                    let shutdown = conn.shutdown;
                     let check = async move {
                         let view = hello_view(&hello);
-                        gate::fake_tls(stream, client_ip, view, bytes, settings, state).await
+                        gate::fake_tls(stream, client_ip, view, bytes, settings, state, shutdown)
+                            .await
                     };
                     Box::pin(check).await
                 }
@@ -349,6 +379,8 @@ struct Conn<'a> {
     local: SocketAddr,
     config: &'a Config,
     ctx: &'a Context,
+    /// The connection's view of the gateway's shutdown, for its relay.
+    shutdown: &'a Shutdown,
 }
 
 /// Records an MTProto session's facts and turns it into the connection's outcome.
@@ -411,6 +443,7 @@ fn relayed(stats: RelayStats, record: &mut Record) -> Outcome {
         RelayEnd::Finished => Outcome::Closed,
         RelayEnd::IdleTimeout => Outcome::IdleTimeout,
         RelayEnd::Failed(e) => Outcome::RelayError(e),
+        RelayEnd::Shutdown => Outcome::Shutdown,
     }
 }
 
@@ -439,7 +472,8 @@ async fn terminate_tls(
         Ok(opened) => opened,
         Err(outcome) => return outcome,
     };
-    let stats = relay::relay_streams(session.stream, backend, conn.config.timeouts.idle).await;
+    let idle = conn.config.timeouts.idle;
+    let stats = relay::relay_streams(session.stream, backend, idle, conn.shutdown).await;
     relayed(stats, record)
 }
 
@@ -456,6 +490,7 @@ async fn forward_tcp(
         Err(outcome) => return outcome,
     };
     drop(peeked);
-    let stats = relay::relay_tcp(&client, &backend, conn.config.timeouts.idle).await;
+    let idle = conn.config.timeouts.idle;
+    let stats = relay::relay_tcp(&client, &backend, idle, conn.shutdown).await;
     relayed(stats, record)
 }

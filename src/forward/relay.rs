@@ -2,12 +2,12 @@
 //!
 //! One side's EOF becomes a write shutdown on the other (half-close is propagated); an error
 //! on either side ends both; `timeouts.idle` closes a relay that moved no byte in either
-//! direction for that long. Buffers are taken only while bytes are flowing, so an idle relayed
+//! direction for that long, and a gateway shutdown closes it once it is quiet (see
+//! [`crate::forward::shutdown`]). Buffers are taken only while bytes are flowing, so an idle relayed
 //! connection holds no copy buffer at all.
 
 use std::future::Future;
 use std::io;
-use std::net::Shutdown;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::forward::idle::IdleClock;
+use crate::forward::shutdown::{InFlight, Shutdown};
 
 /// Copy buffer size: large enough for bulk throughput, taken only during a burst.
 const BUFFER_SIZE: usize = 64 * 1024;
@@ -28,6 +29,8 @@ pub enum RelayEnd {
     IdleTimeout,
     /// A socket failed (reset, broken pipe, ...).
     Failed(SideError),
+    /// The gateway is shutting down and the relay was quiet.
+    Shutdown,
 }
 
 /// Which end of a relay a failure came from.
@@ -68,10 +71,12 @@ pub struct RelayStats {
     pub end: RelayEnd,
 }
 
-/// Shared between both directions: byte counts and the time of the last byte either way.
+/// Shared between both directions: byte counts, the time of the last byte either way and
+/// the writes still pending.
 #[derive(Default)]
 struct Progress {
     clock: IdleClock,
+    in_flight: InFlight,
     upstream: AtomicU64,
     downstream: AtomicU64,
 }
@@ -82,17 +87,21 @@ impl Progress {
         self.clock.touch();
     }
 
-    /// Runs both directions until they finish, one fails, or nothing moves for `idle`.
-    async fn drive<F>(&self, both: F, idle: Duration) -> RelayEnd
+    /// Runs both directions until they finish, one fails, nothing moves for `idle`, or the
+    /// gateway drains while the relay is quiet.
+    async fn drive<F>(&self, both: F, idle: Duration, shutdown: &Shutdown) -> RelayEnd
     where
         F: Future<Output = Result<((), ()), SideError>>,
     {
         tokio::select! {
+            // Bytes that are ready are relayed before a timer may end the relay.
+            biased;
             result = both => match result {
                 Ok(_) => RelayEnd::Finished,
                 Err(e) => RelayEnd::Failed(e),
             },
             () = self.clock.expired(idle) => RelayEnd::IdleTimeout,
+            () = shutdown.relaying(&self.clock, &self.in_flight) => RelayEnd::Shutdown,
         }
     }
 
@@ -105,9 +114,14 @@ impl Progress {
     }
 }
 
-/// Relays between two TCP sockets until both directions are closed, one fails, or the
-/// relay is idle for `idle`.
-pub async fn relay_tcp(client: &TcpStream, backend: &TcpStream, idle: Duration) -> RelayStats {
+/// Relays between two TCP sockets until both directions are closed, one fails, the relay is
+/// idle for `idle`, or `shutdown` finds it quiet.
+pub async fn relay_tcp(
+    client: &TcpStream,
+    backend: &TcpStream,
+    idle: Duration,
+    shutdown: &Shutdown,
+) -> RelayStats {
     let progress = Progress::default();
     let both = async {
         tokio::try_join!(
@@ -125,7 +139,7 @@ pub async fn relay_tcp(client: &TcpStream, backend: &TcpStream, idle: Duration) 
             ),
         )
     };
-    let end = progress.drive(both, idle).await;
+    let end = progress.drive(both, idle, shutdown).await;
     progress.finish(end)
 }
 
@@ -149,9 +163,11 @@ async fn pump_tcp(
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(from_side.error(e)),
             };
+            let pending = progress.in_flight.hold();
             write_all_tcp(to, &buf[..n])
                 .await
                 .map_err(|e| to_side.error(e))?;
+            drop(pending);
             progress.moved(counter, n);
         }
     }
@@ -172,12 +188,17 @@ pub(crate) async fn write_all_tcp(to: &TcpStream, mut data: &[u8]) -> io::Result
 
 /// Propagates EOF; the peer may already be gone, which is not an error worth reporting.
 pub(crate) fn shutdown_write(stream: &TcpStream) {
-    let _ = socket2::SockRef::from(stream).shutdown(Shutdown::Write);
+    let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
 }
 
 /// Relays between any two byte streams (e.g. a TLS stream terminated here and a plain
-/// backend), with the same half-close and idle semantics as [`relay_tcp`].
-pub async fn relay_streams<A, B>(client: A, backend: B, idle: Duration) -> RelayStats
+/// backend), with the same half-close, idle and shutdown semantics as [`relay_tcp`].
+pub async fn relay_streams<A, B>(
+    client: A,
+    backend: B,
+    idle: Duration,
+    shutdown: &Shutdown,
+) -> RelayStats
 where
     A: AsyncRead + AsyncWrite,
     B: AsyncRead + AsyncWrite,
@@ -201,7 +222,7 @@ where
             ),
         )
     };
-    let end = progress.drive(both, idle).await;
+    let end = progress.drive(both, idle, shutdown).await;
     progress.finish(end)
 }
 
@@ -223,9 +244,11 @@ where
             let _ = to.shutdown().await;
             return Ok(());
         }
+        let pending = progress.in_flight.hold();
         to.write_all(&buf[..n])
             .await
             .map_err(|e| to_side.error(e))?;
+        drop(pending);
         progress.moved(counter, n);
     }
 }
@@ -233,7 +256,13 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::forward::shutdown::ShutdownSwitch;
     use tokio::net::TcpListener;
+
+    /// A connection's shutdown handle from a switch nobody throws.
+    fn no_shutdown() -> Shutdown {
+        ShutdownSwitch::new().subscribe()
+    }
 
     /// A connected pair of sockets on loopback.
     async fn pair() -> (TcpStream, TcpStream) {
@@ -250,7 +279,13 @@ mod tests {
         let (mut client, client_side) = pair().await;
         let (backend_side, mut backend) = pair().await;
         let relay = tokio::spawn(async move {
-            relay_tcp(&client_side, &backend_side, Duration::from_secs(5)).await
+            relay_tcp(
+                &client_side,
+                &backend_side,
+                Duration::from_secs(5),
+                &no_shutdown(),
+            )
+            .await
         });
         client.write_all(b"request").await.unwrap();
         client.shutdown().await.unwrap();
@@ -272,7 +307,13 @@ mod tests {
     async fn idle_relay_is_closed() {
         let (_client, client_side) = pair().await;
         let (backend_side, _backend) = pair().await;
-        let stats = relay_tcp(&client_side, &backend_side, Duration::from_secs(30)).await;
+        let stats = relay_tcp(
+            &client_side,
+            &backend_side,
+            Duration::from_secs(30),
+            &no_shutdown(),
+        )
+        .await;
         assert!(
             matches!(stats.end, RelayEnd::IdleTimeout),
             "{:?}",
@@ -285,7 +326,13 @@ mod tests {
         let (client, client_side) = pair().await;
         let (backend_side, _backend) = pair().await;
         let relay = tokio::spawn(async move {
-            relay_tcp(&client_side, &backend_side, Duration::from_secs(5)).await
+            relay_tcp(
+                &client_side,
+                &backend_side,
+                Duration::from_secs(5),
+                &no_shutdown(),
+            )
+            .await
         });
         // Linger 0: close sends RST instead of FIN.
         socket2::SockRef::from(&client)
@@ -306,7 +353,9 @@ mod tests {
     async fn generic_relay_half_closes_too() {
         let (mut a, a_side) = tokio::io::duplex(1024);
         let (b_side, mut b) = tokio::io::duplex(1024);
-        let relay = tokio::spawn(relay_streams(a_side, b_side, Duration::from_secs(5)));
+        let relay = tokio::spawn(async move {
+            relay_streams(a_side, b_side, Duration::from_secs(5), &no_shutdown()).await
+        });
         a.write_all(b"ping").await.unwrap();
         a.shutdown().await.unwrap();
         let mut got = Vec::new();

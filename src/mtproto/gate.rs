@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::net::TcpStream;
 
 use crate::config::MtprotoSettings;
+use crate::forward::shutdown::Shutdown;
 use crate::mtproto::faketls::{verify_client_hello, FakeTlsReject};
 use crate::mtproto::session::{serve_faketls, serve_plain, SessionOutcome};
 use crate::mtproto::state::MtprotoState;
@@ -76,7 +77,8 @@ fn auth_failed(client: IpAddr, reason: &str) {
 }
 
 /// Checks a TLS ClientHello that reached an `mtproto: true` route and serves it if it is a
-/// fake-TLS client. `peeked` holds every byte read so far (the hello and anything after it).
+/// fake-TLS client. `peeked` holds every byte read so far (the hello and anything after it);
+/// the session ends when `shutdown` finds it quiet.
 pub async fn fake_tls(
     client: TcpStream,
     client_ip: IpAddr,
@@ -84,6 +86,7 @@ pub async fn fake_tls(
     peeked: Vec<u8>,
     settings: &MtprotoSettings,
     state: &MtprotoState,
+    shutdown: &Shutdown,
 ) -> Gate {
     let verified = verify_client_hello(
         hello.single_record,
@@ -119,6 +122,7 @@ pub async fn fake_tls(
         hello.cipher_suites,
         settings,
         &state.counters,
+        shutdown,
     )
     .await;
     let mut hello_bytes = peeked;
@@ -126,14 +130,24 @@ pub async fn fake_tls(
     finish(outcome, hello_bytes, settings)
 }
 
-/// Tries a non-TLS connection as a plain obfuscated2 client (`allow_plain`).
+/// Tries a non-TLS connection as a plain obfuscated2 client (`allow_plain`); the session
+/// ends when `shutdown` finds it quiet.
 pub async fn plain(
     client: TcpStream,
     peeked: Vec<u8>,
     settings: &MtprotoSettings,
     state: &MtprotoState,
+    shutdown: &Shutdown,
 ) -> Gate {
-    let outcome = serve_plain(client, peeked, settings, &state.counters, &state.replay).await;
+    let outcome = serve_plain(
+        client,
+        peeked,
+        settings,
+        &state.counters,
+        &state.replay,
+        shutdown,
+    )
+    .await;
     finish(outcome, Vec::new(), settings)
 }
 

@@ -5,7 +5,8 @@
 //! [`SessionOutcome::Fallback`] with every byte read from it, so the router can replay them
 //! to the route's real backend (domain fronting). After that the session relays both ways in
 //! its own task, en/decrypting in place in one buffer per direction (4 KiB, 64 KiB during a
-//! burst, back to 4 KiB after a quiet second), with one idle timer covering both directions.
+//! burst, back to 4 KiB after a quiet second), with one idle timer covering both directions;
+//! a gateway shutdown ends it once it is quiet ([`crate::forward::shutdown`]).
 //! DC replies are read with one `readv` straight into the bodies of up to four TLS records.
 
 use std::io;
@@ -23,6 +24,7 @@ use crate::config::datacenters::DcAddr;
 use crate::config::MtprotoSettings;
 use crate::forward::idle::IdleClock;
 use crate::forward::relay::{shutdown_write, write_all_tcp};
+use crate::forward::shutdown::{InFlight, Shutdown};
 use crate::mtproto::faketls::{random_cert_len, server_hello, FakeTlsClient};
 use crate::mtproto::obfuscated2::{
     dc_init, is_forbidden_init_prefix, parse_client_init, reencrypt, try_users, AesCtr,
@@ -92,6 +94,9 @@ pub enum EndReason {
     /// The client broke the TLS record layer mid-session.
     #[error("bad TLS record: {0}")]
     BadRecord(RecordError),
+    /// The gateway is shutting down and the session was quiet.
+    #[error("shutdown")]
+    Shutdown,
 }
 
 /// How a session ended; the router logs it (without secrets) and acts on `Fallback`.
@@ -146,7 +151,9 @@ fn fallback(client: TcpStream, client_bytes: Vec<u8>, reason: FallbackReason) ->
 /// until the obfuscated2 init is complete, then connects to the DC and relays until the end.
 ///
 /// `already_read_after_hello` holds bytes the router read past the hello; `hello_session_id`
-/// and `hello_cipher_suites` come from the parsed ClientHello.
+/// and `hello_cipher_suites` come from the parsed ClientHello; the relay ends when
+/// `shutdown` finds it quiet.
+#[allow(clippy::too_many_arguments)] // each is one fact of the session; a struct would only rename them
 pub async fn serve_faketls(
     mut client: TcpStream,
     already_read_after_hello: Vec<u8>,
@@ -155,6 +162,7 @@ pub async fn serve_faketls(
     hello_cipher_suites: &[u16],
     settings: &MtprotoSettings,
     counters: &[Arc<UserCounters>],
+    shutdown: &Shutdown,
 ) -> SessionOutcome {
     let mut raw = already_read_after_hello;
     let Some((_, secret)) = settings.users.get(auth.user) else {
@@ -205,18 +213,20 @@ pub async fn serve_faketls(
         from_client: raw.len() as u64,
         to_client: flight.len() as u64,
     };
-    establish(client, handshake, settings, counters).await
+    establish(client, handshake, settings, counters, shutdown).await
 }
 
 /// Serves a non-TLS client if its first 64 bytes are an obfuscated2 init for some user
 /// (`allow_plain`). `first_bytes` are the bytes the router already read (any number); the
 /// rest of the init is read here. Replayed inits (keyed by their 32 key bytes) fall back.
+/// The relay ends when `shutdown` finds it quiet.
 pub async fn serve_plain(
     mut client: TcpStream,
     first_bytes: Vec<u8>,
     settings: &MtprotoSettings,
     counters: &[Arc<UserCounters>],
     replay: &ReplayCache,
+    shutdown: &Shutdown,
 ) -> SessionOutcome {
     let mut raw = first_bytes;
     if !settings.allow_plain {
@@ -254,7 +264,7 @@ pub async fn serve_plain(
         from_client: raw.len() as u64,
         to_client: 0,
     };
-    establish(client, handshake, settings, counters).await
+    establish(client, handshake, settings, counters, shutdown).await
 }
 
 /// Appends one read's worth of client bytes to `raw`, within the handshake limits.
@@ -301,6 +311,7 @@ async fn establish(
     handshake: Handshake,
     settings: &MtprotoSettings,
     counters: &[Arc<UserCounters>],
+    shutdown: &Shutdown,
 ) -> SessionOutcome {
     let Handshake {
         user,
@@ -358,7 +369,7 @@ async fn establish(
         decoder,
     };
     let dc_addr = dc.peer_addr().ok();
-    let (up, down, reason) = relay(client, dc, legs, settings.idle_timeout, stats).await;
+    let (up, down, reason) = relay(client, dc, legs, settings.idle_timeout, stats, shutdown).await;
     SessionOutcome::Finished {
         user,
         dc: dc_idx,
@@ -510,6 +521,8 @@ async fn readable_or_shrink(
 /// State both directions and the idle watcher share.
 struct Shared {
     activity: IdleClock,
+    /// Directions holding bytes not yet written (a shutdown waits for them).
+    in_flight: InFlight,
     up_bytes: AtomicU64,
     down_bytes: AtomicU64,
     stats: Arc<UserCounters>,
@@ -531,7 +544,8 @@ impl Shared {
     }
 }
 
-/// Relays until both directions closed, an error, or the idle timeout. Both directions run
+/// Relays until both directions closed, an error, the idle timeout, or a shutdown that finds
+/// the session quiet. Both directions run
 /// in the session's own task, readiness-driven like the passthrough relay: on a loaded box a
 /// second task per connection costs more in cross-thread wake-ups than it gains in
 /// parallelism, and many connections spread over the cores anyway. Returns client bytes
@@ -542,6 +556,7 @@ async fn relay(
     legs: Legs,
     idle_timeout: Duration,
     stats: Arc<UserCounters>,
+    shutdown: &Shutdown,
 ) -> (u64, u64, EndReason) {
     let Legs {
         client_decrypt,
@@ -552,6 +567,7 @@ async fn relay(
     } = legs;
     let shared = Shared {
         activity: IdleClock::default(),
+        in_flight: InFlight::default(),
         up_bytes: AtomicU64::new(0),
         down_bytes: AtomicU64::new(0),
         stats,
@@ -574,11 +590,14 @@ async fn relay(
         )
     };
     let reason = tokio::select! {
+        // Bytes that are ready are relayed before a timer may end the session.
+        biased;
         done = both => match done {
             Ok(_) => EndReason::Closed,
             Err(reason) => reason,
         },
         () = shared.activity.expired(idle_timeout) => EndReason::IdleTimeout,
+        () = shutdown.relaying(&shared.activity, &shared.in_flight) => EndReason::Shutdown,
     };
     (
         shared.up_bytes.load(Ordering::Relaxed),
@@ -634,9 +653,11 @@ async fn upload(
                 continue;
             }
             reencrypt(&mut up.client_decrypt, &mut up.dc_encrypt, &mut buf[..m]);
+            let pending = shared.in_flight.hold();
             write_all_tcp(dc, &buf[..m])
                 .await
                 .map_err(|e| EndReason::DcIo(e.kind()))?;
+            drop(pending);
             shared.activity.touch();
         }
     }
@@ -687,9 +708,11 @@ async fn download(
         let out = framer.as_bytes();
         if !out.is_empty() {
             shared.activity.touch();
+            let pending = shared.in_flight.hold();
             write_all_tcp(client, out)
                 .await
                 .map_err(|e| EndReason::ClientIo(e.kind()))?;
+            drop(pending);
             shared.moved_down(out.len());
             framer.grow_if_full();
             framer.clear();
