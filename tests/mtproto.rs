@@ -207,7 +207,7 @@ async fn a_session_that_goes_quiet_after_a_burst_loses_no_byte() {
         let (mut w, mut r, _) =
             client::connect_faketls(s.addr, &ALICE, SNI, client::PADDED, 2, false).await;
         // A burst grows both directions' buffers; the quiet spell that follows gives them
-        // back while reads are pending (frontgate::mtproto::session::QUIET is 1 s).
+        // back while reads are pending (frontgate::forward::buffer::QUIET is 1 s).
         client::echo(&mut w, &mut r, 2 * 1024 * 1024).await;
         tokio::time::sleep(Duration::from_millis(1500)).await;
         client::echo(&mut w, &mut r, 2 * 1024 * 1024).await;

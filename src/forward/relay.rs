@@ -3,22 +3,28 @@
 //! One side's EOF becomes a write shutdown on the other (half-close is propagated); an error
 //! on either side ends both; `timeouts.idle` closes a relay that moved no byte in either
 //! direction for that long, and a gateway shutdown closes it once it is quiet (see
-//! [`crate::forward::shutdown`]). Buffers are taken only while bytes are flowing, so an idle relayed
-//! connection holds no copy buffer at all.
+//! [`crate::forward::shutdown`]). Each direction's buffer follows [`crate::forward::buffer`]:
+//! none before the first byte, reused while bytes flow, given back after a quiet spell, so an
+//! idle relayed connection holds no copy buffer at all.
 
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::forward::buffer::ByteBuffer;
 use crate::forward::idle::IdleClock;
 use crate::forward::shutdown::{InFlight, Shutdown};
 
-/// Copy buffer size: large enough for bulk throughput, taken only during a burst.
-const BUFFER_SIZE: usize = 64 * 1024;
+/// A direction's buffer for its first reads: a request, a handshake record, a keep-alive.
+const SMALL_BUFFER: usize = 4 * 1024;
+/// A direction's buffer during a burst: large enough for bulk throughput.
+const LARGE_BUFFER: usize = 64 * 1024;
 
 /// How a relay ended.
 #[derive(Debug)]
@@ -143,18 +149,23 @@ pub async fn relay_tcp(
     progress.finish(end)
 }
 
-/// One direction between TCP sockets, readiness-driven so the buffer exists only during a burst.
+/// One direction between TCP sockets, readiness-driven so that no buffer is taken before
+/// the first byte.
 async fn pump_tcp(
     (from, from_side): (&TcpStream, Side),
     (to, to_side): (&TcpStream, Side),
     progress: &Progress,
     counter: &AtomicU64,
 ) -> Result<(), SideError> {
+    let mut buffer = ByteBuffer::bytes(SMALL_BUFFER, LARGE_BUFFER);
     loop {
-        from.readable().await.map_err(|e| from_side.error(e))?;
-        let mut buf = vec![0u8; BUFFER_SIZE];
+        buffer
+            .wait(from.readable())
+            .await
+            .map_err(|e| from_side.error(e))?;
         loop {
-            let n = match from.try_read(&mut buf) {
+            let buf = buffer.get();
+            let n = match from.try_read(buf) {
                 Ok(0) => {
                     shutdown_write(to);
                     return Ok(());
@@ -169,6 +180,9 @@ async fn pump_tcp(
                 .map_err(|e| to_side.error(e))?;
             drop(pending);
             progress.moved(counter, n);
+            if n == buf.len() {
+                buffer.grow();
+            }
         }
     }
 }
@@ -226,6 +240,9 @@ where
     progress.finish(end)
 }
 
+/// One direction between byte streams. A stream has no readiness to wait on, so each round
+/// waits for its first byte in a one-byte array (no buffer taken while idle), then reads
+/// what else is ready into the direction's buffer and writes it all at once.
 async fn pump_stream<R, W>(
     (mut from, from_side): (R, Side),
     (mut to, to_side): (W, Side),
@@ -236,21 +253,58 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; BUFFER_SIZE];
-    loop {
-        let n = from.read(&mut buf).await.map_err(|e| from_side.error(e))?;
+    let mut buffer = ByteBuffer::bytes(SMALL_BUFFER, LARGE_BUFFER);
+    let mut eof = false;
+    while !eof {
+        let mut first = [0u8; 1];
+        let n = buffer
+            .wait(from.read(&mut first))
+            .await
+            .map_err(|e| from_side.error(e))?;
         if n == 0 {
-            // The peer may already have closed its side; nothing left to tell it.
-            let _ = to.shutdown().await;
-            return Ok(());
+            break;
+        }
+        let buf = buffer.get();
+        buf[0] = first[0];
+        let mut len = 1;
+        while len < buf.len() {
+            match read_now(&mut from, &mut buf[len..]).await {
+                None => break,
+                Some(Ok(0)) => {
+                    eof = true;
+                    break;
+                }
+                Some(Ok(n)) => len += n,
+                Some(Err(e)) => return Err(from_side.error(e)),
+            }
         }
         let pending = progress.in_flight.hold();
-        to.write_all(&buf[..n])
-            .await
-            .map_err(|e| to_side.error(e))?;
+        // Flushed too: a TLS stream may keep records it could not send yet until flushed.
+        let written = async {
+            to.write_all(&buf[..len]).await?;
+            to.flush().await
+        };
+        written.await.map_err(|e| to_side.error(e))?;
         drop(pending);
-        progress.moved(counter, n);
+        progress.moved(counter, len);
+        if len == buf.len() {
+            buffer.grow();
+        }
     }
+    // The peer may already have closed its side; nothing left to tell it.
+    let _ = to.shutdown().await;
+    Ok(())
+}
+
+/// One read of what `from` has ready now, without waiting: `None` when nothing is.
+async fn read_now<R: AsyncRead + Unpin>(from: &mut R, buf: &mut [u8]) -> Option<io::Result<usize>> {
+    let mut buf = ReadBuf::new(buf);
+    std::future::poll_fn(|cx| match Pin::new(&mut *from).poll_read(cx, &mut buf) {
+        Poll::Ready(Ok(())) => Poll::Ready(Some(Ok(buf.filled().len()))),
+        Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -347,6 +401,78 @@ mod tests {
             }
             other => panic!("expected a client reset, got {other:?}"),
         }
+    }
+
+    /// `len` bytes of a pattern that a shifted or dropped byte would break.
+    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8 ^ seed).collect()
+    }
+
+    /// Sends `data` in writes of varied sizes (small ones and bursts), then half-closes.
+    async fn send_varied<W: AsyncWrite + Unpin>(to: &mut W, data: &[u8]) {
+        let sizes = [1, 7, 4096, 4095, 70_000, 300, 65_536, 1_000_000];
+        let mut at = 0;
+        for size in sizes.iter().cycle() {
+            if at == data.len() {
+                break;
+            }
+            let end = (at + size).min(data.len());
+            to.write_all(&data[at..end]).await.unwrap();
+            at = end;
+        }
+        to.shutdown().await.unwrap();
+    }
+
+    /// Both relays move every byte each way, in order, and pass each half-close on.
+    async fn moves_every_byte<F, Fut>(relay: F)
+    where
+        F: FnOnce(TcpStream, TcpStream) -> Fut,
+        Fut: Future<Output = RelayStats> + Send + 'static,
+    {
+        let (client, client_side) = pair().await;
+        let (backend_side, backend) = pair().await;
+        let relay = tokio::spawn(relay(client_side, backend_side));
+        let (up, down) = (pattern(3_000_003, 0x5a), pattern(2_000_001, 0xa5));
+        let (mut client_read, mut client_write) = client.into_split();
+        let (mut backend_read, mut backend_write) = backend.into_split();
+        let upload = async {
+            send_varied(&mut client_write, &up).await;
+        };
+        let backend_side = async {
+            let mut got = Vec::new();
+            backend_read.read_to_end(&mut got).await.unwrap();
+            assert!(got == up, "the backend got every byte, then EOF");
+            // The client's half-close did not close the other direction.
+            send_varied(&mut backend_write, &down).await;
+        };
+        let download = async {
+            let mut got = Vec::new();
+            client_read.read_to_end(&mut got).await.unwrap();
+            assert!(got == down, "the client got every byte, then EOF");
+        };
+        tokio::join!(upload, backend_side, download);
+        let stats = relay.await.unwrap();
+        assert!(matches!(stats.end, RelayEnd::Finished), "{:?}", stats.end);
+        assert_eq!(
+            (stats.upstream_bytes, stats.downstream_bytes),
+            (up.len() as u64, down.len() as u64)
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tcp_relay_moves_every_byte_with_half_close() {
+        moves_every_byte(|client, backend| async move {
+            relay_tcp(&client, &backend, Duration::from_secs(30), &no_shutdown()).await
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stream_relay_moves_every_byte_with_half_close() {
+        moves_every_byte(|client, backend| async move {
+            relay_streams(client, backend, Duration::from_secs(30), &no_shutdown()).await
+        })
+        .await;
     }
 
     #[tokio::test]

@@ -4,8 +4,9 @@
 //! Until the DC connection is up nothing is committed: any failure hands the client back as
 //! [`SessionOutcome::Fallback`] with every byte read from it, so the router can replay them
 //! to the route's real backend (domain fronting). After that the session relays both ways in
-//! its own task, en/decrypting in place in one buffer per direction (4 KiB, 64 KiB during a
-//! burst, back to 4 KiB after a quiet second), with one idle timer covering both directions;
+//! its own task, en/decrypting in place in one buffer per direction under the relays' policy
+//! ([`crate::forward::buffer`]: none before the first byte, 4 KiB, 64 KiB during a burst, none
+//! again after a quiet second), with one idle timer covering both directions;
 //! a gateway shutdown ends it once it is quiet ([`crate::forward::shutdown`]).
 //! DC replies are read with one `readv` straight into the bodies of up to four TLS records.
 
@@ -22,6 +23,7 @@ use tokio::time::Instant;
 
 use crate::config::datacenters::DcAddr;
 use crate::config::MtprotoSettings;
+use crate::forward::buffer::{ByteBuffer, ElasticBuffer};
 use crate::forward::idle::IdleClock;
 use crate::forward::relay::{shutdown_write, write_all_tcp};
 use crate::forward::shutdown::{InFlight, Shutdown};
@@ -36,8 +38,8 @@ use crate::mtproto::state::UserCounters;
 
 /// Raw client bytes allowed before the 64-byte init is complete (a real client needs ~75).
 const MAX_HANDSHAKE_BYTES: usize = 64 * 1024;
-/// Per-direction buffer of a session until a read fills it: quiet connections (most
-/// Telegram connections idle for long stretches) stay small.
+/// Per-direction buffer of a session until a read fills it: light traffic (most Telegram
+/// connections idle for long stretches between small messages) stays small.
 const SMALL_BUF: usize = 4096;
 /// Client -> DC read buffer once traffic is heavy.
 const UPLOAD_BUF: usize = 64 * 1024;
@@ -471,51 +473,6 @@ impl Framer {
             Framer::Raw { len, .. } => *len = 0,
         }
     }
-
-    fn size(&self) -> usize {
-        match self {
-            Framer::Tls(enc) => enc.capacity(),
-            Framer::Raw { buf, .. } => buf.len(),
-        }
-    }
-
-    /// After a batch that filled the buffer: switch to the big size.
-    fn grow_if_full(&mut self) {
-        if self.is_full() && self.size() < DOWNLOAD_BUF {
-            *self = Framer::new(matches!(self, Framer::Tls(_)), DOWNLOAD_BUF);
-        }
-    }
-
-    /// Whether the big buffer is in use (then a quiet spell gives it back).
-    fn is_big(&self) -> bool {
-        self.size() > SMALL_BUF
-    }
-
-    /// Back to the small size; only between batches (the framer is empty then).
-    fn shrink(&mut self) {
-        *self = Framer::new(matches!(self, Framer::Tls(_)), SMALL_BUF);
-    }
-}
-
-/// A direction whose read waits this long while holding a big buffer gives the buffer back
-/// (socket reads are cancel-safe: nothing is lost). Telegram connections live for hours; one
-/// media download must not leave them holding big buffers for the rest of their life.
-const QUIET: Duration = Duration::from_secs(1);
-
-/// Waits until `stream` has something to read (bytes, end of stream or an error). A direction
-/// holding its big buffer (`big`) calls `shrink` after [`QUIET`] without data, then waits on.
-async fn readable_or_shrink(
-    stream: &TcpStream,
-    big: bool,
-    shrink: impl FnOnce(),
-) -> io::Result<()> {
-    if big {
-        match tokio::time::timeout(QUIET, stream.readable()).await {
-            Ok(ready) => return ready,
-            Err(_) => shrink(),
-        }
-    }
-    stream.readable().await
 }
 
 /// State both directions and the idle watcher share.
@@ -572,7 +529,8 @@ async fn relay(
         down_bytes: AtomicU64::new(0),
         stats,
     };
-    let framer = Framer::new(decoder.is_some(), SMALL_BUF);
+    let tls = decoder.is_some();
+    let framer = ElasticBuffer::new(SMALL_BUF, DOWNLOAD_BUF, move |size| Framer::new(tls, size));
     let up = Upload {
         client_decrypt,
         dc_encrypt,
@@ -620,14 +578,15 @@ async fn upload(
     mut up: Upload,
     shared: &Shared,
 ) -> Result<(), EndReason> {
-    let mut buf = vec![0u8; SMALL_BUF];
+    let mut buffer = ByteBuffer::bytes(SMALL_BUF, UPLOAD_BUF);
     loop {
-        let big = buf.len() > SMALL_BUF;
-        readable_or_shrink(client, big, || buf = vec![0u8; SMALL_BUF])
+        buffer
+            .wait(client.readable())
             .await
             .map_err(|e| EndReason::ClientIo(e.kind()))?;
         loop {
-            let n = match client.try_read(&mut buf) {
+            let buf = buffer.get();
+            let n = match client.try_read(buf) {
                 Ok(0) => {
                     // Half-close: the client is done sending; let the DC know.
                     shutdown_write(dc);
@@ -639,43 +598,43 @@ async fn upload(
             };
             shared.activity.touch();
             shared.moved_up(n);
-            if n == buf.len() && buf.len() < UPLOAD_BUF {
-                // A full small read: traffic is heavy, switch to the big buffer (keeps the data).
-                buf.resize(UPLOAD_BUF, 0);
-            }
+            // A full read: traffic is heavy, the next read gets the large buffer.
+            let full = n == buf.len();
             let m = match up.decoder.as_mut() {
                 Some(dec) => dec
                     .decode_in_place(&mut buf[..n])
                     .map_err(EndReason::BadRecord)?,
                 None => n,
             };
-            if m == 0 {
-                continue;
+            if m > 0 {
+                reencrypt(&mut up.client_decrypt, &mut up.dc_encrypt, &mut buf[..m]);
+                let pending = shared.in_flight.hold();
+                write_all_tcp(dc, &buf[..m])
+                    .await
+                    .map_err(|e| EndReason::DcIo(e.kind()))?;
+                drop(pending);
+                shared.activity.touch();
             }
-            reencrypt(&mut up.client_decrypt, &mut up.dc_encrypt, &mut buf[..m]);
-            let pending = shared.in_flight.hold();
-            write_all_tcp(dc, &buf[..m])
-                .await
-                .map_err(|e| EndReason::DcIo(e.kind()))?;
-            drop(pending);
-            shared.activity.touch();
+            if full {
+                buffer.grow();
+            }
         }
     }
 }
 
 /// DC -> client state.
-struct Download {
+struct Download<M> {
     downlink: Downlink,
     client_encrypt: AesCtr,
-    framer: Framer,
+    framer: ElasticBuffer<Framer, M>,
 }
 
 /// DC -> client: re-encrypt (or pass through in fast mode) and frame, reading whatever the
 /// DC has ready (up to the framer's size) before each write to the client.
-async fn download(
+async fn download<M: Fn(usize) -> Framer>(
     dc: &TcpStream,
     client: &TcpStream,
-    down: Download,
+    down: Download<M>,
     shared: &Shared,
 ) -> Result<(), EndReason> {
     let Download {
@@ -689,13 +648,14 @@ async fn download(
         }
     };
     loop {
-        let big = framer.is_big();
-        readable_or_shrink(dc, big, || framer.shrink())
+        framer
+            .wait(dc.readable())
             .await
             .map_err(|e| EndReason::DcIo(e.kind()))?;
+        let batch = framer.get();
         let mut eof = false;
-        while !framer.is_full() {
-            match framer.fill_from(dc, &mut transform) {
+        while !batch.is_full() {
+            match batch.fill_from(dc, &mut transform) {
                 Ok(0) => {
                     eof = true;
                     break;
@@ -705,7 +665,7 @@ async fn download(
                 Err(e) => return Err(EndReason::DcIo(e.kind())),
             }
         }
-        let out = framer.as_bytes();
+        let out = batch.as_bytes();
         if !out.is_empty() {
             shared.activity.touch();
             let pending = shared.in_flight.hold();
@@ -714,8 +674,12 @@ async fn download(
                 .map_err(|e| EndReason::ClientIo(e.kind()))?;
             drop(pending);
             shared.moved_down(out.len());
-            framer.grow_if_full();
-            framer.clear();
+            // A batch that filled the framer: traffic is heavy, take the large one.
+            let full = batch.is_full();
+            batch.clear();
+            if full {
+                framer.grow();
+            }
             shared.activity.touch();
         }
         if eof {

@@ -1,0 +1,144 @@
+//! What the relays allocate, counted by a global allocator for this test thread only (the
+//! tests run on tokio's current-thread runtime, so the relay task runs here too): no copy
+//! buffer before the first byte, and one buffer per direction reused for many messages
+//! instead of one per readiness wake.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::time::Duration;
+
+use frontgate::forward::relay::{relay_streams, relay_tcp};
+use frontgate::forward::shutdown::ShutdownSwitch;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCATED: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The system allocator, adding up the bytes asked for on a thread while it counts.
+struct Counting;
+
+// SAFETY: every call is forwarded unchanged to the system allocator.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(layout.size());
+        System.alloc(layout)
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count(layout.size());
+        System.alloc_zeroed(layout)
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count(new_size);
+        System.realloc(ptr, layout, new_size)
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+}
+
+fn count(bytes: usize) {
+    let _ = COUNTING.try_with(|on| {
+        if on.get() {
+            let _ = ALLOCATED.try_with(|total| total.set(total.get() + bytes));
+        }
+    });
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Bytes allocated on this thread while `body` runs.
+async fn allocated_during(body: impl std::future::Future<Output = ()>) -> usize {
+    ALLOCATED.with(|total| total.set(0));
+    COUNTING.with(|on| on.set(true));
+    body.await;
+    COUNTING.with(|on| on.set(false));
+    ALLOCATED.with(Cell::get)
+}
+
+/// A connected pair of sockets on loopback.
+async fn pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    (client, server)
+}
+
+/// Lets every other task of this thread run until it waits.
+async fn let_others_run() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn a_passthrough_relay_reuses_one_buffer_for_many_messages() {
+    let (mut client, client_side) = pair().await;
+    let (backend_side, mut backend) = pair().await;
+    let shutdown = ShutdownSwitch::new().subscribe();
+    let relay = tokio::spawn(async move {
+        relay_tcp(
+            &client_side,
+            &backend_side,
+            Duration::from_secs(30),
+            &shutdown,
+        )
+        .await
+    });
+    let (mut request, mut reply) = ([0u8; 1024], [0u8; 1024]);
+    let bytes = allocated_during(async {
+        // Each round trip wakes both directions once or more.
+        for round in 0..200u32 {
+            request.fill(round as u8);
+            client.write_all(&request).await.unwrap();
+            backend.read_exact(&mut reply).await.unwrap();
+            assert_eq!(reply, request);
+            backend.write_all(&reply).await.unwrap();
+            client.read_exact(&mut request).await.unwrap();
+            assert_eq!(reply, request);
+        }
+    })
+    .await;
+    assert!(
+        bytes < 64 * 1024,
+        "{bytes} bytes allocated for 400 KiB of small messages"
+    );
+    drop((client, backend));
+    relay.await.unwrap();
+}
+
+#[tokio::test]
+async fn an_idle_stream_relay_holds_no_buffer() {
+    let (_client, client_side) = pair().await;
+    let (backend_side, _backend) = pair().await;
+    let shutdown = ShutdownSwitch::new().subscribe();
+    let mut relay = None;
+    let bytes = allocated_during(async {
+        relay = Some(tokio::spawn(async move {
+            relay_streams(
+                client_side,
+                backend_side,
+                Duration::from_secs(30),
+                &shutdown,
+            )
+            .await
+        }));
+        let_others_run().await;
+    })
+    .await;
+    assert!(
+        bytes < 8 * 1024,
+        "{bytes} bytes allocated by a relay that has seen no byte"
+    );
+    if let Some(relay) = relay {
+        relay.abort();
+    }
+}
