@@ -3,14 +3,16 @@
 //! buffer before the first byte, and one buffer per direction reused for many messages
 //! instead of one per readiness wake.
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::time::Duration;
 
+use common::tcp_pair;
 use frontgate::forward::relay::{relay_streams, relay_tcp};
 use frontgate::forward::shutdown::ShutdownSwitch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 thread_local! {
     static COUNTING: Cell<bool> = const { Cell::new(false) };
@@ -62,16 +64,6 @@ async fn allocated_during(body: impl std::future::Future<Output = ()>) -> usize 
     ALLOCATED.with(Cell::get)
 }
 
-/// A connected pair of sockets on loopback.
-async fn pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let (server, _) = listener.accept().await.unwrap();
-    (client, server)
-}
-
 /// Lets every other task of this thread run until it waits.
 async fn let_others_run() {
     for _ in 0..10 {
@@ -81,8 +73,8 @@ async fn let_others_run() {
 
 #[tokio::test]
 async fn a_passthrough_relay_reuses_one_buffer_for_many_messages() {
-    let (mut client, client_side) = pair().await;
-    let (backend_side, mut backend) = pair().await;
+    let (mut client, client_side) = tcp_pair().await;
+    let (backend_side, mut backend) = tcp_pair().await;
     let shutdown = ShutdownSwitch::new().subscribe();
     let relay = tokio::spawn(async move {
         relay_tcp(
@@ -117,8 +109,8 @@ async fn a_passthrough_relay_reuses_one_buffer_for_many_messages() {
 
 #[tokio::test]
 async fn an_idle_stream_relay_holds_no_buffer() {
-    let (_client, client_side) = pair().await;
-    let (backend_side, _backend) = pair().await;
+    let (_client, client_side) = tcp_pair().await;
+    let (backend_side, _backend) = tcp_pair().await;
     let shutdown = ShutdownSwitch::new().subscribe();
     let mut relay = None;
     let bytes = allocated_during(async {

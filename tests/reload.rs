@@ -180,20 +180,27 @@ async fn exited_within(gw: &mut Running, within: Duration) -> Option<std::proces
     None
 }
 
-#[tokio::test]
-async fn sigterm_cuts_an_idle_relay_and_exits_at_once() {
+/// The binary relaying to an echo backend with a 30 s grace period, its port, and one relayed
+/// connection that got its first answer.
+async fn relaying_with_a_long_grace() -> (Running, u16, tokio::net::TcpStream) {
     let backend = Backend::start("b").await;
     let port = free_port();
-    let mut gw = Running::start(&format!(
+    let gw = Running::start(&format!(
         "listen: 127.0.0.1:{port}\ntimeouts: {{ shutdown_grace: 30s }}\ndefault: {{ to: {} }}\n",
         backend.addr
     ));
     assert_eq!(name_at(port).await, "b");
-    let (_, mut idle) = send_and_identify(
+    let (_, relayed) = send_and_identify(
         format!("127.0.0.1:{port}").parse().unwrap(),
         &client_hello("a.test"),
     )
     .await;
+    (gw, port, relayed)
+}
+
+#[tokio::test]
+async fn sigterm_cuts_an_idle_relay_and_exits_at_once() {
+    let (mut gw, _, mut idle) = relaying_with_a_long_grace().await;
     gw.signal(libc::SIGTERM);
     let status = exited_within(&mut gw, Duration::from_secs(3))
         .await
@@ -206,18 +213,7 @@ async fn sigterm_cuts_an_idle_relay_and_exits_at_once() {
 
 #[tokio::test]
 async fn a_busy_relay_keeps_the_process_until_a_second_signal_stops_it_at_once() {
-    let backend = Backend::start("b").await;
-    let port = free_port();
-    let mut gw = Running::start(&format!(
-        "listen: 127.0.0.1:{port}\ntimeouts: {{ shutdown_grace: 30s }}\ndefault: {{ to: {} }}\n",
-        backend.addr
-    ));
-    assert_eq!(name_at(port).await, "b");
-    let (_, live) = send_and_identify(
-        format!("127.0.0.1:{port}").parse().unwrap(),
-        &client_hello("a.test"),
-    )
-    .await;
+    let (mut gw, port, live) = relaying_with_a_long_grace().await;
     // Keep the relay busy: write without pause and count what comes back.
     let echoed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (mut rd, mut wr) = live.into_split();

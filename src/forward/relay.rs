@@ -318,6 +318,17 @@ mod tests {
         ShutdownSwitch::new().subscribe()
     }
 
+    /// A TCP relay with a 5 s idle timeout, as a task.
+    fn spawn_tcp_relay(
+        client_side: TcpStream,
+        backend_side: TcpStream,
+    ) -> tokio::task::JoinHandle<RelayStats> {
+        tokio::spawn(async move {
+            let idle = Duration::from_secs(5);
+            relay_tcp(&client_side, &backend_side, idle, &no_shutdown()).await
+        })
+    }
+
     /// A connected pair of sockets on loopback.
     async fn pair() -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -332,15 +343,7 @@ mod tests {
     async fn copies_both_ways_and_propagates_half_close() {
         let (mut client, client_side) = pair().await;
         let (backend_side, mut backend) = pair().await;
-        let relay = tokio::spawn(async move {
-            relay_tcp(
-                &client_side,
-                &backend_side,
-                Duration::from_secs(5),
-                &no_shutdown(),
-            )
-            .await
-        });
+        let relay = spawn_tcp_relay(client_side, backend_side);
         client.write_all(b"request").await.unwrap();
         client.shutdown().await.unwrap();
         let mut got = Vec::new();
@@ -379,15 +382,7 @@ mod tests {
     async fn a_client_reset_is_blamed_on_the_client() {
         let (client, client_side) = pair().await;
         let (backend_side, _backend) = pair().await;
-        let relay = tokio::spawn(async move {
-            relay_tcp(
-                &client_side,
-                &backend_side,
-                Duration::from_secs(5),
-                &no_shutdown(),
-            )
-            .await
-        });
+        let relay = spawn_tcp_relay(client_side, backend_side);
         // Linger 0: close sends RST instead of FIN.
         socket2::SockRef::from(&client)
             .set_linger(Some(Duration::ZERO))

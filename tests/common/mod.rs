@@ -205,6 +205,16 @@ pub async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
     }
 }
 
+/// Both ends of one loopback TCP connection: (the connecting side, the accepted side).
+pub async fn tcp_pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    (client, server)
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
