@@ -1,7 +1,7 @@
 //! What the relays allocate, counted by a global allocator for this test thread only (the
 //! tests run on tokio's current-thread runtime, so the relay task runs here too): no copy
-//! buffer before the first byte, and one buffer per direction reused for many messages
-//! instead of one per readiness wake.
+//! buffer before the first byte, a small buffer per message of light traffic, and one large
+//! buffer reused through a burst instead of a new one per readiness wake.
 
 mod common;
 
@@ -71,8 +71,11 @@ async fn let_others_run() {
     }
 }
 
+/// The small buffer of the relays (`SMALL_BUFFER` in frontgate::forward::relay).
+const SMALL: usize = 4096;
+
 #[tokio::test]
-async fn a_passthrough_relay_reuses_one_buffer_for_many_messages() {
+async fn light_traffic_takes_at_most_a_small_buffer_per_message() {
     let (mut client, client_side) = tcp_pair().await;
     let (backend_side, mut backend) = tcp_pair().await;
     let shutdown = ShutdownSwitch::new().subscribe();
@@ -85,10 +88,10 @@ async fn a_passthrough_relay_reuses_one_buffer_for_many_messages() {
         )
         .await
     });
+    const ROUNDS: usize = 200;
     let (mut request, mut reply) = ([0u8; 1024], [0u8; 1024]);
     let bytes = allocated_during(async {
-        // Each round trip wakes both directions once or more.
-        for round in 0..200u32 {
+        for round in 0..ROUNDS {
             request.fill(round as u8);
             client.write_all(&request).await.unwrap();
             backend.read_exact(&mut reply).await.unwrap();
@@ -100,8 +103,42 @@ async fn a_passthrough_relay_reuses_one_buffer_for_many_messages() {
     })
     .await;
     assert!(
-        bytes < 64 * 1024,
-        "{bytes} bytes allocated for 400 KiB of small messages"
+        bytes <= 2 * ROUNDS * SMALL,
+        "{bytes} bytes allocated for {ROUNDS} round trips of 1 KiB"
+    );
+    drop((client, backend));
+    relay.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_burst_reuses_one_large_buffer() {
+    let (mut client, client_side) = tcp_pair().await;
+    let (backend_side, mut backend) = tcp_pair().await;
+    let shutdown = ShutdownSwitch::new().subscribe();
+    let relay = tokio::spawn(async move {
+        relay_tcp(
+            &client_side,
+            &backend_side,
+            Duration::from_secs(30),
+            &shutdown,
+        )
+        .await
+    });
+    // Chunks that each arrive on their own, as segments of a download do: one readiness
+    // wake per chunk, larger than the small buffer.
+    const CHUNKS: usize = 256;
+    let (chunk, mut got) = (vec![0x5au8; 32 * 1024], vec![0u8; 32 * 1024]);
+    let bytes = allocated_during(async {
+        for _ in 0..CHUNKS {
+            client.write_all(&chunk).await.unwrap();
+            backend.read_exact(&mut got).await.unwrap();
+            assert!(got == chunk);
+        }
+    })
+    .await;
+    assert!(
+        bytes < 256 * 1024,
+        "{bytes} bytes allocated to relay {CHUNKS} chunks of 32 KiB"
     );
     drop((client, backend));
     relay.await.unwrap();

@@ -171,7 +171,10 @@ async fn pump_tcp(
                     return Ok(());
                 }
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    buffer.drained();
+                    break;
+                }
                 Err(e) => return Err(from_side.error(e)),
             };
             let pending = progress.in_flight.hold();
@@ -267,9 +270,13 @@ where
         let buf = buffer.get();
         buf[0] = first[0];
         let mut len = 1;
+        let mut drained = false;
         while len < buf.len() {
             match read_now(&mut from, &mut buf[len..]).await {
-                None => break,
+                None => {
+                    drained = true;
+                    break;
+                }
                 Some(Ok(0)) => {
                     eof = true;
                     break;
@@ -289,6 +296,8 @@ where
         progress.moved(counter, len);
         if len == buf.len() {
             buffer.grow();
+        } else if drained {
+            buffer.drained();
         }
     }
     // The peer may already have closed its side; nothing left to tell it.

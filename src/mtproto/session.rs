@@ -5,8 +5,8 @@
 //! [`SessionOutcome::Fallback`] with every byte read from it, so the router can replay them
 //! to the route's real backend (domain fronting). After that the session relays both ways in
 //! its own task, en/decrypting in place in one buffer per direction under the relays' policy
-//! ([`crate::forward::buffer`]: none before the first byte, 4 KiB, 64 KiB during a burst, none
-//! again after a quiet second), with one idle timer covering both directions;
+//! ([`crate::forward::buffer`]: none while idle, 4 KiB for light traffic, 64 KiB during a
+//! burst until a quiet second), with one idle timer covering both directions;
 //! a gateway shutdown ends it once it is quiet ([`crate::forward::shutdown`]).
 //! DC replies are read with one `readv` straight into the bodies of up to four TLS records.
 
@@ -593,7 +593,10 @@ async fn upload(
                     return Ok(());
                 }
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    buffer.drained();
+                    break;
+                }
                 Err(e) => return Err(EndReason::ClientIo(e.kind())),
             };
             shared.activity.touch();
@@ -679,8 +682,12 @@ async fn download<M: Fn(usize) -> Framer>(
             batch.clear();
             if full {
                 framer.grow();
+            } else {
+                framer.drained();
             }
             shared.activity.touch();
+        } else {
+            framer.drained();
         }
         if eof {
             shutdown_write(client);
