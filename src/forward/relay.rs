@@ -9,7 +9,7 @@
 
 use std::future::Future;
 use std::io;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::Duration;
@@ -95,7 +95,8 @@ impl Progress {
 
     /// Runs both directions until they finish, one fails, nothing moves for `idle`, or the
     /// gateway drains while the relay is quiet.
-    async fn drive<F>(&self, both: F, idle: Duration, shutdown: &Shutdown) -> RelayEnd
+    /// (`both` is pinned by the caller so that the relay's state holds it once.)
+    async fn drive<F>(&self, both: Pin<&mut F>, idle: Duration, shutdown: &Shutdown) -> RelayEnd
     where
         F: Future<Output = Result<((), ()), SideError>>,
     {
@@ -145,7 +146,7 @@ pub async fn relay_tcp(
             ),
         )
     };
-    let end = progress.drive(both, idle, shutdown).await;
+    let end = progress.drive(pin!(both), idle, shutdown).await;
     progress.finish(end)
 }
 
@@ -160,7 +161,7 @@ async fn pump_tcp(
     let mut buffer = ByteBuffer::bytes(SMALL_BUFFER, LARGE_BUFFER);
     loop {
         buffer
-            .wait(from.readable())
+            .wait(pin!(from.readable()))
             .await
             .map_err(|e| from_side.error(e))?;
         loop {
@@ -239,7 +240,7 @@ where
             ),
         )
     };
-    let end = progress.drive(both, idle, shutdown).await;
+    let end = progress.drive(pin!(both), idle, shutdown).await;
     progress.finish(end)
 }
 
@@ -261,7 +262,7 @@ where
     while !eof {
         let mut first = [0u8; 1];
         let n = buffer
-            .wait(from.read(&mut first))
+            .wait(pin!(from.read(&mut first)))
             .await
             .map_err(|e| from_side.error(e))?;
         if n == 0 {

@@ -102,12 +102,10 @@ impl Shutdown {
     /// Resolves when the connection must end now: when the drain begins (or has begun) while
     /// it has not started relaying yet, and in any phase when every connection is cut.
     pub async fn interrupted(&self) {
-        tokio::select! {
-            biased;
-            () = self.signal.cut_all.cancelled() => return,
-            () = self.signal.drain.cancelled() => {}
-        }
-        if !self.relaying.load(Ordering::Relaxed) {
+        // `cut_all` cancels `drain` too; one wait at a time keeps this future small (every
+        // connection holds one).
+        self.signal.drain.cancelled().await;
+        if !self.relaying.load(Ordering::Relaxed) && !self.signal.cut_all.is_cancelled() {
             self.cut.store(true, Ordering::Relaxed);
             return;
         }

@@ -12,6 +12,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -581,7 +582,7 @@ async fn upload(
     let mut buffer = ByteBuffer::bytes(SMALL_BUF, UPLOAD_BUF);
     loop {
         buffer
-            .wait(client.readable())
+            .wait(pin!(client.readable()))
             .await
             .map_err(|e| EndReason::ClientIo(e.kind()))?;
         loop {
@@ -652,7 +653,7 @@ async fn download<M: Fn(usize) -> Framer>(
     };
     loop {
         framer
-            .wait(dc.readable())
+            .wait(pin!(dc.readable()))
             .await
             .map_err(|e| EndReason::DcIo(e.kind()))?;
         let batch = framer.get();
