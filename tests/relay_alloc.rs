@@ -10,9 +10,10 @@ use std::cell::Cell;
 use std::time::Duration;
 
 use common::tcp_pair;
-use frontgate::forward::relay::{relay_streams, relay_tcp};
+use frontgate::forward::relay::{relay_streams, relay_tcp, RelayStats};
 use frontgate::forward::shutdown::ShutdownSwitch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 thread_local! {
     static COUNTING: Cell<bool> = const { Cell::new(false) };
@@ -71,23 +72,24 @@ async fn let_others_run() {
     }
 }
 
+/// A client and a backend socket with a passthrough relay task between them.
+async fn relayed_pair() -> (TcpStream, TcpStream, tokio::task::JoinHandle<RelayStats>) {
+    let (client, client_side) = tcp_pair().await;
+    let (backend_side, backend) = tcp_pair().await;
+    let shutdown = ShutdownSwitch::new().subscribe();
+    let relay = tokio::spawn(async move {
+        let idle = Duration::from_secs(30);
+        relay_tcp(&client_side, &backend_side, idle, &shutdown).await
+    });
+    (client, backend, relay)
+}
+
 /// The small buffer of the relays (`SMALL_BUFFER` in frontgate::forward::relay).
 const SMALL: usize = 4096;
 
 #[tokio::test]
 async fn light_traffic_takes_at_most_a_small_buffer_per_message() {
-    let (mut client, client_side) = tcp_pair().await;
-    let (backend_side, mut backend) = tcp_pair().await;
-    let shutdown = ShutdownSwitch::new().subscribe();
-    let relay = tokio::spawn(async move {
-        relay_tcp(
-            &client_side,
-            &backend_side,
-            Duration::from_secs(30),
-            &shutdown,
-        )
-        .await
-    });
+    let (mut client, mut backend, relay) = relayed_pair().await;
     const ROUNDS: usize = 200;
     let (mut request, mut reply) = ([0u8; 1024], [0u8; 1024]);
     let bytes = allocated_during(async {
@@ -112,18 +114,7 @@ async fn light_traffic_takes_at_most_a_small_buffer_per_message() {
 
 #[tokio::test]
 async fn a_burst_reuses_one_large_buffer() {
-    let (mut client, client_side) = tcp_pair().await;
-    let (backend_side, mut backend) = tcp_pair().await;
-    let shutdown = ShutdownSwitch::new().subscribe();
-    let relay = tokio::spawn(async move {
-        relay_tcp(
-            &client_side,
-            &backend_side,
-            Duration::from_secs(30),
-            &shutdown,
-        )
-        .await
-    });
+    let (mut client, mut backend, relay) = relayed_pair().await;
     // Chunks that each arrive on their own, as segments of a download do: one readiness
     // wake per chunk, larger than the small buffer.
     const CHUNKS: usize = 256;
