@@ -8,7 +8,8 @@
 //!   the pure values it compiles to (route table, upstreams, secrets, TLS and MTProto
 //!   settings). The only module that knows the file format; no runtime state.
 //! - [`forward`]: moving bytes to a backend: connect, outbound PROXY header, the relay with
-//!   half-close and idle timeout, the stream that replays peeked bytes.
+//!   half-close and idle timeout, the buffer policy of every relay direction, the stream that
+//!   replays peeked bytes, and the shutdown value every connection and relay holds.
 //! - [`admission`]: what is decided before a byte is interpreted: connection limits, the
 //!   fronting-loop guard, the inbound PROXY header of trusted balancers.
 //! - [`tls`]: TLS termination for `tls:` routes (certificate files or ACME TLS-ALPN-01).

@@ -250,17 +250,41 @@ fn run(path: PathBuf, listen: Vec<SocketAddr>) -> anyhow::Result<()> {
     }
     let config = config::load(&path)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
+        let mut signals = shutdown::Signals::install().context("installing signal handlers")?;
         let grace = config.timeouts.shutdown_grace;
         let listen_override = (!listen.is_empty()).then_some(listen);
         let gateway = Arc::new(Gateway::start(config, listen_override).await?);
         let watcher = tokio::spawn(reload::watch(path, gateway.clone()));
-        let signal = shutdown::signalled().await.context("installing signal handlers")?;
+        let signal = signals.next().await;
         watcher.abort();
         let open = gateway.open_connections();
-        tracing::info!(signal, open, grace = %humantime::format_duration(grace), "shutting down: no new connections, waiting for live ones");
-        let cut = gateway.shutdown(grace).await;
-        tracing::info!(cut, "stopped");
+        tracing::info!(
+            signal,
+            open,
+            grace = %humantime::format_duration(grace),
+            "shutting down: no new connections; idle ones close now, busy ones get the grace \
+             period; a second signal closes everything at once"
+        );
+        let stopping = gateway.shutdown(grace);
+        tokio::pin!(stopping);
+        let report = tokio::select! {
+            report = &mut stopping => report,
+            second = signals.next() => {
+                tracing::warn!(signal = second, "second signal: closing every connection now");
+                gateway.stop_now();
+                stopping.await
+            }
+        };
+        tracing::info!(
+            cut = report.cut,
+            finished = report.finished,
+            left = report.left,
+            "stopped"
+        );
         Ok(())
-    })
+    });
+    // Nothing left is worth waiting for (a DNS lookup in the blocking pool, say).
+    runtime.shutdown_background();
+    served
 }

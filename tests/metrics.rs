@@ -177,7 +177,7 @@ async fn healthz_is_ok_while_every_listener_runs() {
     assert_eq!((answer.status, answer.body.as_str()), (200, "ok\n"));
 
     // Shutdown stops the listeners first; a balancer asking now must stop sending traffic.
-    assert_eq!(gw.shutdown(Duration::ZERO).await, 0);
+    assert_eq!(gw.shutdown(Duration::ZERO).await.left, 0);
     let answer = request(metrics, "GET", "/healthz").await;
     assert_eq!(answer.status, 503, "{answer:?}");
 }

@@ -207,9 +207,9 @@ async fn burst_quiet_spell_burst_delivers_every_byte_once() {
         let s = setup("", "", None).await;
         let (mut w, mut r, _) =
             client::connect_faketls(s.addr, &ALICE, SNI, client::PADDED, 2, false).await;
-        // Whatever the session does with its buffers between bursts (today: grow for a burst,
-        // give them back after a quiet second), the client sees every byte once, in order,
-        // and nothing at all while nothing is sent.
+        // Whatever the session does with its buffers between bursts (grow for a burst, give
+        // them back after a quiet spell: frontgate::forward::buffer::QUIET), the client sees
+        // every byte once, in order, and nothing at all while nothing is sent.
         client::echo(&mut w, &mut r, 2 * 1024 * 1024).await;
         let quiet = tokio::time::timeout(Duration::from_millis(1500), r.recv_exact(1)).await;
         assert!(

@@ -17,7 +17,8 @@ use common::{tcp_pair, RefusingPort};
 use frontgate::config::{DcTable, MtprotoSettings, Secret};
 use frontgate::config::{Forward, MimicMode, MtprotoRoute, ProxyProtocol};
 use frontgate::conn::hello::{peek, FirstFlight};
-use frontgate::mtproto::gate::{self, Gate, HelloView, Mirror};
+use frontgate::forward::shutdown::{Shutdown, ShutdownSwitch};
+use frontgate::mtproto::gate::{self, Core, Gate, HelloView, Mirror};
 use frontgate::mtproto::session::RejectReason;
 use frontgate::mtproto::state::MtprotoState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -83,6 +84,11 @@ fn view(hello: &client::Hello) -> HelloView<'_> {
     }
 }
 
+/// A session's shutdown handle from a switch nobody throws.
+fn no_shutdown() -> Shutdown {
+    ShutdownSwitch::new().subscribe()
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
     FakeTls,
@@ -112,8 +118,13 @@ async fn start_proxy(settings: MtprotoSettings, mode: Mode) -> Proxy {
             // tokio::spawn also proves the gate's futures are Send.
             tokio::spawn(async move {
                 let route = offline_route();
+                let shutdown = no_shutdown();
+                let core = Core {
+                    settings: &settings,
+                    state: &state,
+                };
                 let outcome = match mode {
-                    Mode::Plain => gate::plain(sock, Vec::new(), &settings, &state).await,
+                    Mode::Plain => gate::plain(sock, Vec::new(), core, &shutdown).await,
                     Mode::FakeTls => {
                         let peeked = peek(&mut sock, Vec::new()).await.unwrap();
                         let FirstFlight::Tls(hello) = peeked.flight else {
@@ -126,16 +137,8 @@ async fn start_proxy(settings: MtprotoSettings, mode: Mode) -> Proxy {
                             cipher_suites: &hello.cipher_suites,
                         };
                         let mirror = no_mirror(&route);
-                        gate::fake_tls(
-                            sock,
-                            LOOPBACK,
-                            view,
-                            peeked.bytes,
-                            mirror,
-                            &settings,
-                            &state,
-                        )
-                        .await
+                        gate::fake_tls(sock, LOOPBACK, view, peeked.bytes, mirror, core, &shutdown)
+                            .await
                     }
                 };
                 let _ = tx.send(outcome);
@@ -441,8 +444,11 @@ async fn bytes_read_past_the_hello_are_used() {
                         view(&hello),
                         peeked,
                         no_mirror(&route),
-                        &settings,
-                        &state,
+                        Core {
+                            settings: &settings,
+                            state: &state,
+                        },
+                        &no_shutdown(),
                     )
                     .await
                 })

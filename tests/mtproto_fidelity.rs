@@ -115,7 +115,7 @@ async fn a_client_that_got_the_fake_flight_is_closed_never_fronted() {
         );
 
         // Every connection task has ended (and logged) once shutdown returns.
-        assert_eq!(gw.shutdown(SOON).await, 0, "{what}");
+        assert_eq!(gw.shutdown(SOON).await.left, 0, "{what}");
         let err = site
             .accept()
             .expect_err("the site backend must never be dialled");

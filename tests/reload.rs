@@ -1,7 +1,9 @@
 //! Hot reload and shutdown of the real `frontgate` binary: SIGHUP, a change of the file on
 //! disk, an invalid file (refused, old table keeps serving), a live connection kept across a
 //! reload, certificate files renewed by a symlink swap, `listen` changed without a restart,
-//! and a graceful SIGTERM. In process: a reload's file reads never stall the runtime.
+//! and shutdown: SIGTERM cuts what is idle at once, a busy relay keeps the process until it
+//! ends, and a second signal stops at once. In process: a reload's file reads never stall
+//! the runtime.
 
 mod common;
 
@@ -366,20 +368,66 @@ async fn listen_addresses_change_without_a_restart() {
     assert!(refused.is_err(), "the removed address is closed");
 }
 
-#[tokio::test]
-async fn sigterm_waits_for_live_connections_then_exits() {
+/// Waits up to `within` for the process to exit and returns its status.
+async fn exited_within(gw: &mut Running, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if let Some(status) = gw.child.try_wait().unwrap() {
+            return Some(status);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// The binary relaying to an echo backend with a 30 s grace period, its port, and one relayed
+/// connection that got its first answer.
+async fn relaying_with_a_long_grace() -> (Running, u16, tokio::net::TcpStream) {
     let backend = Backend::start("b").await;
     let port = free_port();
-    let mut gw = Running::start(&format!(
-        "listen: 127.0.0.1:{port}\ntimeouts: {{ shutdown_grace: 20s }}\ndefault: {{ to: {} }}\n",
+    let gw = Running::start(&format!(
+        "listen: 127.0.0.1:{port}\ntimeouts: {{ shutdown_grace: 30s }}\ndefault: {{ to: {} }}\n",
         backend.addr
     ));
     assert_eq!(name_at(port).await, "b");
-    let (_, mut live) = send_and_identify(
+    let (_, relayed) = send_and_identify(
         format!("127.0.0.1:{port}").parse().unwrap(),
         &client_hello("a.test"),
     )
     .await;
+    (gw, port, relayed)
+}
+
+#[tokio::test]
+async fn sigterm_cuts_an_idle_relay_and_exits_at_once() {
+    let (mut gw, _, mut idle) = relaying_with_a_long_grace().await;
+    gw.signal(libc::SIGTERM);
+    let status = exited_within(&mut gw, Duration::from_secs(3))
+        .await
+        .unwrap_or_else(|| panic!("still running 3 s after SIGTERM:\n{}", gw.log()));
+    assert!(status.success());
+    assert!(closed_within(&mut idle, SOON).await);
+    let log = gw.log();
+    assert!(log.contains("stopped") && log.contains("cut=1"), "{log}");
+}
+
+#[tokio::test]
+async fn a_busy_relay_keeps_the_process_until_a_second_signal_stops_it_at_once() {
+    let (mut gw, port, live) = relaying_with_a_long_grace().await;
+    // Keep the relay busy: write without pause and count what comes back.
+    let echoed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (mut rd, mut wr) = live.into_split();
+    tokio::spawn(async move {
+        let chunk = vec![7u8; 64 * 1024];
+        while wr.write_all(&chunk).await.is_ok() {}
+    });
+    let counter = echoed.clone();
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n @ 1..) = tokio::io::AsyncReadExt::read(&mut rd, &mut buf).await {
+            counter.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
     gw.signal(libc::SIGTERM);
     gw.wait_log("shutting down").await;
     // The line is logged just before the listeners stop: wait for them, bounded.
@@ -395,29 +443,27 @@ async fn sigterm_waits_for_live_connections_then_exits() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert!(
-        gw.child.try_wait().unwrap().is_none(),
-        "still serving the live relay"
-    );
-    live.write_all(b"x").await.unwrap();
-    let hello_len = client_hello("a.test").len();
-    assert_eq!(
-        read_exact(&mut live, hello_len + 1).await[hello_len..],
-        *b"x"
-    );
-    drop(live);
-    for _ in 0..100 {
-        if let Some(status) = gw.child.try_wait().unwrap() {
-            assert!(status.success());
-            assert!(gw.log().contains("stopped"));
-            return;
+    // Another MiB through the relay after the shutdown began: it is still served.
+    let seen = echoed.load(std::sync::atomic::Ordering::Relaxed);
+    tokio::time::timeout(SOON, async {
+        while echoed.load(std::sync::atomic::Ordering::Relaxed) < seen + (1 << 20) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "did not exit after the last connection closed:\n{}",
-        gw.log()
-    );
+    })
+    .await
+    .expect("the busy relay goes on during the grace period");
+    assert!(gw.child.try_wait().unwrap().is_none(), "still serving");
+    gw.signal(libc::SIGINT);
+    let status = exited_within(&mut gw, Duration::from_secs(3))
+        .await
+        .unwrap_or_else(|| panic!("still running 3 s after the second signal:\n{}", gw.log()));
+    assert!(status.success());
+    tokio::time::timeout(SOON, reader)
+        .await
+        .expect("the relay was cut")
+        .unwrap();
+    let log = gw.log();
+    assert!(log.contains("left=1"), "{log}");
 }
 
 #[test]

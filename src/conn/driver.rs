@@ -20,8 +20,9 @@ use crate::forward::idle::deadline_after;
 use crate::forward::prefixed::PrefixedStream;
 use crate::forward::proxy_out;
 use crate::forward::relay::{self, RelayEnd, RelayStats, Side, SideError};
+use crate::forward::shutdown::Shutdown;
 use crate::forward::upstream;
-use crate::mtproto::gate::{self, Gate, HelloView, Mirror};
+use crate::mtproto::gate::{self, Core, Gate, HelloView, Mirror};
 use crate::mtproto::session::RejectReason;
 use crate::tls::{Accepted, TlsError, TlsTerminator};
 
@@ -71,6 +72,10 @@ pub enum Outcome {
         /// The last connect error.
         error: std::io::Error,
     },
+    /// Ended by the gateway's shutdown: a quiet relay or a connection still before its relay
+    /// when the drain began, or one still open when the grace period ran out. (A quiet
+    /// MTProto session ends as [`Outcome::Mtproto`] with `end` "shutdown".)
+    Shutdown,
 }
 
 impl Outcome {
@@ -94,6 +99,7 @@ impl Outcome {
             Outcome::Mtproto { .. } => "mtproto_closed",
             Outcome::MtprotoRejected(_) => "mtproto_rejected",
             Outcome::DcUnreachable { .. } => "mtproto_dc_unreachable",
+            Outcome::Shutdown => "shutdown",
         }
     }
 }
@@ -121,6 +127,7 @@ impl fmt::Display for Outcome {
             Outcome::DcUnreachable { dc, error } => {
                 write!(f, "mtproto_dc_unreachable (dc {dc}: {error})")
             }
+            Outcome::Shutdown => f.write_str("shutdown"),
         }
     }
 }
@@ -157,12 +164,20 @@ impl Record {
     }
 }
 
-/// Serves one accepted connection to its end and logs it.
+/// Serves one accepted connection to its end and logs it. `shutdown` is the connection's
+/// view of the gateway's shutdown: before its relay starts the connection ends as soon as
+/// the drain begins; its relay ends once quiet; and everything ends when all are cut.
 ///
 /// The TLS-termination and MTProto paths are boxed: their state machines are large, and the
 /// future of every connection would otherwise be as large as the largest path even for a
 /// plain relay (memory per idle connection is a benchmark target).
-pub async fn handle(stream: TcpStream, peer: SocketAddr, local: SocketAddr, ctx: Arc<Context>) {
+pub async fn handle(
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    ctx: Arc<Context>,
+    shutdown: Shutdown,
+) {
     let snapshot = ctx.current.load_full();
     let mut record = Record {
         peer,
@@ -175,7 +190,12 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, local: SocketAddr, ctx:
         downstream_bytes: 0,
         started: Instant::now(),
     };
-    let outcome = serve(stream, local, &snapshot, &ctx, &mut record).await;
+    let outcome = tokio::select! {
+        // A connection that ends on its own in the same instant is reported as it ended.
+        biased;
+        outcome = serve(stream, local, &snapshot, &ctx, &shutdown, &mut record) => outcome,
+        () = shutdown.interrupted() => Outcome::Shutdown,
+    };
     record.log(&outcome);
     let route = record.route.as_deref().unwrap_or("-");
     ctx.metrics.connection_closed(
@@ -191,6 +211,7 @@ async fn serve(
     local: SocketAddr,
     snapshot: &Snapshot,
     ctx: &Context,
+    shutdown: &Shutdown,
     record: &mut Record,
 ) -> Outcome {
     let config = &*snapshot.config;
@@ -220,7 +241,8 @@ async fn serve(
             Ok(Err(e)) => return Outcome::ClientGone(e),
             Ok(Ok(peeked)) => peeked,
         };
-    let (stream, bytes) = match try_plain_mtproto(stream, &flight, bytes, snapshot).await {
+    let (stream, bytes) = match try_plain_mtproto(stream, &flight, bytes, snapshot, shutdown).await
+    {
         Gate::Fallback { client, bytes } => (client, bytes),
         served => return mtproto_outcome(served, record),
     };
@@ -231,7 +253,12 @@ async fn serve(
         return Outcome::NoRoute;
     };
     record.route = Some(route.label.clone());
-    let conn = Conn { local, config, ctx };
+    let conn = Conn {
+        local,
+        config,
+        ctx,
+        shutdown,
+    };
     dispatch(
         stream,
         flight,
@@ -274,10 +301,12 @@ async fn try_plain_mtproto(
     flight: &FirstFlight,
     bytes: Vec<u8>,
     snapshot: &Snapshot,
+    shutdown: &Shutdown,
 ) -> Gate {
     match (flight, &snapshot.config.mtproto, &snapshot.mtproto) {
         (FirstFlight::NotTls, Some(settings), Some(state)) if settings.allow_plain => {
-            Box::pin(gate::plain(stream, bytes, settings, state)).await
+            let core = Core { settings, state };
+            Box::pin(gate::plain(stream, bytes, core, shutdown)).await
         }
         _ => Gate::Fallback {
             client: stream,
@@ -321,10 +350,11 @@ async fn dispatch(
                         budget: conn.config.timeouts.connect,
                         outbound: conn.ctx.outbound.clone(),
                     };
+                    let core = Core { settings, state };
+                    let shutdown = conn.shutdown;
                     let check = async move {
                         let view = hello_view(&hello);
-                        gate::fake_tls(stream, client_ip, view, bytes, mirror, settings, state)
-                            .await
+                        gate::fake_tls(stream, client_ip, view, bytes, mirror, core, shutdown).await
                     };
                     Box::pin(check).await
                 }
@@ -358,6 +388,8 @@ struct Conn<'a> {
     local: SocketAddr,
     config: &'a Config,
     ctx: &'a Context,
+    /// The connection's view of the gateway's shutdown, for its relay.
+    shutdown: &'a Shutdown,
 }
 
 /// Records an MTProto session's facts and turns it into the connection's outcome.
@@ -436,6 +468,7 @@ fn relayed(stats: RelayStats, record: &mut Record) -> Outcome {
         RelayEnd::Finished => Outcome::Closed,
         RelayEnd::IdleTimeout => Outcome::IdleTimeout,
         RelayEnd::Failed(e) => Outcome::RelayError(e),
+        RelayEnd::Shutdown => Outcome::Shutdown,
     }
 }
 
@@ -464,7 +497,8 @@ async fn terminate_tls(
         Ok(opened) => opened,
         Err(outcome) => return outcome,
     };
-    let stats = relay::relay_streams(session.stream, backend, conn.config.timeouts.idle).await;
+    let idle = conn.config.timeouts.idle;
+    let stats = relay::relay_streams(session.stream, backend, idle, conn.shutdown).await;
     relayed(stats, record)
 }
 
@@ -481,7 +515,8 @@ async fn forward_tcp(
         Err(outcome) => return outcome,
     };
     drop(peeked);
-    let stats = relay::relay_tcp(&client, &backend, conn.config.timeouts.idle).await;
+    let idle = conn.config.timeouts.idle;
+    let stats = relay::relay_tcp(&client, &backend, idle, conn.shutdown).await;
     relayed(stats, record)
 }
 

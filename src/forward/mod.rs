@@ -1,9 +1,12 @@
 //! Moving bytes to a backend: connecting ([`upstream`]), the outbound PROXY header
-//! ([`proxy_out`]), the relay with half-close ([`relay`]) and its idle clock ([`idle`]), and
-//! the stream that replays peeked bytes ([`prefixed`]).
+//! ([`proxy_out`]), the relay with half-close ([`relay`]), its idle clock ([`idle`]) and the
+//! buffer policy of every relay direction ([`buffer`]), the stream that replays peeked bytes
+//! ([`prefixed`]), and shutdown as every connection and relay sees it ([`shutdown`]).
 
+pub mod buffer;
 pub mod idle;
 pub mod prefixed;
 pub mod proxy_out;
 pub mod relay;
+pub mod shutdown;
 pub mod upstream;

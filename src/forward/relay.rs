@@ -2,22 +2,29 @@
 //!
 //! One side's EOF becomes a write shutdown on the other (half-close is propagated); an error
 //! on either side ends both; `timeouts.idle` closes a relay that moved no byte in either
-//! direction for that long. Buffers are taken only while bytes are flowing, so an idle relayed
-//! connection holds no copy buffer at all.
+//! direction for that long, and a gateway shutdown closes it once it is quiet (see
+//! [`crate::forward::shutdown`]). Each direction's buffer follows [`crate::forward::buffer`]:
+//! none before the first byte, reused while bytes flow, given back after a quiet spell, so an
+//! idle relayed connection holds no copy buffer at all.
 
 use std::future::Future;
 use std::io;
-use std::net::Shutdown;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::forward::buffer::ByteBuffer;
 use crate::forward::idle::IdleClock;
+use crate::forward::shutdown::{InFlight, Shutdown};
 
-/// Copy buffer size: large enough for bulk throughput, taken only during a burst.
-const BUFFER_SIZE: usize = 64 * 1024;
+/// A direction's buffer for its first reads: a request, a handshake record, a keep-alive.
+const SMALL_BUFFER: usize = 4 * 1024;
+/// A direction's buffer during a burst: large enough for bulk throughput.
+const LARGE_BUFFER: usize = 64 * 1024;
 
 /// How a relay ended.
 #[derive(Debug)]
@@ -28,6 +35,8 @@ pub enum RelayEnd {
     IdleTimeout,
     /// A socket failed (reset, broken pipe, ...).
     Failed(SideError),
+    /// The gateway is shutting down and the relay was quiet.
+    Shutdown,
 }
 
 /// Which end of a relay a failure came from.
@@ -68,10 +77,12 @@ pub struct RelayStats {
     pub end: RelayEnd,
 }
 
-/// Shared between both directions: byte counts and the time of the last byte either way.
+/// Shared between both directions: byte counts, the time of the last byte either way and
+/// the writes still pending.
 #[derive(Default)]
 struct Progress {
     clock: IdleClock,
+    in_flight: InFlight,
     upstream: AtomicU64,
     downstream: AtomicU64,
 }
@@ -82,17 +93,22 @@ impl Progress {
         self.clock.touch();
     }
 
-    /// Runs both directions until they finish, one fails, or nothing moves for `idle`.
-    async fn drive<F>(&self, both: F, idle: Duration) -> RelayEnd
+    /// Runs both directions until they finish, one fails, nothing moves for `idle`, or the
+    /// gateway drains while the relay is quiet.
+    /// (`both` is pinned by the caller so that the relay's state holds it once.)
+    async fn drive<F>(&self, both: Pin<&mut F>, idle: Duration, shutdown: &Shutdown) -> RelayEnd
     where
         F: Future<Output = Result<((), ()), SideError>>,
     {
         tokio::select! {
+            // Bytes that are ready are relayed before a timer may end the relay.
+            biased;
             result = both => match result {
                 Ok(_) => RelayEnd::Finished,
                 Err(e) => RelayEnd::Failed(e),
             },
             () = self.clock.expired(idle) => RelayEnd::IdleTimeout,
+            () = shutdown.relaying(&self.clock, &self.in_flight) => RelayEnd::Shutdown,
         }
     }
 
@@ -105,9 +121,14 @@ impl Progress {
     }
 }
 
-/// Relays between two TCP sockets until both directions are closed, one fails, or the
-/// relay is idle for `idle`.
-pub async fn relay_tcp(client: &TcpStream, backend: &TcpStream, idle: Duration) -> RelayStats {
+/// Relays between two TCP sockets until both directions are closed, one fails, the relay is
+/// idle for `idle`, or `shutdown` finds it quiet.
+pub async fn relay_tcp(
+    client: &TcpStream,
+    backend: &TcpStream,
+    idle: Duration,
+    shutdown: &Shutdown,
+) -> RelayStats {
     let progress = Progress::default();
     let both = async {
         tokio::try_join!(
@@ -125,34 +146,47 @@ pub async fn relay_tcp(client: &TcpStream, backend: &TcpStream, idle: Duration) 
             ),
         )
     };
-    let end = progress.drive(both, idle).await;
+    let end = progress.drive(pin!(both), idle, shutdown).await;
     progress.finish(end)
 }
 
-/// One direction between TCP sockets, readiness-driven so the buffer exists only during a burst.
+/// One direction between TCP sockets, readiness-driven so that no buffer is taken before
+/// the first byte.
 async fn pump_tcp(
     (from, from_side): (&TcpStream, Side),
     (to, to_side): (&TcpStream, Side),
     progress: &Progress,
     counter: &AtomicU64,
 ) -> Result<(), SideError> {
+    let mut buffer = ByteBuffer::bytes(SMALL_BUFFER, LARGE_BUFFER);
     loop {
-        from.readable().await.map_err(|e| from_side.error(e))?;
-        let mut buf = vec![0u8; BUFFER_SIZE];
+        buffer
+            .wait(pin!(from.readable()))
+            .await
+            .map_err(|e| from_side.error(e))?;
         loop {
-            let n = match from.try_read(&mut buf) {
+            let buf = buffer.get();
+            let n = match from.try_read(buf) {
                 Ok(0) => {
                     shutdown_write(to);
                     return Ok(());
                 }
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    buffer.drained();
+                    break;
+                }
                 Err(e) => return Err(from_side.error(e)),
             };
+            let pending = progress.in_flight.hold();
             write_all_tcp(to, &buf[..n])
                 .await
                 .map_err(|e| to_side.error(e))?;
+            drop(pending);
             progress.moved(counter, n);
+            if n == buf.len() {
+                buffer.grow();
+            }
         }
     }
 }
@@ -172,12 +206,17 @@ pub(crate) async fn write_all_tcp(to: &TcpStream, mut data: &[u8]) -> io::Result
 
 /// Propagates EOF; the peer may already be gone, which is not an error worth reporting.
 pub(crate) fn shutdown_write(stream: &TcpStream) {
-    let _ = socket2::SockRef::from(stream).shutdown(Shutdown::Write);
+    let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
 }
 
 /// Relays between any two byte streams (e.g. a TLS stream terminated here and a plain
-/// backend), with the same half-close and idle semantics as [`relay_tcp`].
-pub async fn relay_streams<A, B>(client: A, backend: B, idle: Duration) -> RelayStats
+/// backend), with the same half-close, idle and shutdown semantics as [`relay_tcp`].
+pub async fn relay_streams<A, B>(
+    client: A,
+    backend: B,
+    idle: Duration,
+    shutdown: &Shutdown,
+) -> RelayStats
 where
     A: AsyncRead + AsyncWrite,
     B: AsyncRead + AsyncWrite,
@@ -201,10 +240,13 @@ where
             ),
         )
     };
-    let end = progress.drive(both, idle).await;
+    let end = progress.drive(pin!(both), idle, shutdown).await;
     progress.finish(end)
 }
 
+/// One direction between byte streams. A stream has no readiness to wait on, so each round
+/// waits for its first byte in a one-byte array (no buffer taken while idle), then reads
+/// what else is ready into the direction's buffer and writes it all at once.
 async fn pump_stream<R, W>(
     (mut from, from_side): (R, Side),
     (mut to, to_side): (W, Side),
@@ -215,25 +257,87 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; BUFFER_SIZE];
-    loop {
-        let n = from.read(&mut buf).await.map_err(|e| from_side.error(e))?;
-        if n == 0 {
-            // The peer may already have closed its side; nothing left to tell it.
-            let _ = to.shutdown().await;
-            return Ok(());
-        }
-        to.write_all(&buf[..n])
+    let mut buffer = ByteBuffer::bytes(SMALL_BUFFER, LARGE_BUFFER);
+    let mut eof = false;
+    while !eof {
+        let mut first = [0u8; 1];
+        let n = buffer
+            .wait(pin!(from.read(&mut first)))
             .await
-            .map_err(|e| to_side.error(e))?;
-        progress.moved(counter, n);
+            .map_err(|e| from_side.error(e))?;
+        if n == 0 {
+            break;
+        }
+        let buf = buffer.get();
+        buf[0] = first[0];
+        let mut len = 1;
+        let mut drained = false;
+        while len < buf.len() {
+            match read_now(&mut from, &mut buf[len..]).await {
+                None => {
+                    drained = true;
+                    break;
+                }
+                Some(Ok(0)) => {
+                    eof = true;
+                    break;
+                }
+                Some(Ok(n)) => len += n,
+                Some(Err(e)) => return Err(from_side.error(e)),
+            }
+        }
+        let pending = progress.in_flight.hold();
+        // Flushed too: a TLS stream may keep records it could not send yet until flushed.
+        let written = async {
+            to.write_all(&buf[..len]).await?;
+            to.flush().await
+        };
+        written.await.map_err(|e| to_side.error(e))?;
+        drop(pending);
+        progress.moved(counter, len);
+        if len == buf.len() {
+            buffer.grow();
+        } else if drained {
+            buffer.drained();
+        }
     }
+    // The peer may already have closed its side; nothing left to tell it.
+    let _ = to.shutdown().await;
+    Ok(())
+}
+
+/// One read of what `from` has ready now, without waiting: `None` when nothing is.
+async fn read_now<R: AsyncRead + Unpin>(from: &mut R, buf: &mut [u8]) -> Option<io::Result<usize>> {
+    let mut buf = ReadBuf::new(buf);
+    std::future::poll_fn(|cx| match Pin::new(&mut *from).poll_read(cx, &mut buf) {
+        Poll::Ready(Ok(())) => Poll::Ready(Some(Ok(buf.filled().len()))),
+        Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::forward::shutdown::ShutdownSwitch;
     use tokio::net::TcpListener;
+
+    /// A connection's shutdown handle from a switch nobody throws.
+    fn no_shutdown() -> Shutdown {
+        ShutdownSwitch::new().subscribe()
+    }
+
+    /// A TCP relay with a 5 s idle timeout, as a task.
+    fn spawn_tcp_relay(
+        client_side: TcpStream,
+        backend_side: TcpStream,
+    ) -> tokio::task::JoinHandle<RelayStats> {
+        tokio::spawn(async move {
+            let idle = Duration::from_secs(5);
+            relay_tcp(&client_side, &backend_side, idle, &no_shutdown()).await
+        })
+    }
 
     /// A connected pair of sockets on loopback.
     async fn pair() -> (TcpStream, TcpStream) {
@@ -249,9 +353,7 @@ mod tests {
     async fn copies_both_ways_and_propagates_half_close() {
         let (mut client, client_side) = pair().await;
         let (backend_side, mut backend) = pair().await;
-        let relay = tokio::spawn(async move {
-            relay_tcp(&client_side, &backend_side, Duration::from_secs(5)).await
-        });
+        let relay = spawn_tcp_relay(client_side, backend_side);
         client.write_all(b"request").await.unwrap();
         client.shutdown().await.unwrap();
         let mut got = Vec::new();
@@ -272,7 +374,13 @@ mod tests {
     async fn idle_relay_is_closed() {
         let (_client, client_side) = pair().await;
         let (backend_side, _backend) = pair().await;
-        let stats = relay_tcp(&client_side, &backend_side, Duration::from_secs(30)).await;
+        let stats = relay_tcp(
+            &client_side,
+            &backend_side,
+            Duration::from_secs(30),
+            &no_shutdown(),
+        )
+        .await;
         assert!(
             matches!(stats.end, RelayEnd::IdleTimeout),
             "{:?}",
@@ -284,9 +392,7 @@ mod tests {
     async fn a_client_reset_is_blamed_on_the_client() {
         let (client, client_side) = pair().await;
         let (backend_side, _backend) = pair().await;
-        let relay = tokio::spawn(async move {
-            relay_tcp(&client_side, &backend_side, Duration::from_secs(5)).await
-        });
+        let relay = spawn_tcp_relay(client_side, backend_side);
         // Linger 0: close sends RST instead of FIN.
         socket2::SockRef::from(&client)
             .set_linger(Some(Duration::ZERO))
@@ -302,11 +408,85 @@ mod tests {
         }
     }
 
+    /// `len` bytes of a pattern that a shifted or dropped byte would break.
+    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8 ^ seed).collect()
+    }
+
+    /// Sends `data` in writes of varied sizes (small ones and bursts), then half-closes.
+    async fn send_varied<W: AsyncWrite + Unpin>(to: &mut W, data: &[u8]) {
+        let sizes = [1, 7, 4096, 4095, 70_000, 300, 65_536, 1_000_000];
+        let mut at = 0;
+        for size in sizes.iter().cycle() {
+            if at == data.len() {
+                break;
+            }
+            let end = (at + size).min(data.len());
+            to.write_all(&data[at..end]).await.unwrap();
+            at = end;
+        }
+        to.shutdown().await.unwrap();
+    }
+
+    /// Both relays move every byte each way, in order, and pass each half-close on.
+    async fn moves_every_byte<F, Fut>(relay: F)
+    where
+        F: FnOnce(TcpStream, TcpStream) -> Fut,
+        Fut: Future<Output = RelayStats> + Send + 'static,
+    {
+        let (client, client_side) = pair().await;
+        let (backend_side, backend) = pair().await;
+        let relay = tokio::spawn(relay(client_side, backend_side));
+        let (up, down) = (pattern(3_000_003, 0x5a), pattern(2_000_001, 0xa5));
+        let (mut client_read, mut client_write) = client.into_split();
+        let (mut backend_read, mut backend_write) = backend.into_split();
+        let upload = async {
+            send_varied(&mut client_write, &up).await;
+        };
+        let backend_side = async {
+            let mut got = Vec::new();
+            backend_read.read_to_end(&mut got).await.unwrap();
+            assert!(got == up, "the backend got every byte, then EOF");
+            // The client's half-close did not close the other direction.
+            send_varied(&mut backend_write, &down).await;
+        };
+        let download = async {
+            let mut got = Vec::new();
+            client_read.read_to_end(&mut got).await.unwrap();
+            assert!(got == down, "the client got every byte, then EOF");
+        };
+        tokio::join!(upload, backend_side, download);
+        let stats = relay.await.unwrap();
+        assert!(matches!(stats.end, RelayEnd::Finished), "{:?}", stats.end);
+        assert_eq!(
+            (stats.upstream_bytes, stats.downstream_bytes),
+            (up.len() as u64, down.len() as u64)
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tcp_relay_moves_every_byte_with_half_close() {
+        moves_every_byte(|client, backend| async move {
+            relay_tcp(&client, &backend, Duration::from_secs(30), &no_shutdown()).await
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stream_relay_moves_every_byte_with_half_close() {
+        moves_every_byte(|client, backend| async move {
+            relay_streams(client, backend, Duration::from_secs(30), &no_shutdown()).await
+        })
+        .await;
+    }
+
     #[tokio::test]
     async fn generic_relay_half_closes_too() {
         let (mut a, a_side) = tokio::io::duplex(1024);
         let (b_side, mut b) = tokio::io::duplex(1024);
-        let relay = tokio::spawn(relay_streams(a_side, b_side, Duration::from_secs(5)));
+        let relay = tokio::spawn(async move {
+            relay_streams(a_side, b_side, Duration::from_secs(5), &no_shutdown()).await
+        });
         a.write_all(b"ping").await.unwrap();
         a.shutdown().await.unwrap();
         let mut got = Vec::new();

@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 
 use crate::admission::loop_guard::OutboundAddrs;
 use crate::config::{MimicMode, MtprotoRoute, MtprotoSettings};
+use crate::forward::shutdown::Shutdown;
 use crate::mtproto::faketls::{random_cert_len, verify_client_hello, FakeTlsReject};
 use crate::mtproto::mimic::{FlightProfile, MimicError};
 use crate::mtproto::mirror::{self, MirrorError};
@@ -38,6 +39,16 @@ pub struct Mirror<'a> {
     pub budget: Duration,
     /// The fronting-loop guard the mirror's backend connection registers with.
     pub outbound: Arc<OutboundAddrs>,
+}
+
+/// The MTProto core a connection is checked against: the route file's settings and the
+/// running state (replay cache, counters, learned profiles).
+#[derive(Debug, Clone, Copy)]
+pub struct Core<'a> {
+    /// `mtproto:` of the route file.
+    pub settings: &'a MtprotoSettings,
+    /// The state the gateway keeps across reloads.
+    pub state: &'a MtprotoState,
 }
 
 /// What the gate needs of a parsed ClientHello (the peek stage's `ClientHello` lends it).
@@ -114,16 +125,18 @@ fn auth_failed(client: IpAddr, reason: &str) {
 }
 
 /// Checks a TLS ClientHello that reached an `mtproto: true` route and serves it if it is a
-/// fake-TLS client. `peeked` holds every byte read so far (the hello and anything after it).
+/// fake-TLS client. `peeked` holds every byte read so far (the hello and anything after it);
+/// the session ends when `shutdown` finds it quiet.
 pub async fn fake_tls(
     client: TcpStream,
     client_ip: IpAddr,
     hello: HelloView<'_>,
     peeked: Vec<u8>,
     mirror: Mirror<'_>,
-    settings: &MtprotoSettings,
-    state: &MtprotoState,
+    core: Core<'_>,
+    shutdown: &Shutdown,
 ) -> Gate {
+    let Core { settings, state } = core;
     let verified = verify_client_hello(
         hello.single_record,
         settings.secrets(),
@@ -160,6 +173,7 @@ pub async fn fake_tls(
         &shape,
         settings,
         &state.counters,
+        shutdown,
     )
     .await;
     let mut hello_bytes = peeked;
@@ -294,14 +308,24 @@ fn announce(store: &ProfileStore, route: &str, mode: ServingMode, why: &str) {
 }
 
 /// Tries a non-TLS connection as a plain obfuscated2 client; only for settings with
-/// `allow_plain` on (the driver checks, the session does not).
+/// `allow_plain` on (the driver checks, the session does not). The session ends when
+/// `shutdown` finds it quiet.
 pub async fn plain(
     client: TcpStream,
     peeked: Vec<u8>,
-    settings: &MtprotoSettings,
-    state: &MtprotoState,
+    core: Core<'_>,
+    shutdown: &Shutdown,
 ) -> Gate {
-    let outcome = serve_plain(client, peeked, settings, &state.counters, &state.replay).await;
+    let Core { settings, state } = core;
+    let outcome = serve_plain(
+        client,
+        peeked,
+        settings,
+        &state.counters,
+        &state.replay,
+        shutdown,
+    )
+    .await;
     finish(outcome, Vec::new(), settings)
 }
 

@@ -9,12 +9,15 @@
 //! fingerprint). From there on every failure closes the connection ([`Committed::Rejected`]);
 //! [`Committed`] has no fallback, and the code past the commit point owns the client stream,
 //! so no fallback can be built there. Once the DC is up the session relays both ways in
-//! its own task, en/decrypting in place in one buffer per direction (4 KiB, 64 KiB during a
-//! burst, back to 4 KiB after a quiet second), with one idle timer covering both directions.
+//! its own task, en/decrypting in place in one buffer per direction under the relays' policy
+//! ([`crate::forward::buffer`]: none while idle, 4 KiB for light traffic, 64 KiB during a
+//! burst until a quiet second), with one idle timer covering both directions;
+//! a gateway shutdown ends it once it is quiet ([`crate::forward::shutdown`]).
 //! DC replies are read with one `readv` straight into the bodies of up to four TLS records.
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,8 +29,10 @@ use tokio::time::Instant;
 
 use crate::config::datacenters::DcAddr;
 use crate::config::{MtprotoSettings, Secret};
+use crate::forward::buffer::{ByteBuffer, ElasticBuffer};
 use crate::forward::idle::{deadline_after, IdleClock};
 use crate::forward::relay::{shutdown_write, write_all_tcp};
+use crate::forward::shutdown::{InFlight, Shutdown};
 use crate::mtproto::faketls::FakeTlsClient;
 use crate::mtproto::mimic::FlightProfile;
 use crate::mtproto::obfuscated2::{
@@ -40,8 +45,8 @@ use crate::mtproto::state::UserCounters;
 
 /// Raw client bytes allowed before the 64-byte init is complete (a real client needs ~75).
 const MAX_HANDSHAKE_BYTES: usize = 64 * 1024;
-/// Per-direction buffer of a session until a read fills it: quiet connections (most
-/// Telegram connections idle for long stretches) stay small.
+/// Per-direction buffer of a session until a read fills it: light traffic (most Telegram
+/// connections idle for long stretches between small messages) stays small.
 const SMALL_BUF: usize = 4096;
 /// Client -> DC read buffer once traffic is heavy.
 const UPLOAD_BUF: usize = 64 * 1024;
@@ -103,6 +108,9 @@ pub enum EndReason {
     /// The client broke the TLS record layer mid-session.
     #[error("bad TLS record: {0}")]
     BadRecord(RecordError),
+    /// The gateway is shutting down and the session was quiet.
+    #[error("shutdown")]
+    Shutdown,
 }
 
 /// How a session ended; the router logs it (without secrets) and acts on `Fallback`.
@@ -185,7 +193,8 @@ fn fallback(client: TcpStream, client_bytes: Vec<u8>, reason: FallbackReason) ->
 ///
 /// `already_read_after_hello` holds bytes the router read past the hello; `hello_session_id`
 /// comes from the parsed ClientHello; `shape` is the flight's shape (the route's backend's,
-/// see [`crate::mtproto::mimic`]).
+/// see [`crate::mtproto::mimic`]); the relay ends when `shutdown` finds it quiet.
+#[allow(clippy::too_many_arguments)] // each is one fact of the session; a struct would only rename them
 pub async fn serve_faketls(
     client: TcpStream,
     already_read_after_hello: Vec<u8>,
@@ -194,17 +203,21 @@ pub async fn serve_faketls(
     shape: &FlightProfile,
     settings: &MtprotoSettings,
     counters: &[Arc<UserCounters>],
+    shutdown: &Shutdown,
 ) -> SessionOutcome {
     let raw = already_read_after_hello;
     let secret = &auth.secret;
     let flight = shape.build(secret, &auth.random, hello_session_id);
-    commit_faketls(client, raw, auth.user, secret, &flight, settings, counters)
-        .await
-        .into()
+    commit_faketls(
+        client, raw, auth.user, secret, &flight, settings, counters, shutdown,
+    )
+    .await
+    .into()
 }
 
 /// The fake-TLS session from its commit point on: sends the flight, reads the init, serves
 /// the session to its end. It owns the client and returns no fallback: every failure closes.
+#[allow(clippy::too_many_arguments)] // serve_faketls's facts, past the commit point
 async fn commit_faketls(
     mut client: TcpStream,
     mut raw: Vec<u8>,
@@ -213,6 +226,7 @@ async fn commit_faketls(
     flight: &[u8],
     settings: &MtprotoSettings,
     counters: &[Arc<UserCounters>],
+    shutdown: &Shutdown,
 ) -> Committed {
     let rejected = |reason, raw: &[u8], to_client| Committed::Rejected {
         user,
@@ -259,18 +273,21 @@ async fn commit_faketls(
         from_client: raw.len() as u64,
         to_client,
     };
-    establish(client, handshake, settings, counters).await
+    establish(client, handshake, settings, counters, shutdown).await
 }
 
 /// Serves a non-TLS client if its first 64 bytes are an obfuscated2 init for some user.
-/// Only for settings with `allow_plain` on: the caller decides that, this does not check. `first_bytes` are the bytes the router already read (any number); the
-/// rest of the init is read here. Replayed inits (keyed by their 32 key bytes) fall back.
+/// Only for settings with `allow_plain` on: the caller decides that, this does not check.
+/// `first_bytes` are the bytes the router already read (any number); the rest of the init
+/// is read here. Replayed inits (keyed by their 32 key bytes) fall back.
+/// The relay ends when `shutdown` finds it quiet.
 pub async fn serve_plain(
     mut client: TcpStream,
     first_bytes: Vec<u8>,
     settings: &MtprotoSettings,
     counters: &[Arc<UserCounters>],
     replay: &ReplayCache,
+    shutdown: &Shutdown,
 ) -> SessionOutcome {
     let mut raw = first_bytes;
     let deadline = deadline_after(settings.handshake_timeout);
@@ -305,7 +322,7 @@ pub async fn serve_plain(
         from_client: raw.len() as u64,
         to_client: 0,
     };
-    establish(client, handshake, settings, counters)
+    establish(client, handshake, settings, counters, shutdown)
         .await
         .into()
 }
@@ -355,6 +372,7 @@ async fn establish(
     handshake: Handshake,
     settings: &MtprotoSettings,
     counters: &[Arc<UserCounters>],
+    shutdown: &Shutdown,
 ) -> Committed {
     let Handshake {
         user,
@@ -412,7 +430,7 @@ async fn establish(
         decoder,
     };
     let dc_addr = dc.peer_addr().ok();
-    let (up, down, reason) = relay(client, dc, legs, settings.idle_timeout, stats).await;
+    let (up, down, reason) = relay(client, dc, legs, settings.idle_timeout, stats, shutdown).await;
     Committed::Finished {
         user,
         dc: dc_idx,
@@ -514,56 +532,13 @@ impl Framer {
             Framer::Raw { len, .. } => *len = 0,
         }
     }
-
-    fn size(&self) -> usize {
-        match self {
-            Framer::Tls(enc) => enc.capacity(),
-            Framer::Raw { buf, .. } => buf.len(),
-        }
-    }
-
-    /// After a batch that filled the buffer: switch to the big size.
-    fn grow_if_full(&mut self) {
-        if self.is_full() && self.size() < DOWNLOAD_BUF {
-            *self = Framer::new(matches!(self, Framer::Tls(_)), DOWNLOAD_BUF);
-        }
-    }
-
-    /// Whether the big buffer is in use (then a quiet spell gives it back).
-    fn is_big(&self) -> bool {
-        self.size() > SMALL_BUF
-    }
-
-    /// Back to the small size; only between batches (the framer is empty then).
-    fn shrink(&mut self) {
-        *self = Framer::new(matches!(self, Framer::Tls(_)), SMALL_BUF);
-    }
-}
-
-/// A direction whose read waits this long while holding a big buffer gives the buffer back
-/// (socket reads are cancel-safe: nothing is lost). Telegram connections live for hours; one
-/// media download must not leave them holding big buffers for the rest of their life.
-const QUIET: Duration = Duration::from_secs(1);
-
-/// Waits until `stream` has something to read (bytes, end of stream or an error). A direction
-/// holding its big buffer (`big`) calls `shrink` after [`QUIET`] without data, then waits on.
-async fn readable_or_shrink(
-    stream: &TcpStream,
-    big: bool,
-    shrink: impl FnOnce(),
-) -> io::Result<()> {
-    if big {
-        match tokio::time::timeout(QUIET, stream.readable()).await {
-            Ok(ready) => return ready,
-            Err(_) => shrink(),
-        }
-    }
-    stream.readable().await
 }
 
 /// State both directions and the idle watcher share.
 struct Shared {
     activity: IdleClock,
+    /// Directions holding bytes not yet written (a shutdown waits for them).
+    in_flight: InFlight,
     up_bytes: AtomicU64,
     down_bytes: AtomicU64,
     stats: Arc<UserCounters>,
@@ -585,7 +560,8 @@ impl Shared {
     }
 }
 
-/// Relays until both directions closed, an error, or the idle timeout. Both directions run
+/// Relays until both directions closed, an error, the idle timeout, or a shutdown that finds
+/// the session quiet. Both directions run
 /// in the session's own task, readiness-driven like the passthrough relay: on a loaded box a
 /// second task per connection costs more in cross-thread wake-ups than it gains in
 /// parallelism, and many connections spread over the cores anyway. Returns client bytes
@@ -596,6 +572,7 @@ async fn relay(
     legs: Legs,
     idle_timeout: Duration,
     stats: Arc<UserCounters>,
+    shutdown: &Shutdown,
 ) -> (u64, u64, EndReason) {
     let Legs {
         client_decrypt,
@@ -606,11 +583,13 @@ async fn relay(
     } = legs;
     let shared = Shared {
         activity: IdleClock::default(),
+        in_flight: InFlight::default(),
         up_bytes: AtomicU64::new(0),
         down_bytes: AtomicU64::new(0),
         stats,
     };
-    let framer = Framer::new(decoder.is_some(), SMALL_BUF);
+    let tls = decoder.is_some();
+    let framer = ElasticBuffer::new(SMALL_BUF, DOWNLOAD_BUF, move |size| Framer::new(tls, size));
     let up = Upload {
         client_decrypt,
         dc_encrypt,
@@ -628,11 +607,14 @@ async fn relay(
         )
     };
     let reason = tokio::select! {
+        // Bytes that are ready are relayed before a timer may end the session.
+        biased;
         done = both => match done {
             Ok(_) => EndReason::Closed,
             Err(reason) => reason,
         },
         () = shared.activity.expired(idle_timeout) => EndReason::IdleTimeout,
+        () = shutdown.relaying(&shared.activity, &shared.in_flight) => EndReason::Shutdown,
     };
     (
         shared.up_bytes.load(Ordering::Relaxed),
@@ -655,60 +637,66 @@ async fn upload(
     mut up: Upload,
     shared: &Shared,
 ) -> Result<(), EndReason> {
-    let mut buf = vec![0u8; SMALL_BUF];
+    let mut buffer = ByteBuffer::bytes(SMALL_BUF, UPLOAD_BUF);
     loop {
-        let big = buf.len() > SMALL_BUF;
-        readable_or_shrink(client, big, || buf = vec![0u8; SMALL_BUF])
+        buffer
+            .wait(pin!(client.readable()))
             .await
             .map_err(|e| EndReason::ClientIo(e.kind()))?;
         loop {
-            let n = match client.try_read(&mut buf) {
+            let buf = buffer.get();
+            let n = match client.try_read(buf) {
                 Ok(0) => {
                     // Half-close: the client is done sending; let the DC know.
                     shutdown_write(dc);
                     return Ok(());
                 }
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    buffer.drained();
+                    break;
+                }
                 Err(e) => return Err(EndReason::ClientIo(e.kind())),
             };
             shared.activity.touch();
             shared.moved_up(n);
-            if n == buf.len() && buf.len() < UPLOAD_BUF {
-                // A full small read: traffic is heavy, switch to the big buffer (keeps the data).
-                buf.resize(UPLOAD_BUF, 0);
-            }
+            // A full read: traffic is heavy, the next read gets the large buffer.
+            let full = n == buf.len();
             let m = match up.decoder.as_mut() {
                 Some(dec) => dec
                     .decode_in_place(&mut buf[..n])
                     .map_err(EndReason::BadRecord)?,
                 None => n,
             };
-            if m == 0 {
-                continue;
+            if m > 0 {
+                reencrypt(&mut up.client_decrypt, &mut up.dc_encrypt, &mut buf[..m]);
+                let pending = shared.in_flight.hold();
+                write_all_tcp(dc, &buf[..m])
+                    .await
+                    .map_err(|e| EndReason::DcIo(e.kind()))?;
+                drop(pending);
+                shared.activity.touch();
             }
-            reencrypt(&mut up.client_decrypt, &mut up.dc_encrypt, &mut buf[..m]);
-            write_all_tcp(dc, &buf[..m])
-                .await
-                .map_err(|e| EndReason::DcIo(e.kind()))?;
-            shared.activity.touch();
+            if full {
+                buffer.grow();
+            }
         }
     }
 }
 
 /// DC -> client state.
-struct Download {
+struct Download<M> {
     downlink: Downlink,
     client_encrypt: AesCtr,
-    framer: Framer,
+    framer: ElasticBuffer<Framer, M>,
 }
 
 /// DC -> client: re-encrypt (or pass through in fast mode) and frame, reading whatever the
 /// DC has ready (up to the framer's size) before each write to the client.
-async fn download(
+async fn download<M: Fn(usize) -> Framer>(
     dc: &TcpStream,
     client: &TcpStream,
-    down: Download,
+    down: Download<M>,
     shared: &Shared,
 ) -> Result<(), EndReason> {
     let Download {
@@ -722,13 +710,14 @@ async fn download(
         }
     };
     loop {
-        let big = framer.is_big();
-        readable_or_shrink(dc, big, || framer.shrink())
+        framer
+            .wait(pin!(dc.readable()))
             .await
             .map_err(|e| EndReason::DcIo(e.kind()))?;
+        let batch = framer.get();
         let mut eof = false;
-        while !framer.is_full() {
-            match framer.fill_from(dc, &mut transform) {
+        while !batch.is_full() {
+            match batch.fill_from(dc, &mut transform) {
                 Ok(0) => {
                     eof = true;
                     break;
@@ -738,16 +727,26 @@ async fn download(
                 Err(e) => return Err(EndReason::DcIo(e.kind())),
             }
         }
-        let out = framer.as_bytes();
+        let out = batch.as_bytes();
         if !out.is_empty() {
             shared.activity.touch();
+            let pending = shared.in_flight.hold();
             write_all_tcp(client, out)
                 .await
                 .map_err(|e| EndReason::ClientIo(e.kind()))?;
+            drop(pending);
             shared.moved_down(out.len());
-            framer.grow_if_full();
-            framer.clear();
+            // A batch that filled the framer: traffic is heavy, take the large one.
+            let full = batch.is_full();
+            batch.clear();
+            if full {
+                framer.grow();
+            } else {
+                framer.drained();
+            }
             shared.activity.touch();
+        } else {
+            framer.drained();
         }
         if eof {
             shutdown_write(client);
@@ -791,6 +790,7 @@ mod tests {
             &settings(Duration::MAX),
             &[],
             &ReplayCache::new(16),
+            &crate::forward::shutdown::ShutdownSwitch::new().subscribe(),
         )
         .await;
         let SessionOutcome::Fallback {

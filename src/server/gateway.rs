@@ -1,6 +1,7 @@
 //! The running gateway: the listeners, the hot-swappable configuration and the set of live
 //! connections. A reload swaps the configuration pointer and adds or removes listeners; the
-//! connections already running keep the snapshot they started with.
+//! connections already running keep the snapshot they started with. A shutdown stops the
+//! listeners and drains the connections ([`Gateway::shutdown`]).
 
 use std::collections::HashMap;
 use std::io;
@@ -18,10 +19,12 @@ use crate::admission::limits::ConnectionCounts;
 use crate::admission::loop_guard::OutboundAddrs;
 use crate::config::Config;
 use crate::conn::context::{Context, Snapshot};
+use crate::forward::shutdown::ShutdownSwitch;
 use crate::mtproto::probe;
 use crate::ops::metrics::{self, LiveValues, Metrics};
 use crate::server::listener;
 use crate::server::registry::{self, TerminatorError};
+use crate::server::shutdown::ShutdownReport;
 
 /// A listen address could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +136,8 @@ pub struct Gateway {
     listen_override: Option<Vec<SocketAddr>>,
     /// Every connection task, so shutdown can wait for them.
     connections: TaskTracker,
+    /// Reaches every connection's own `Shutdown`: drains them, then cuts what is left.
+    shutdown: ShutdownSwitch,
     /// The metrics endpoint, when `metrics.listen` is set: its address and stop switch.
     metrics_endpoint: std::sync::Mutex<Option<Listening>>,
     /// What `/healthz` reads of the listeners; `None` until the first ones are bound.
@@ -184,6 +189,7 @@ impl Gateway {
             listeners: Mutex::new(HashMap::new()),
             listen_override,
             connections: TaskTracker::new(),
+            shutdown: ShutdownSwitch::new(),
             metrics_endpoint: std::sync::Mutex::new(None),
             serving: Arc::default(),
         };
@@ -280,6 +286,7 @@ impl Gateway {
                 listener,
                 self.ctx.clone(),
                 self.connections.clone(),
+                self.shutdown.clone(),
                 stop.clone(),
             );
             tokio::spawn(accept);
@@ -339,19 +346,35 @@ impl Gateway {
         self.ctx.counts.open()
     }
 
-    /// Stops accepting, then waits up to `grace` for live connections to finish; returns how
-    /// many were still open when the grace period ran out.
-    pub async fn shutdown(&self, grace: Duration) -> usize {
+    /// Stops accepting and drains the live connections: those still before their relay
+    /// (hello, handshake, backend connect) and quiet relays, MTProto sessions included, close
+    /// at once; busy relays get up to `grace` to finish (or until [`stop_now`](Self::stop_now)),
+    /// then whatever is left is cut. Returns once every connection has ended.
+    pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
         for (_, listening) in self.listeners.lock().await.drain() {
             listening.stop.cancel();
         }
         self.connections.close();
-        if tokio::time::timeout(grace, self.connections.wait())
-            .await
-            .is_err()
-        {
-            return self.connections.len();
+        self.shutdown.drain();
+        let left = tokio::select! {
+            () = self.connections.wait() => 0,
+            () = tokio::time::sleep(grace) => self.connections.len(),
+            () = self.shutdown.all_cut() => self.connections.len(),
+        };
+        self.shutdown.cut_all();
+        // Cut connections end at their next poll; wait for them to log their last line.
+        self.connections.wait().await;
+        let (cut, finished) = self.shutdown.counts();
+        ShutdownReport {
+            cut,
+            finished,
+            left,
         }
-        0
+    }
+
+    /// Cuts every connection now, ending a [`shutdown`](Self::shutdown) in progress without
+    /// waiting for the rest of its grace period (a second stop signal).
+    pub fn stop_now(&self) {
+        self.shutdown.cut_all();
     }
 }

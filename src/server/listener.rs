@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::conn::context::Context;
 use crate::conn::driver;
+use crate::forward::shutdown::ShutdownSwitch;
 
 /// Pending-connection queue length asked of the kernel (capped by `net.core.somaxconn`).
 const BACKLOG: i32 = 4096;
@@ -31,12 +32,14 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Accepts until `stop` fires; every connection runs as a task of `tracker`, so stopping a
-/// listener never cuts the connections it accepted.
+/// Accepts until `stop` fires; every connection runs as a task of `tracker` with its own
+/// [`crate::forward::shutdown::Shutdown`] from `shutdown`, so stopping a listener never cuts
+/// the connections it accepted (the gateway's shutdown reaches them through their own).
 pub async fn accept_loop(
     listener: TcpListener,
     ctx: Arc<Context>,
     tracker: TaskTracker,
+    shutdown: ShutdownSwitch,
     stop: CancellationToken,
 ) {
     let local = listener.local_addr().ok();
@@ -49,7 +52,14 @@ pub async fn accept_loop(
             Ok((stream, peer)) => {
                 // A socket whose own address cannot be read has already failed: drop it.
                 if let Ok(local) = stream.local_addr() {
-                    tracker.spawn(driver::handle(stream, peer, local, ctx.clone()));
+                    let conn_shutdown = shutdown.subscribe();
+                    tracker.spawn(driver::handle(
+                        stream,
+                        peer,
+                        local,
+                        ctx.clone(),
+                        conn_shutdown,
+                    ));
                 }
             }
             Err(e) => {
