@@ -360,3 +360,34 @@ async fn check_probe_says_whether_the_backend_can_be_mirrored() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_cannot_be_mirrored_is_not_asked_again_for_every_hello() {
+    let mut plain = Backend::start("not tls").await;
+    let dc = fake_dc::spawn().await;
+    let (_gw, addr) = mtproto_gateway(plain.addr, dc.addr, "live").await;
+    // The start-up probe asks once, with rustls's own hello.
+    let probe = tokio::time::timeout(SOON, plain.next_seen()).await.unwrap();
+    assert_ne!(probe.bytes, tdlib_hello());
+    for round in 0..3 {
+        let hello = tdlib_hello();
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(&hello).await.unwrap();
+        let fake = fake_flight(&mut stream).await;
+        assert_eq!(
+            shape(&fake).0,
+            "771,4865,51-43",
+            "round {round}: the fixed shape"
+        );
+        drop(stream);
+        let asked = tokio::time::timeout(Duration::from_millis(500), plain.next_seen()).await;
+        if round == 0 {
+            // The first hello asks the backend (the client's own hello, nothing after it)...
+            let seen = asked.expect("the mirror asked the backend");
+            assert_eq!(seen.bytes, hello);
+        } else {
+            // ...which is then known not to speak TLS 1.3: the next hellos do not wait for it.
+            assert!(asked.is_err(), "round {round}: the backend was asked again");
+        }
+    }
+}

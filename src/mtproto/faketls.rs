@@ -177,7 +177,7 @@ pub fn choose_cipher_suite(client_cipher_suites: &[u16]) -> u16 {
 }
 
 /// GREASE values (RFC 8701) are `?a?a` with both bytes equal.
-fn is_grease(value: u16) -> bool {
+pub(crate) fn is_grease(value: u16) -> bool {
     let [hi, lo] = value.to_be_bytes();
     hi == lo && hi & 0x0f == 0x0a
 }

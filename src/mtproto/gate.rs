@@ -16,14 +16,15 @@ use crate::admission::loop_guard::OutboundAddrs;
 use crate::config::{MimicMode, MtprotoRoute, MtprotoSettings};
 use crate::forward::shutdown::Shutdown;
 use crate::mtproto::faketls::{random_cert_len, verify_client_hello, FakeTlsReject};
-use crate::mtproto::mimic::{FlightProfile, MimicError};
+use crate::mtproto::mimic::{FlightProfile, HelloShape, MimicError};
 use crate::mtproto::mirror::{self, MirrorError};
 use crate::mtproto::session::{
     serve_faketls, serve_plain, Committed, RejectReason, SessionOutcome,
 };
-use crate::mtproto::state::{MtprotoState, ProfileStore, ServingMode};
+use crate::mtproto::state::{Learned, MtprotoState, ProfileStore, ServingMode};
 
-/// A learned profile older than this is refreshed in the background by the next hello.
+/// A learned answer older than this is refreshed in the background by the next hello (and a
+/// backend known to be unmatchable is asked again).
 const REFRESH_LEARNED: Duration = Duration::from_secs(600);
 
 /// What the gate needs to shape the fake flight like the route's backend (PROTOCOL.md §8).
@@ -183,8 +184,10 @@ pub async fn fake_tls(
 
 /// The shape of the fake flight for this hello, by the route's `mimic` mode: the backend's
 /// live answer to the client's own hello (`raw_hello`, as the client sent it), the profile
-/// learned from its last answer, or the fixed shape. Which one serves is logged once per
-/// route and change, with the reason; a fixed shape is never used silently.
+/// learned from its last answer to a hello of the same shape, or the fixed shape. A backend
+/// known not to be mirrorable (TLS 1.2, no TLS) is not asked again for [`REFRESH_LEARNED`].
+/// Which shape serves is logged once per route and change, with the reason; a fixed shape is
+/// never used silently.
 async fn flight_shape(
     mirror: &Mirror<'_>,
     raw_hello: &[u8],
@@ -192,45 +195,63 @@ async fn flight_shape(
     store: &Arc<ProfileStore>,
 ) -> FlightProfile {
     let fixed = || FlightProfile::fixed(hello.cipher_suites, random_cert_len());
-    let learned = store.get(mirror.route);
-    match (mirror.target.mimic, learned) {
-        (MimicMode::Off, _) => {
-            announce(store, mirror.route, ServingMode::Fixed, "mimic: off");
-            fixed()
+    let route = mirror.route;
+    if mirror.target.mimic == MimicMode::Off {
+        announce(store, route, ServingMode::Fixed, "mimic: off");
+        return fixed();
+    }
+    let shape = HelloShape::of(hello.single_record, hello.cipher_suites);
+    let learned = store.get(route, &shape);
+    let fresh = learned
+        .as_ref()
+        .is_some_and(|l| l.at.elapsed() <= REFRESH_LEARNED);
+    // Learned mode serves what it has; either mode skips a backend known to be unmatchable.
+    let use_learned = match &learned {
+        Some(l) => mirror.target.mimic == MimicMode::Learned || (l.answer.is_err() && fresh),
+        None => false,
+    };
+    if let (true, Some(learned)) = (use_learned, &learned) {
+        if !fresh {
+            refresh_in_background(mirror, raw_hello, hello.session_id, learned, &shape, store);
         }
-        (MimicMode::Learned, Some(learned)) => {
-            if learned.at.elapsed() > REFRESH_LEARNED {
-                refresh_in_background(mirror, raw_hello, hello.session_id, &learned.profile, store);
-            }
-            announce(store, mirror.route, ServingMode::Learned, "mimic: learned");
-            learned.profile
-        }
-        // Live, or learned with nothing learned yet: ask the backend now.
-        (mode, learned) => match live_profile(mirror, raw_hello, hello.session_id).await {
+        return match &learned.answer {
             Ok(profile) => {
-                store.learn(mirror.route, profile.clone());
-                let serving = if mode == MimicMode::Live {
-                    ServingMode::Live
-                } else {
-                    ServingMode::Learned
-                };
-                announce(store, mirror.route, serving, "the backend answered");
-                profile
+                announce(store, route, ServingMode::Learned, "mimic: learned");
+                profile.clone()
             }
             Err(why) => {
-                let why = format!("the backend's answer cannot be mirrored: {why}");
-                match learned {
-                    Some(learned) => {
-                        announce(store, mirror.route, ServingMode::Learned, &why);
-                        learned.profile
-                    }
-                    None => {
-                        announce(store, mirror.route, ServingMode::Fixed, &why);
-                        fixed()
-                    }
+                announce(store, route, ServingMode::Fixed, why);
+                fixed()
+            }
+        };
+    }
+    let serving = match mirror.target.mimic {
+        MimicMode::Live => ServingMode::Live,
+        _ => ServingMode::Learned,
+    };
+    match live_profile(mirror, raw_hello, hello.session_id).await {
+        Ok(profile) => {
+            store.learn(route, &shape, Ok(profile.clone()));
+            announce(store, route, serving, "the backend answered");
+            profile
+        }
+        Err(error) => {
+            let why = format!("the backend's answer cannot be mirrored: {error}");
+            // What the backend is (TLS 1.2, not TLS) is remembered; a failed connect is not.
+            if matches!(error, LiveError::Mimic(_)) {
+                store.learn(route, &shape, Err(why.clone()));
+            }
+            match learned.and_then(|l| l.answer.ok()) {
+                Some(profile) => {
+                    announce(store, route, ServingMode::Learned, &why);
+                    profile
+                }
+                None => {
+                    announce(store, route, ServingMode::Fixed, &why);
+                    fixed()
                 }
             }
-        },
+        }
     }
 }
 
@@ -261,18 +282,24 @@ async fn live_profile(
     Ok(FlightProfile::from_backend(&answer, session_id)?)
 }
 
-/// Re-learns the route's profile with this hello without holding the client up. The old
-/// profile is stamped fresh first, so the hellos that follow do not start refreshes of their
-/// own; if the refresh fails the old profile serves another period.
+/// Re-learns the route's answer to hellos of `shape` with this one, without holding the
+/// client up. The old answer is stamped fresh first, so the hellos that follow do not start
+/// refreshes of their own; if the backend cannot be reached the old answer serves another
+/// period.
 fn refresh_in_background(
     mirror: &Mirror<'_>,
     raw_hello: &[u8],
     session_id: &[u8],
-    learned: &FlightProfile,
+    learned: &Learned,
+    shape: &HelloShape,
     store: &Arc<ProfileStore>,
 ) {
-    store.learn(mirror.route, learned.clone());
-    let (route, target) = (mirror.route.to_string(), mirror.target.clone());
+    store.learn(mirror.route, shape, learned.answer.clone());
+    let (route, target, shape) = (
+        mirror.route.to_string(),
+        mirror.target.clone(),
+        shape.clone(),
+    );
     let (head, budget, outbound) = (mirror.head.clone(), mirror.budget, mirror.outbound.clone());
     let (raw_hello, session_id, store) = (raw_hello.to_vec(), session_id.to_vec(), store.clone());
     tokio::spawn(async move {
@@ -284,7 +311,11 @@ fn refresh_in_background(
             outbound,
         };
         match live_profile(&mirror, &raw_hello, &session_id).await {
-            Ok(profile) => store.learn(&route, profile),
+            Ok(profile) => store.learn(&route, &shape, Ok(profile)),
+            Err(error @ LiveError::Mimic(_)) => {
+                let why = format!("the backend's answer cannot be mirrored: {error}");
+                store.learn(&route, &shape, Err(why));
+            }
             Err(why) => {
                 tracing::debug!(route, %why, "refreshing the learned flight profile failed")
             }

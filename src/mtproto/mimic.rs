@@ -22,12 +22,12 @@ use std::fmt;
 
 use rand::RngCore;
 use tls_parser::{
-    parse_tls_extension_unknown, parse_tls_plaintext, parse_tls_raw_record, TlsExtension,
-    TlsMessage, TlsMessageHandshake, TlsRecordType,
+    parse_tls_client_hello_extensions, parse_tls_extension_unknown, parse_tls_plaintext,
+    parse_tls_raw_record, TlsExtension, TlsMessage, TlsMessageHandshake, TlsRecordType,
 };
 
 use crate::config::Secret;
-use crate::mtproto::faketls::{choose_cipher_suite, sign_flight, DIGEST_LEN};
+use crate::mtproto::faketls::{choose_cipher_suite, is_grease, sign_flight, DIGEST_LEN};
 
 /// Record header length.
 const HEADER_LEN: usize = 5;
@@ -126,6 +126,59 @@ impl fmt::Display for TlsVersionName {
             other => write!(f, "0x{other:04x}"),
         }
     }
+}
+
+/// What in a ClientHello decides the shape of a server's answer: the offered cipher suites
+/// and the groups it sent key shares for (GREASE left out). A profile learned from one shape
+/// serves only hellos of the same shape: a server that picked X25519MLKEM768 for one client
+/// must not appear to pick it for a client that offered x25519 only.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HelloShape {
+    /// Cipher suites, in order.
+    pub suites: Vec<u16>,
+    /// Groups of the key shares, in order.
+    pub key_share_groups: Vec<u16>,
+}
+
+impl HelloShape {
+    /// The shape of the ClientHello record `single_record` (as one record) offering
+    /// `cipher_suites`; a hello whose extensions cannot be read has no key-share groups.
+    pub fn of(single_record: &[u8], cipher_suites: &[u16]) -> HelloShape {
+        HelloShape {
+            suites: cipher_suites
+                .iter()
+                .copied()
+                .filter(|&s| !is_grease(s))
+                .collect(),
+            key_share_groups: key_share_groups(single_record).unwrap_or_default(),
+        }
+    }
+}
+
+/// The groups a ClientHello sent key shares for, in order, GREASE left out.
+fn key_share_groups(single_record: &[u8]) -> Option<Vec<u16>> {
+    let (_, plain) = parse_tls_plaintext(single_record).ok()?;
+    let Some(TlsMessage::Handshake(TlsMessageHandshake::ClientHello(hello))) = plain.msg.first()
+    else {
+        return None;
+    };
+    let (_, extensions) = parse_tls_client_hello_extensions(hello.ext?).ok()?;
+    let shares = extensions.iter().find_map(|e| match e {
+        TlsExtension::KeyShare(data) => Some(*data),
+        _ => None,
+    })?;
+    // KeyShareClientHello: u16 length, then entries of group (u16) + key_exchange<u16>.
+    let mut rest = shares.get(2..)?;
+    let mut groups = Vec::new();
+    while let [g0, g1, l0, l1, tail @ ..] = rest {
+        let group = u16::from_be_bytes([*g0, *g1]);
+        let len = usize::from(u16::from_be_bytes([*l0, *l1]));
+        rest = tail.get(len..)?;
+        if !is_grease(group) {
+            groups.push(group);
+        }
+    }
+    Some(groups)
 }
 
 /// How far a backend's flight has arrived, for the reader that waits for it. The end of a
@@ -692,6 +745,24 @@ mod tests {
             assert!(agrees(&ring::agreement::X25519, &hybrid[1088..]));
         }
         assert_eq!(key_share_bytes(0x0101, 7).len(), 7);
+    }
+
+    #[test]
+    fn hello_shapes_tell_post_quantum_hellos_apart() {
+        let json: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(testdata("tdlib/client-hello-tdlib-1.8.66.json")).unwrap(),
+        )
+        .unwrap();
+        let tdlib = b64(&json["full"]);
+        let shape = HelloShape::of(&tdlib, &[0x0a0a, 0x1301, 0x1302]);
+        assert_eq!(shape.suites, vec![0x1301, 0x1302], "GREASE left out");
+        assert_eq!(shape.key_share_groups, vec![0x11ec, 0x001d]);
+        let mtg = testdata("mtg/faketls/client-hello-ok-19dfe38384b9884b.json");
+        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(mtg).unwrap()).unwrap();
+        let other = HelloShape::of(&b64(&json["full"]), &[0x1301, 0x1302]);
+        assert_eq!(other.key_share_groups, vec![0x001d]);
+        assert_ne!(shape, other);
+        assert!(HelloShape::of(b"garbage", &[]).key_share_groups.is_empty());
     }
 
     #[test]

@@ -2,9 +2,9 @@
 //! flight is the shape of the fake one ([`crate::mtproto::mimic`]).
 //!
 //! The end of the backend's flight is detected from its records ([`mimic::arrival`]): a
-//! TLS 1.3 Finished-sized last record ends it at once; otherwise whole records followed by
-//! [`QUIET`] without a byte end it (servers write their first flight at once, then wait for
-//! the client, PROTOCOL.md §8). The mirror connection is closed right after, before the
+//! TLS 1.3 Finished-sized last record ends it at once; otherwise whole records followed by a
+//! quiet spell of twice the backend's first-byte time (2 to 20 ms) end it (servers write
+//! their first flight at once, then wait for the client, PROTOCOL.md §8). The mirror connection is closed right after, before the
 //! client's session goes on, so the backend sees a client that gave up after its hello.
 
 use std::io;
@@ -19,9 +19,15 @@ use crate::config::Forward;
 use crate::forward::upstream::{self, ConnectError};
 use crate::mtproto::mimic::{self, Arrival, MAX_FLIGHT_LEN};
 
-/// How long a flight whose end cannot be seen in its records must stay quiet to count as
-/// complete. Loopback and LAN backends write the flight in one burst well inside it.
+/// The longest a flight whose end cannot be seen in its records must stay quiet to count as
+/// complete. The wait is twice the time the backend took to send its first byte, between
+/// [`MIN_QUIET`] and this: a server writes its whole first flight at once, so a gap longer
+/// than its own answer time means the flight is over (on loopback that is about a
+/// millisecond, not a fixed 20 ms a prober could time).
 pub const QUIET: Duration = Duration::from_millis(20);
+
+/// The shortest quiet wait (scheduling noise on a busy box).
+pub const MIN_QUIET: Duration = Duration::from_millis(2);
 
 /// Why no backend flight was had.
 #[derive(Debug, thiserror::Error)]
@@ -61,17 +67,22 @@ pub async fn backend_flight(
     tokio::time::timeout_at(deadline, backend.write_all(&request))
         .await
         .map_err(|_| MirrorError::Timeout(budget))??;
+    let asked = Instant::now();
+    let mut quiet = QUIET;
     let mut flight = Vec::with_capacity(4096);
     loop {
         let wait_until = match mimic::arrival(&flight) {
             Arrival::Complete => return Ok(flight),
-            Arrival::Plausible => deadline.min(Instant::now() + QUIET),
+            Arrival::Plausible => deadline.min(Instant::now() + quiet),
             Arrival::Incomplete => deadline,
         };
         flight.reserve(4096.min(MAX_FLIGHT_LEN - flight.len()));
         match tokio::time::timeout_at(wait_until, backend.read_buf(&mut flight)).await {
             Ok(Ok(0)) if mimic::arrival(&flight) == Arrival::Plausible => return Ok(flight),
             Ok(Ok(0)) => return Err(MirrorError::Closed(flight.len())),
+            Ok(Ok(n)) if n == flight.len() => {
+                quiet = (2 * asked.elapsed()).clamp(MIN_QUIET, QUIET);
+            }
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(e.into()),
             Err(_) if mimic::arrival(&flight) == Arrival::Plausible => return Ok(flight),

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use crate::config::MtprotoSettings;
-use crate::mtproto::mimic::FlightProfile;
+use crate::mtproto::mimic::{FlightProfile, HelloShape};
 use crate::mtproto::replay::ReplayCache;
 
 /// Live traffic counters of one user, read by the metrics endpoint. Byte counts are the
@@ -62,35 +62,51 @@ impl fmt::Display for ServingMode {
     }
 }
 
-/// A profile and when it was learned.
+/// What a route's backend answered a hello of one shape, and when.
 #[derive(Debug, Clone)]
 pub struct Learned {
-    /// The backend's flight shape.
-    pub profile: FlightProfile,
+    /// The backend's flight shape, or why its answer cannot be mirrored (a TLS 1.2 or
+    /// non-TLS backend: asking it again for every hello would only add latency).
+    pub answer: Result<FlightProfile, String>,
     /// When its answer arrived.
     pub at: Instant,
 }
 
-/// The learned backend profiles and the serving mode last logged, by route label. Bounded by
-/// the number of routes in the configuration.
+/// Most (route, hello shape) answers kept; the oldest goes first. Valid Telegram hellos come
+/// in a handful of shapes per client version, so this is far above what a route needs.
+pub const MAX_LEARNED: usize = 256;
+
+/// The learned backend answers, by route label and client hello shape (a backend answers
+/// a hello offering X25519MLKEM768 differently from one offering x25519 only), and the
+/// serving mode last logged per route.
 #[derive(Debug, Default)]
 pub struct ProfileStore {
-    learned: Mutex<HashMap<String, Learned>>,
+    learned: Mutex<HashMap<(String, HelloShape), Learned>>,
     logged: Mutex<HashMap<String, ServingMode>>,
 }
 
 impl ProfileStore {
-    /// The profile last learned for `route`.
-    pub fn get(&self, route: &str) -> Option<Learned> {
+    /// What `route`'s backend last answered a hello of `shape`.
+    pub fn get(&self, route: &str, shape: &HelloShape) -> Option<Learned> {
         let learned = self.learned.lock().unwrap_or_else(PoisonError::into_inner);
-        learned.get(route).cloned()
+        learned.get(&(route.to_string(), shape.clone())).cloned()
     }
 
-    /// Remembers `profile` as `route`'s backend shape.
-    pub fn learn(&self, route: &str, profile: FlightProfile) {
+    /// Remembers `answer` as `route`'s backend answer to hellos of `shape`.
+    pub fn learn(&self, route: &str, shape: &HelloShape, answer: Result<FlightProfile, String>) {
         let mut learned = self.learned.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (route.to_string(), shape.clone());
+        if learned.len() >= MAX_LEARNED && !learned.contains_key(&key) {
+            let oldest = learned
+                .iter()
+                .min_by_key(|(_, l)| l.at)
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                learned.remove(&oldest);
+            }
+        }
         let at = Instant::now();
-        learned.insert(route.to_string(), Learned { profile, at });
+        learned.insert(key, Learned { answer, at });
     }
 
     /// Records that `route` now serves in `mode`; true when that is a change (log it).
@@ -146,5 +162,49 @@ impl MtprotoState {
             .iter()
             .map(|(name, _)| name.as_str())
             .zip(&self.counters)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(group: u16) -> HelloShape {
+        HelloShape {
+            suites: vec![0x1301],
+            key_share_groups: vec![group],
+        }
+    }
+
+    #[test]
+    fn answers_are_kept_per_route_and_hello_shape() {
+        let store = ProfileStore::default();
+        let profile = FlightProfile::fixed(&[0x1301], 2000);
+        store.learn("a.example.com", &shape(0x11ec), Ok(profile.clone()));
+        assert_eq!(
+            store
+                .get("a.example.com", &shape(0x11ec))
+                .and_then(|l| l.answer.ok()),
+            Some(profile)
+        );
+        assert!(
+            store.get("a.example.com", &shape(0x001d)).is_none(),
+            "other shape"
+        );
+        assert!(
+            store.get("b.example.com", &shape(0x11ec)).is_none(),
+            "other route"
+        );
+    }
+
+    #[test]
+    fn the_store_is_bounded_and_forgets_the_oldest() {
+        let store = ProfileStore::default();
+        for group in 0..=MAX_LEARNED as u16 {
+            store.learn("r", &shape(group), Err("tls 1.2".into()));
+        }
+        assert_eq!(store.learned.lock().unwrap().len(), MAX_LEARNED);
+        assert!(store.get("r", &shape(0)).is_none(), "the oldest went first");
+        assert!(store.get("r", &shape(MAX_LEARNED as u16)).is_some());
     }
 }
