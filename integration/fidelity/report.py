@@ -398,11 +398,32 @@ def main():
                          f"({min(fake)}–{max(fake)} B over {len(fake)} flights), while a "
                          f"backend's flight for one hello varies by at most {max(spread)} B: a "
                          "prober that replays one hello a few times sees the difference.")
+    fake_t = [r["ttfb"][2] for r in table if r["ttfb"][2] == r["ttfb"][2]]
+    replay_t = [r["ttfb"][1] for r in table if r["ttfb"][1] == r["ttfb"][1]]
+    direct_t = [r["ttfb"][0] for r in table if r["ttfb"][0] == r["ttfb"][0]]
+    if fake_t and replay_t and direct_t:
+        notes.append(
+            "Time to the first server byte, median over the rows: the fake flight "
+            f"{statistics.median(fake_t):.2f} ms, the backend's answer straight "
+            f"{statistics.median(direct_t):.2f} ms, the replay through frontgate (what a prober "
+            f"measures on port 443) {statistics.median(replay_t):.2f} ms. Loopback on a shared "
+            "machine: read the order, not the digits.")
+    firsts = {}
+    for (backend, mode), run in runs.items():
+        d = run.get("download", {}).get("frontgate")
+        if d and not d.get("error") and d.get("first"):
+            firsts.setdefault(d["first"][0][1], []).append(f"{backend}/{mode}")
+    for n, where in sorted(firsts.items()):
+        if n != 16384:
+            notes.append(f"The first record frontgate sends after the obfuscated2 init carries {n} "
+                         f"payload bytes ({', '.join(where)}); the rest are full 16384-byte "
+                         "records and the remainder.")
     for n in dict.fromkeys(notes):
         L.append(f"- {n}")
     L.append("")
     passed = sum(1 for g, _, _ in checks if g)
-    L.append(f"Checks: {passed} passed, {len(checks) - passed} failed"
+    L.append(f"Checks made from these results (fidelity.sh adds its own: config, liveness, "
+             f"no panic): {passed} passed, {len(checks) - passed} failed"
              + ("" if passed == len(checks) else " — " + "; ".join(
                  f"{w}: {y}" for g, w, y in checks if not g)) + ".\n")
     args.out.write_text("\n".join(L))
