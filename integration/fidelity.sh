@@ -64,10 +64,12 @@ if [ -z "$PY" ]; then
     if ! "$VENV/bin/python" -c 'import OpenSSL, cryptography, TelethonFakeTLS' 2>/dev/null; then
         echo "# installing pyOpenSSL, cryptography, telethon, telethonfaketls into $VENV" >&2
         mkdir -p "$ROOT/target"
-        python3 -m venv "$VENV" >"$ROOT/target/fidelity-pip.log" 2>&1 &&
-            "$VENV/bin/pip" install --quiet --disable-pip-version-check pyOpenSSL cryptography \
-                telethon telethonfaketls >>"$ROOT/target/fidelity-pip.log" 2>&1 ||
-            { echo "fidelity: pip install failed: $(tail -n 3 "$ROOT/target/fidelity-pip.log")" >&2; exit 2; }
+        if ! python3 -m venv "$VENV" >"$ROOT/target/fidelity-pip.log" 2>&1 ||
+            ! "$VENV/bin/pip" install --quiet --disable-pip-version-check pyOpenSSL cryptography \
+                telethon telethonfaketls >>"$ROOT/target/fidelity-pip.log" 2>&1; then
+            echo "fidelity: pip install failed: $(tail -n 3 "$ROOT/target/fidelity-pip.log")" >&2
+            exit 2
+        fi
     fi
     PY="$VENV/bin/python"
 fi
@@ -153,7 +155,7 @@ if ! nginx -t -q -p "$T/nginx/" -e "$T/nginx/logs/error.log" -c "$T/nginx/nginx.
     fail "nginx accepts its config" "$(cat "$T/nginx/t.err")"
     finish
 fi
-nginx -p "$T/nginx/" -e "$T/nginx/logs/error.log" -c "$T/nginx/nginx.conf" 2>>"$T/nginx/logs/error.log" &
+nginx -p "$T/nginx/" -e "$T/nginx/logs/error.log" -c "$T/nginx/nginx.conf" 2>"$T/nginx/stderr.log" &
 PIDS+=("$!")
 "$PY" "$HERE/fidelity/tls_server.py" --listen "127.0.0.1:$P_PYOSSL" --cert "$T/cert.pem" \
     --key "$T/key.pem" --body-bytes "$DOWNLOAD_BYTES" 2>"$T/tls_server.log" &
@@ -177,7 +179,7 @@ else
     RUSTLS_OK=0
 fi
 for p in "$P_TLS13" "$P_TLS12" "$P_HTTP" "$P_PYOSSL" "$P_DC"; do
-    wait_port "$p" 10 || { fail "backend on 127.0.0.1:$p listens" "$(tail -n 3 "$T/nginx/logs/error.log" "$T/tls_server.log" "$T/dc.log")"; finish; }
+    wait_port "$p" 10 || { fail "backend on 127.0.0.1:$p listens" "$(tail -n 3 "$T/nginx/logs/error.log" "$T/nginx/stderr.log" "$T/tls_server.log" "$T/dc.log")"; finish; }
 done
 if [ "$RUSTLS_OK" = 1 ] && ! wait_port "$P_RUSTLS" 10; then
     fail "frontgate (TLS termination) listens" "$(tail -n 3 "$T/rustls.log")"
@@ -267,7 +269,13 @@ for b in "${BACKENDS[@]}"; do
             sed -E 's/\x1b\[[0-9;]*m//g' | sort | uniq -c | sort -rn | head -n 8 >"$T/results/$bname-$mode.said"
     done
 done
-[ "$RUSTLS_OK" = 1 ] && { alive "$RUSTLS_PID" && ok "frontgate (TLS termination backend) still running" || fail "frontgate (TLS termination backend) still running" "$(tail -n 5 "$T/rustls.log")"; }
+if [ "$RUSTLS_OK" = 1 ]; then
+    if alive "$RUSTLS_PID"; then
+        ok "frontgate (TLS termination backend) still running"
+    else
+        fail "frontgate (TLS termination backend) still running" "$(tail -n 5 "$T/rustls.log")"
+    fi
+fi
 
 # ---------------------------------------------------------------- the report
 ELAPSED_S=$((($(now_ms) - STARTED_MS) / 1000))
