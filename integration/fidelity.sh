@@ -265,8 +265,15 @@ for b in "${BACKENDS[@]}"; do
             ok "[$label] no panic in frontgate's log"
         fi
         # What frontgate said about this backend (warnings, serving-mode lines), for the report.
-        grep -vE 'connection closed|mtproto auth failed' "$log" | grep -E 'WARN|ERROR|mimic|flight|serving|TLS 1' |
-            sed -E 's/\x1b\[[0-9;]*m//g' | sort | uniq -c | sort -rn | head -n 8 >"$T/results/$bname-$mode.said"
+        # What frontgate said about this backend (warnings, mimic lines) and how its
+        # connections ended, for the report.
+        {
+            sed -E 's/\x1b\[[0-9;]*m//g; s/^[0-9-]+T[0-9:.]+Z +//' "$log" | grep -vE 'connection closed|mtproto auth failed' |
+                grep -E 'WARN|ERROR|mimic|flight|profile|learn|serving|TLS 1' | sed -E 's/client=[^ ]+ ?//' |
+                sort | uniq -c | sort -rn | head -n 8
+            grep -o 'outcome=[a-z_]*' "$log" | sort | uniq -c | sort -rn |
+                awk '{ printf "%s%s %s", (NR > 1 ? ", " : "connection outcomes: "), $1, substr($2, 9) } END { if (NR) print "" }'
+        } >"$T/results/$bname-$mode.said"
     done
 done
 if [ "$RUSTLS_OK" = 1 ]; then

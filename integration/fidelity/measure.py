@@ -19,6 +19,8 @@
         download of B bytes through frontgate (fake-TLS handshake, obfuscated2 init, the fake
         DC sends B bytes) and, with --backend-download, one HTTPS GET of PATH from the backend
         with Python's ssl over a MemoryBIO; both histogram the TLS records read off the socket.
+        Also, once with the first hello, what frontgate sends after the fake flight to a client
+        that half-closes, and to one whose first record is no obfuscated2 init.
         Writes everything to RESULT.json for report.py.
 """
 
@@ -443,8 +445,34 @@ def cmd_run(args):
             entry["error"] = f"{type(e).__name__}: {e}"
         result["hellos"].append(entry)
         print(f"# {args.label} {name}: done", file=sys.stderr, flush=True)
+    # What follows the fake flight when the client does not go on as a Telegram client:
+    # a half-close, or a record whose first 64 bytes are no obfuscated2 init for the secret.
+    name, template = templates[0]
+    result["after_flight"] = {"hello": name}
+    for how in ("half-close", "bad init"):
+        try:
+            hello, random = sign_hello(template, secret)
+            s = connect(fg)
+            try:
+                s.sendall(hello)
+                data, _, _ = read_quiet(s, quiet, until=flight_complete, stop=True)
+                ok, _, end = verify_flight(data, secret, random)
+                if how == "half-close":
+                    s.shutdown(socket.SHUT_WR)
+                else:
+                    s.sendall(CCS + tls_record(os.urandom(64)))
+                more, _, ended = read_quiet(s, 0.3)
+                more = data[end:] + more
+            finally:
+                s.close()
+            result["after_flight"][how] = {
+                "flight_ok": ok, "bytes": len(more), "records": records(more)[0][:8],
+                "head": more[:16].hex(), "ended": ended,
+                "server_hello": (server_hello(more) or {}).get("ja3s"),
+            }
+        except OSError as e:
+            result["after_flight"][how] = {"error": f"{type(e).__name__}: {e}"}
     if args.download_bytes:
-        name, template = templates[0]
         result["download"] = {"hello": name}
         result["download"]["frontgate"] = fake_download(fg, template, secret, args.download_bytes)
         if args.backend_download:

@@ -320,7 +320,9 @@ def main():
         "hello through frontgate (an `mtproto: true` route whose `to` is that backend: the fake "
         "flight the client gets), the same bytes straight to the backend (the prober's replay "
         "as the backend answers it) and the same bytes again through frontgate (the replay as "
-        "a prober really sends it, checked to get the backend's answer). It compares JA3S "
+        "a prober really sends it, checked to get the backend's answer). The hellos run in "
+        "the table's order against one frontgate per backend and mode, so under `learned` a "
+        "hello's first connection gets what the hellos before it taught. It compares JA3S "
         "(legacy version, cipher, extension types in order), the key-share group and length, "
         "the ServerHello record, the flight's bytes on the wire (everything until the server "
         "waits for the client; for the backend, until 200 ms of silence, 30 ms in the timing "
@@ -422,6 +424,33 @@ def main():
             notes.append(f"The first record frontgate sends after the obfuscated2 init carries {n} "
                          f"payload bytes ({', '.join(where)}); the rest are full 16384-byte "
                          "records and the remainder.")
+    after = {}
+    for (backend, mode), run in sorted(runs.items()):
+        for how, a in run.get("after_flight", {}).items():
+            if how == "hello" or not isinstance(a, dict):
+                continue
+            if a.get("error"):
+                notes.append(f"{backend}/{mode}: after the fake flight, {how}: {a['error']}.")
+            else:
+                after.setdefault(how, []).append((f"{backend}/{mode}", a))
+    for how, seen in after.items():
+        what = ("half-closes (shuts its write side)" if how == "half-close"
+                else "sends a data record of 64 random bytes (no obfuscated2 init)")
+        fronted = [(lbl, a) for lbl, a in seen if a.get("server_hello")]
+        quiet = [lbl for lbl, a in seen if not a.get("bytes")]
+        other = [(lbl, a) for lbl, a in seen if a.get("bytes") and not a.get("server_hello")]
+        if fronted:
+            notes.append(
+                f"After the fake flight, a client that {what} then gets the backend's own "
+                "ServerHello flight on the same connection: frontgate forwards the hello to `to` "
+                "after it has already answered it (" + "; ".join(
+                    f"{lbl}: {a['bytes']} B, {shape(a['records'])}" for lbl, a in fronted) + ").")
+        if quiet:
+            notes.append(f"After the fake flight, a client that {what} gets nothing more "
+                         f"({', '.join(quiet)}).")
+        for lbl, a in other:
+            notes.append(f"{lbl}: after the fake flight, a client that {what} gets {a['bytes']} "
+                         f"more bytes starting {a['head']}.")
     for n in dict.fromkeys(notes):
         L.append(f"- {n}")
     L.append("")
