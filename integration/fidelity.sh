@@ -268,7 +268,7 @@ for b in "${BACKENDS[@]}"; do
         # What frontgate said about this backend (warnings, mimic lines) and how its
         # connections ended, for the report.
         {
-            grep -iE 'mimic|TLS 1|warn' "${cfg%.yaml}.check" | sed 's/^/frontgate check: /'
+            grep -iE 'TLS 1\.|warn|fingerprint' "${cfg%.yaml}.check" | sed 's/^/frontgate check: /'
             sed -E 's/\x1b\[[0-9;]*m//g; s/^[0-9-]+T[0-9:.]+Z +//' "$log" | grep -vE 'connection closed|mtproto auth failed' |
                 grep -E 'WARN|ERROR|mimic|flight|profile|learn|serving|TLS 1' | sed -E 's/client=[^ ]+ ?//' |
                 sort | uniq -c | sort -rn | head -n 8

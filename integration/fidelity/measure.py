@@ -136,12 +136,14 @@ def connect(target):
     return s
 
 
-def read_quiet(s, quiet, limit_s=5.0, until=None, stop=False):
+def read_quiet(s, quiet, limit_s=5.0, until=None, stop=False, t0=None):
     """Reads until `quiet` seconds pass without a byte (or EOF, or limit_s). With `until`, a
     callable on the bytes so far, the quiet window only starts once it is true (with `stop`,
-    reading ends right then). Returns (bytes, seconds from the call to the first byte or
-    None, how it ended)."""
-    got, first, t0 = b"", None, time.perf_counter()
+    reading ends right then). Returns (bytes, seconds from `t0` (a perf_counter value taken
+    before the request was written; default: the call) to the first byte or None, how it
+    ended)."""
+    got, first = b"", None
+    t0 = time.perf_counter() if t0 is None else t0
     deadline = t0 + limit_s
     while True:
         now = time.perf_counter()
@@ -175,8 +177,9 @@ def flight_complete(data):
 def exchange(target, hello, quiet, fake=False):
     s = connect(target)
     try:
+        t0 = time.perf_counter()
         s.sendall(hello)
-        data, first, how = read_quiet(s, quiet, until=flight_complete if fake else None)
+        data, first, how = read_quiet(s, quiet, until=flight_complete if fake else None, t0=t0)
     finally:
         s.close()
     return data, first, how
@@ -187,8 +190,10 @@ def timed(target, hello, quiet, fake=False):
     flight is read up to its data record, a backend's until `quiet` seconds pass."""
     s = connect(target)
     try:
+        t0 = time.perf_counter()
         s.sendall(hello)
-        data, first, _ = read_quiet(s, quiet, until=flight_complete if fake else None, stop=fake)
+        data, first, _ = read_quiet(s, quiet, until=flight_complete if fake else None, stop=fake,
+                                    t0=t0)
         return first, len(data)
     except OSError:
         return None, 0
