@@ -153,6 +153,10 @@ def main():
         versions = {"pyopenssl": "?", "openssl4": "OpenSSL ?"}
     versions["nginx"] = args.nginx
     runs = load(args.results)
+
+    def where_runs(labels):
+        labels = list(dict.fromkeys(labels))
+        return "every run" if len(labels) == len(runs) else ", ".join(labels)
     checks = []  # (ok, what, why)
     notes = []
 
@@ -403,17 +407,20 @@ def main():
                          f"{med[2] - med[1]:.1f} ms after the replay's ({ms(med[2])} vs "
                          f"{ms(med[1])} ms): an observer on the client's path sees the delay.")
     L.append("")
-    said = [(f"{b}/{m}", runs[(b, m)]["said"]) for (b, m) in sorted(runs, key=run_order)
-            if runs[(b, m)]["said"]]
+    said = {}  # what was logged -> the runs that logged it
+    for key in sorted(runs, key=run_order):
+        for line in runs[key]["said"].splitlines():
+            line = " ".join(line.split())
+            if line:
+                said.setdefault(line, []).append(f"{key[0]}/{key[1]}")
     L.append("## What frontgate logged\n")
+    L.append("Warnings, mimic lines and `frontgate check` remarks (with how often each run logged "
+             "them), and how the connections ended; connection lines themselves left out.\n")
     if said:
-        for label, text in said:
-            L.append(f"- `{label}`:")
-            L.append("  ```")
-            L += ["  " + line.strip() for line in text.splitlines()]
-            L.append("  ```")
+        for line, where in said.items():
+            L.append(f"- {where_runs(where)}: `` {line} ``")
     else:
-        L.append("No warning, error or mimic line in any run's log (connection lines left out).")
+        L.append("Nothing beyond the connection lines.")
     L.append("")
     L.append("## Notes\n")
     fixed_modes = [m for m in ("fixed", "off") if m in modes]
@@ -427,9 +434,6 @@ def main():
                          f"({min(fake)}–{max(fake)} B over {len(fake)} flights), while a "
                          f"backend's flight for one hello varies by at most {max(spread)} B: a "
                          "prober that replays one hello a few times sees the difference.")
-    def where_runs(labels):
-        return "every run" if len(set(labels)) == len(runs) else ", ".join(sorted(labels))
-
     firsts = {}
     for (backend, mode), run in runs.items():
         d = run.get("download", {}).get("frontgate")
