@@ -289,7 +289,7 @@ fi
 ELAPSED_S=$((($(now_ms) - STARTED_MS) / 1000))
 report_out="$T/report.out"
 if "$PY" "$HERE/fidelity/report.py" --results "$T/results" --out "$OUT" \
-    --frontgate "$FRONTGATE" --modes "${MODES[*]}" --tries "$TRIES" --download-bytes "$DOWNLOAD_BYTES" \
+    --frontgate "$FRONTGATE$([ -r "$FRONTGATE.commit" ] && echo " (commit $(cat "$FRONTGATE.commit"))")" --modes "${MODES[*]}" --tries "$TRIES" --download-bytes "$DOWNLOAD_BYTES" \
     --elapsed "$ELAPSED_S" --nginx "$(nginx -v 2>&1 | sed 's|.*nginx/||')" \
     --system-openssl "$(openssl version | cut -d' ' -f1-2)" >"$report_out" 2>"$T/report.err"; then
     while IFS= read -r line; do
