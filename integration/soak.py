@@ -17,24 +17,21 @@
         at the end it waits for the gauge to return to 0 and prints one JSON summary line.
 
 The fake-TLS hello is TDLib 1.8.66's recorded hello (tests/data/tdlib), re-signed for HEX at
-the current time (PROTOCOL.md §2); the obfuscated2 init is built as PROTOCOL.md §5 says.
+the current time (PROTOCOL.md §2); the obfuscated2 init is built as PROTOCOL.md §5 says (both in faketls_client.py).
 """
 
 import argparse
 import asyncio
-import hashlib
-import hmac
 import json
 import os
 import random
 import re
-import struct
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from faketls_client import load_hello, obfuscated2_init, sign_hello, tls_record
 
 from bench_tools import client_hello
 
@@ -82,47 +79,17 @@ async def dc(args):
     await server.serve_forever()
 
 
-def tdlib_hello():
-    data = json.loads((ROOT / "tests/data/tdlib/client-hello-tdlib-1.8.66.json").read_text())
-    text = data["full"]
-    text += "=" * (-len(text) % 4)
-    try:
-        return bytearray(__import__("base64").b64decode(text, validate=True))
-    except ValueError:
-        return bytearray(__import__("base64").urlsafe_b64decode(text))
-
-
-TEMPLATE = tdlib_hello()
+TEMPLATE = load_hello(ROOT / "tests/data/tdlib/client-hello-tdlib-1.8.66.json")
 
 
 def signed_hello(secret, valid=True):
     """TDLib's hello with a fresh digest for `secret` at the current time (or a wrong one)."""
-    record = bytearray(TEMPLATE)
-    record[11:43] = bytes(32)
-    # A fresh session id (byte 43 is its length), so two hellos in one second differ and the
-    # replay cache does not front the second one.
-    record[44 : 44 + record[43]] = os.urandom(record[43])
-    mac = hmac.new(secret, bytes(record), hashlib.sha256).digest()
-    stamp = struct.pack("<I", int(time.time()))
-    digest = bytearray(mac[:28]) + bytearray(a ^ b for a, b in zip(mac[28:], stamp))
-    if not valid:
-        digest[0] ^= 0x55
-    record[11:43] = digest
+    record, _ = sign_hello(TEMPLATE, secret)
+    if valid:
+        return record
+    record = bytearray(record)
+    record[11] ^= 0x55
     return bytes(record)
-
-
-def obfuscated2_init(secret):
-    """A client init for the padded-intermediate tag and DC 2 (PROTOCOL.md §5)."""
-    while True:
-        init = bytearray(os.urandom(64))
-        if init[0] != 0xEF and init[4:8] != bytes(4):
-            break
-    init[56:60] = b"\xdd" * 4
-    init[60:62] = struct.pack("<h", 2)
-    key = hashlib.sha256(bytes(init[8:40]) + secret).digest()
-    enc = Cipher(algorithms.AES(key), modes.CTR(bytes(init[40:56]))).encryptor()
-    encrypted = enc.update(bytes(init))
-    return bytes(init[:56]) + encrypted[56:64]
 
 
 async def read_records_until_data(reader):
@@ -133,10 +100,6 @@ async def read_records_until_data(reader):
         await reader.readexactly(body_len)
         if head[0] == 0x17:
             return
-
-
-def tls_record(payload):
-    return b"\x17\x03\x03" + len(payload).to_bytes(2, "big") + payload
 
 
 async def relayed(target, hello):

@@ -10,19 +10,13 @@ every byte received to FILE. The recorded flights in tests/data/flights/ were ma
 """
 
 import argparse
-import base64
-import json
 import socket
+import sys
 import time
+from pathlib import Path
 
-
-def hello_bytes(path):
-    text = json.load(open(path))["full"]
-    text += "=" * (-len(text) % 4)
-    try:
-        return base64.b64decode(text, validate=True)
-    except ValueError:
-        return base64.urlsafe_b64decode(text)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from faketls_client import load_hello  # noqa: E402  (integration/faketls_client.py)
 
 
 def main():
@@ -35,7 +29,7 @@ def main():
     host, _, port = args.connect.rpartition(":")
     got = b""
     with socket.create_connection((host.strip("[]"), int(port)), timeout=5) as s:
-        s.sendall(hello_bytes(args.hello_json))
+        s.sendall(load_hello(args.hello_json))
         s.settimeout(args.quiet_ms / 1000)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
