@@ -25,8 +25,7 @@
 # flight bytes are within 5%. The fixed shape (an old binary, `mimic: off`) is only reported.
 # Prints `fidelity: N passed, M failed`. Not part of CI.
 #
-# Knobs: FRONTGATE (default /work/bin/frontgate-mimic if present, else
-# /work/bin/frontgate-layout, else target/release/frontgate), TRIES (timing tries per hello
+# Knobs: FRONTGATE (default target/release/frontgate, built if missing), TRIES (timing tries per hello
 # and side, default 10), DOWNLOAD_MIB (default 16), QUIET_MS (quiet window that ends a
 # captured flight, default 200), FIDELITY_PYTHON (a Python with pyOpenSSL, cryptography and
 # telethonfaketls; default: a venv made once in target/fidelity-venv), OUT (default
@@ -47,12 +46,11 @@ DOWNLOAD_MIB="${DOWNLOAD_MIB:-16}"
 DOWNLOAD_BYTES=$((DOWNLOAD_MIB * 1024 * 1024))
 QUIET_MS="${QUIET_MS:-200}"
 OUT="${OUT:-$ROOT/FIDELITY.md}"
-if [ -z "${FRONTGATE:-}" ]; then
-    for f in /work/bin/frontgate-mimic /work/bin/frontgate-layout "$ROOT/target/release/frontgate"; do
-        [ -x "$f" ] && { FRONTGATE=$f; break; }
-    done
+FRONTGATE="${FRONTGATE:-$ROOT/target/release/frontgate}"
+if [ ! -x "$FRONTGATE" ]; then
+    echo "building $FRONTGATE ..." >&2
+    (cd "$ROOT" && cargo build --release --quiet) || { echo "fidelity: build failed" >&2; exit 2; }
 fi
-[ -x "${FRONTGATE:-}" ] || { echo "fidelity: no frontgate binary (set FRONTGATE)" >&2; exit 2; }
 for tool in nginx openssl; do
     command -v "$tool" >/dev/null || { echo "fidelity: needs $tool (Debian: nginx-full, openssl)" >&2; exit 2; }
 done
