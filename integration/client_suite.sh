@@ -17,8 +17,10 @@
 # Mimic modes (the route's `mimic:`, src/mtproto/gate.rs): `off` runs against fake_dc.py's
 # silent backend; `live` and `learned` against fake_dc.py's backend relaying to nginx, a
 # real TLS 1.3 server on loopback (suite_start_nginx), so frontgate has a flight to mirror
-# and the suites still see every byte the backend got. SUITE_MIMIC_MODES lists the modes.
-SUITE_MIMIC_MODES="off live learned"
+# and the suites still see every byte the backend got. SUITE_MIMIC_MODES lists the modes run
+# (all three unless set, e.g. SUITE_MIMIC_MODES=live integration/tdlib.sh).
+# shellcheck disable=SC2034  # used by the suites that source this file
+SUITE_MIMIC_MODES="${SUITE_MIMIC_MODES:-off live learned}"
 
 set -u
 set -o pipefail

@@ -47,6 +47,7 @@ if [ "${1:-}" = "--inner" ]; then
             [ "$fast" = true ] && variant="$variant, fast_mode"
             fg="$T/frontgate-$mimic-fast_$fast"
             plain="$fg-allow_plain"
+            port="" plain_port=""
             port port
             port plain_port
             suite_frontgate_config "$port" "$fast" "$mimic" >"$fg.yaml"
