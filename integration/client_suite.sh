@@ -5,12 +5,22 @@
 # (the client's name in check names) and optionally SAFEGUARDS (what keeps the client off the
 # internet without a network namespace; "the DC overrides" if unset), sources this file and
 # then either
-#   - is called with `--inner T PY` (by itself, see suite_outer): calls suite_inner_init T PY, runs
-#     frontgate (suite_frontgate_config, suite_start_frontgate) and its Python check
-#     (suite_run_check), then suite_frontgate_checks for each frontgate and finish (lib.sh); or
+#   - is called with `--inner T PY` (by itself, see suite_outer): calls suite_inner_init T PY and
+#     suite_start_nginx, then for each variant starts its Python check (suite_check_start: the
+#     fake DC and backend listen first), frontgate (suite_frontgate_config,
+#     suite_start_frontgate, suite_wait_probe), lets the check go on (suite_check_go,
+#     suite_check_wait), then suite_frontgate_checks for each frontgate and finish (lib.sh); or
 #   - is called by the user: calls suite_outer with a function that installs its Python.
 # Python check scripts print `ok   <what>` / `FAIL <what>: <why>` lines (integration/fake_dc.py's
 # Checks); they are counted here with the shell's own checks (lib.sh's ok/fail/finish).
+#
+# Mimic modes (the route's `mimic:`, src/mtproto/gate.rs): `off` runs against fake_dc.py's
+# silent backend; `live` and `learned` against fake_dc.py's backend relaying to nginx, a
+# real TLS 1.3 server on loopback (suite_start_nginx), so frontgate has a flight to mirror
+# and the suites still see every byte the backend got. SUITE_MIMIC_MODES lists the modes run
+# (all three unless set, e.g. SUITE_MIMIC_MODES=live integration/tdlib.sh).
+# shellcheck disable=SC2034  # used by the suites that source this file
+SUITE_MIMIC_MODES="${SUITE_MIMIC_MODES:-off live learned}"
 
 set -u
 set -o pipefail
@@ -35,8 +45,61 @@ suite_inner_init() {
     SECRET="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 }
 
-# suite_frontgate_config PORT FAST_MODE [ALLOW_PLAIN]: one user `u` with $SECRET, an
-# `mtproto: true` route for $DOMAIN to 127.0.0.1:$BACKEND_PORT, every DC id to the fake DC on
+# suite_start_nginx: nginx (Debian's /usr/sbin/nginx) on 127.0.0.1:$NGINX_PORT (set here)
+# serving TLS 1.2 and 1.3 for $DOMAIN with a fresh self-signed P-256 certificate, everything
+# in $T/nginx; the real site behind fake_dc.py's backend in mimic live/learned. Returns
+# non-zero (after a FAIL line) when it does not start.
+suite_start_nginx() {
+    local d="$T/nginx" out
+    port NGINX_PORT
+    mkdir -p "$d/tmp"
+    if ! out="$(openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj "/CN=$DOMAIN" -addext "subjectAltName=DNS:$DOMAIN" \
+        -keyout "$d/key.pem" -out "$d/cert.pem" 2>&1)"; then
+        fail "a self-signed P-256 certificate for nginx (openssl)" "$out"
+        return 1
+    fi
+    cat >"$d/nginx.conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $d/nginx.pid;
+error_log $d/error.log info;
+events { worker_connections 64; }
+http {
+    access_log off;
+    client_body_temp_path $d/tmp/body;
+    proxy_temp_path $d/tmp/proxy;
+    fastcgi_temp_path $d/tmp/fastcgi;
+    uwsgi_temp_path $d/tmp/uwsgi;
+    scgi_temp_path $d/tmp/scgi;
+    server {
+        listen 127.0.0.1:$NGINX_PORT ssl;
+        server_name $DOMAIN;
+        ssl_certificate $d/cert.pem;
+        ssl_certificate_key $d/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        return 200 "the site behind $DOMAIN\n";
+    }
+}
+EOF
+    if ! out="$(nginx -t -p "$d" -e "$d/error.log" -c "$d/nginx.conf" 2>&1)"; then
+        fail "nginx accepts its config" "$out"
+        return 1
+    fi
+    nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf" >"$d/stdout.log" 2>&1 &
+    PIDS+=("$!")
+    if wait_port "$NGINX_PORT" 10; then
+        ok "nginx $(nginx -v 2>&1 | sed 's/.*nginx\///') serves TLS 1.2/1.3 for $DOMAIN on 127.0.0.1:$NGINX_PORT (the real site for mimic live/learned)"
+    else
+        fail "nginx listens on 127.0.0.1:$NGINX_PORT" "$(tail -n 5 "$d/error.log" "$d/stdout.log" 2>&1)"
+        return 1
+    fi
+}
+
+# suite_frontgate_config PORT FAST_MODE MIMIC [ALLOW_PLAIN]: one user `u` with $SECRET, an
+# `mtproto: true` route for $DOMAIN with `mimic: MIMIC` to 127.0.0.1:$BACKEND_PORT (the
+# backend of check.py), every DC id to the fake DC on
 # 127.0.0.1:$DC_PORT. The config refuses negative ids; media (negative) and test (+10000)
 # indices map onto 1..5 and unknown ones fall back to DC 2 (src/mtproto/dc.rs), so these five
 # entries cover every index a client can send.
@@ -49,7 +112,7 @@ mtproto:
     u: $SECRET
   fast_mode: $2
 EOF
-    [ -n "${3:-}" ] && echo "  allow_plain: $3"
+    [ -n "${4:-}" ] && echo "  allow_plain: $4"
     cat <<EOF
   datacenters:   # every DC id to the fake DC: nothing may go to Telegram
     1: [127.0.0.1:$DC_PORT]
@@ -60,6 +123,7 @@ EOF
 routes:
   - sni: $DOMAIN
     mtproto: true
+    mimic: $3
     to: 127.0.0.1:$BACKEND_PORT
 EOF
 }
@@ -84,16 +148,33 @@ suite_start_frontgate() {
     fi
 }
 
-# suite_run_check LABEL OUT ERR COMMAND...: runs the Python check, stdout to OUT and stderr to
-# ERR, then echoes OUT counting its ok/FAIL lines; an exit status != 0 without a FAIL line is
-# a failure of its own.
-suite_run_check() {
-    local label="$1" out="$2" err="$3" failed_before=$FAILED check_pid rc line
+# suite_check_start LABEL OUT ERR COMMAND...: starts the Python check in the background with
+# `--ready-file F --go-file G` appended, stdout to OUT and stderr to ERR, and waits (10 s at
+# most) until its fake DC and backend listen; frontgate is started after that, so its
+# start-up probe reaches the backend. suite_check_go lets it go on, suite_check_wait counts
+# its lines. Sets CHECK_PID; returns non-zero (after a FAIL line) if the check never got ready.
+suite_check_start() {
+    local label="$1" out="$2" err="$3"
     shift 3
-    "$@" >"$out" 2>"$err" &
-    check_pid=$!
-    PIDS+=("$check_pid")
-    wait "$check_pid"
+    CHECK_OUT=$out CHECK_ERR=$err CHECK_READY="$out.ready" CHECK_GO="$out.go" CHECK_FAILED_BEFORE=$FAILED
+    "$@" --ready-file "$CHECK_READY" --go-file "$CHECK_GO" >"$out" 2>"$err" &
+    CHECK_PID=$!
+    PIDS+=("$CHECK_PID")
+    if ! wait_until 10 test -e "$CHECK_READY"; then
+        fail "[$label] check.py's fake DC and backend listen" "$(tail -n 5 "$err")"
+        return 1
+    fi
+}
+
+# suite_check_go: frontgate is up, the check may start its clients.
+suite_check_go() { : >"$CHECK_GO"; }
+
+# suite_check_wait LABEL: waits for the check started by suite_check_start, then echoes its
+# stdout counting its ok/FAIL lines; an exit status != 0 without a FAIL line is a failure of
+# its own.
+suite_check_wait() {
+    local label="$1" rc line
+    wait "$CHECK_PID"
     rc=$?
     while IFS= read -r line; do
         case "$line" in
@@ -101,16 +182,35 @@ suite_run_check() {
         "FAIL "*) FAILED=$((FAILED + 1)); echo "$line" ;;
         *) echo "$line" ;;
         esac
-    done <"$out"
-    if [ "$rc" -ne 0 ] && [ "$FAILED" -eq "$failed_before" ]; then
-        fail "[$label] check.py exited with status $rc" "$(tail -n 5 "$err")"
+    done <"$CHECK_OUT"
+    if [ "$rc" -ne 0 ] && [ "$FAILED" -eq "$CHECK_FAILED_BEFORE" ]; then
+        fail "[$label] check.py exited with status $rc" "$(tail -n 5 "$CHECK_ERR")"
     fi
 }
 
-# suite_frontgate_checks LABEL PID LOG: frontgate (PID, logging to LOG) survived the client,
-# its log line for user u names the fake DC, and the secret is nowhere in LOG.
+# suite_wait_probe LABEL LOG MIMIC: with mimic live/learned, waits (10 s at most) for
+# frontgate's start-up probe to report in LOG that the backend (nginx behind check.py's
+# backend) can be mirrored, so the probe's connection is over before any client comes; with
+# off there is no probe and nothing to wait for.
+suite_wait_probe() {
+    local label="$1" log="$2" mimic="$3" line
+    [ "$mimic" = off ] && return 0
+    if wait_until 10 grep -q 'fake flights can mirror it\|fake flights cannot mirror' "$log" &&
+        line="$(grep 'fake flights can mirror it' "$log")"; then
+        ok "[$label] the start-up probe logs that the backend can be mirrored ($(printf '%s' "$line" | sed 's/.*the backend answers/the backend answers/' | cut -c1-160))"
+    else
+        fail "[$label] the start-up probe logs that the backend can be mirrored" \
+            "$(grep -i 'probe\|mirror' "$log" | tail -n 3)"
+    fi
+}
+
+# suite_frontgate_checks LABEL PID LOG [MIMIC]: frontgate (PID, logging to LOG) survived the
+# client, its log line for user u names the fake DC, and the secret is nowhere in LOG. With
+# MIMIC (a frontgate that served fake-TLS clients): LOG says the fake flights are shaped by
+# that mode (`fixed: mimic: off` for off) and has no FIXED-shape warning; with off, no
+# start-up probe line either.
 suite_frontgate_checks() {
-    local label="$1" pid="$2" log="$3" line
+    local label="$1" pid="$2" log="$3" mimic="${4:-}" line shaped
     if kill -0 "$pid" 2>/dev/null; then
         ok "[$label] frontgate still running after the $CLIENT sessions"
     else
@@ -126,6 +226,26 @@ suite_frontgate_checks() {
         fail "[$label] the secret appears nowhere in frontgate's log" "$(grep -ci "$SECRET" "$log") lines contain it"
     else
         ok "[$label] the secret appears nowhere in frontgate's log"
+    fi
+    [ -n "$mimic" ] || return 0
+    shaped="MTProto fake flights are shaped $mimic"
+    [ "$mimic" = off ] && shaped="MTProto fake flights are shaped fixed: mimic: off"
+    if line="$(grep -F "$shaped" "$log" | head -n1)" && [ -n "$line" ]; then
+        ok "[$label] frontgate logs \`${line#*"MTProto fake flights are shaped "}\` (mimic: $mimic)"
+    else
+        fail "[$label] frontgate logs \`$shaped\`" "$(grep 'MTProto fake flights' "$log" | tail -n 3)"
+    fi
+    if line="$(grep 'MTProto fake flights use the FIXED shape' "$log" | head -n1)" && [ -n "$line" ]; then
+        fail "[$label] no FIXED-shape warning in frontgate's log" "$line"
+    else
+        ok "[$label] no FIXED-shape warning in frontgate's log"
+    fi
+    if [ "$mimic" = off ]; then
+        if line="$(grep 'fake flights can mirror it\|fake flights cannot mirror' "$log" | head -n1)" && [ -n "$line" ]; then
+            fail "[$label] no start-up probe with mimic: off" "$line"
+        else
+            ok "[$label] no start-up probe with mimic: off"
+        fi
     fi
 }
 

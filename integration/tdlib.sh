@@ -12,7 +12,9 @@
 # Downloads the python-telegram 2.0.0 wheel from PyPI (pip download --no-deps) and takes its
 # libtdjson.so (TDLib 1.8.66), installs cryptography into a venv in the temp dir, then runs
 # integration/tdlib/check.py (fake DC + the route's backend from integration/fake_dc.py, TDLib
-# driven through ctypes, see its docstring) against frontgate in normal mode and with
+# driven through ctypes, see its docstring) against frontgate in every mimic mode of the
+# route (off: a silent fake backend; live, learned: the backend relays to nginx, a real
+# TLS 1.3 site on loopback, see client_suite.sh), each in normal mode and with
 # mtproto.fast_mode: each time a frontgate with the defaults (ee-secret, wrong secret) and one
 # with `mtproto.allow_plain: true` (dd-secret). TDLib's check is its `pingProxy`, which
 # answers only once its req_pq_multi got a resPQ back through the proxy.
@@ -35,43 +37,51 @@ PYTHON_TELEGRAM=python-telegram==2.0.0
 # ------------------------------------------------------------------ inner part (loopback only)
 if [ "${1:-}" = "--inner" ]; then
     suite_inner_init "$2" "$3"
-    port FG_PORT
-    port FGP_PORT
-    port FGF_PORT
-    port FGFP_PORT
     DOMAIN="tdlib.frontgate.test"
+    suite_start_nginx || finish
 
-    # The same checks against frontgate in normal mode and with mtproto.fast_mode.
-    for variant in normal fast_mode; do
-        if [ "$variant" = normal ]; then
-            port=$FG_PORT plain_port=$FGP_PORT fast=false
-        else
-            port=$FGF_PORT plain_port=$FGFP_PORT fast=true
-        fi
-        fg="$T/frontgate-$variant"
-        plain="$T/frontgate-$variant-allow_plain"
-        suite_frontgate_config "$port" "$fast" >"$fg.yaml"
-        suite_frontgate_config "$plain_port" "$fast" true >"$plain.yaml"
-        suite_start_frontgate "$variant" "$fg.yaml" "$port" || continue
-        fg_pid=$FG_PID
-        suite_start_frontgate "$variant, allow_plain" "$plain.yaml" "$plain_port" || continue
-        plain_pid=$FG_PID
-
-        failed_before=$FAILED
-        # Every wait inside check.py is bounded; `timeout` also bounds a TDLib that hangs.
-        suite_run_check "$variant" "$T/check-$variant.out" "$T/check-$variant.err" \
-            timeout -k 5 240 "$PY" "$HERE/tdlib/check.py" --libtdjson "$LIBTDJSON" --label "$variant" \
-            --proxy-port "$port" --plain-port "$plain_port" --dc-port "$DC_PORT" \
-            --backend-port "$BACKEND_PORT" --secret "$SECRET" --domain "$DOMAIN" \
-            --tdlib-verbosity "${TDLIB_VERBOSITY:-0}" --tdlib-log "$T/tdlib-$variant.log"
-        suite_frontgate_checks "$variant" "$fg_pid" "$fg.log"
-        suite_frontgate_checks "$variant, allow_plain" "$plain_pid" "$plain.log"
-        if [ "$FAILED" -gt "$failed_before" ]; then
-            suite_tail "frontgate log" "$fg.log"
-            suite_tail "frontgate log (allow_plain)" "$plain.log"
-            suite_tail "check.py stderr" "$T/check-$variant.err"
-            [ -f "$T/tdlib-$variant.log" ] && suite_tail "TDLib log" "$T/tdlib-$variant.log"
-        fi
+    # The same checks in every mimic mode, in normal mode and with mtproto.fast_mode.
+    for mimic in $SUITE_MIMIC_MODES; do
+        for fast in false true; do
+            variant="mimic $mimic"
+            [ "$fast" = true ] && variant="$variant, fast_mode"
+            fg="$T/frontgate-$mimic-fast_$fast"
+            plain="$fg-allow_plain"
+            port="" plain_port=""
+            port port
+            port plain_port
+            suite_frontgate_config "$port" "$fast" "$mimic" >"$fg.yaml"
+            suite_frontgate_config "$plain_port" "$fast" "$mimic" true >"$plain.yaml"
+            failed_before=$FAILED
+            # Every wait inside check.py is bounded; `timeout` also bounds a TDLib that hangs.
+            suite_check_start "$variant" "$fg.check.out" "$fg.check.err" \
+                timeout -k 5 240 "$PY" "$HERE/tdlib/check.py" --libtdjson "$LIBTDJSON" --label "$variant" \
+                --proxy-port "$port" --plain-port "$plain_port" --dc-port "$DC_PORT" \
+                --backend-port "$BACKEND_PORT" --secret "$SECRET" --domain "$DOMAIN" \
+                --tdlib-verbosity "${TDLIB_VERBOSITY:-0}" --tdlib-log "$T/tdlib-$mimic-fast_$fast.log" \
+                --mimic "$mimic" --upstream-port "$NGINX_PORT" --probes 2 || continue
+            fg_pid="" plain_pid=""
+            if suite_start_frontgate "$variant" "$fg.yaml" "$port"; then
+                fg_pid=$FG_PID
+                suite_wait_probe "$variant" "$fg.log" "$mimic"
+            fi
+            if suite_start_frontgate "$variant, allow_plain" "$plain.yaml" "$plain_port"; then
+                plain_pid=$FG_PID
+                suite_wait_probe "$variant, allow_plain" "$plain.log" "$mimic"
+            fi
+            suite_check_go
+            suite_check_wait "$variant"
+            [ -n "$fg_pid" ] && suite_frontgate_checks "$variant" "$fg_pid" "$fg.log" "$mimic"
+            [ -n "$plain_pid" ] && suite_frontgate_checks "$variant, allow_plain" "$plain_pid" "$plain.log"
+            if [ "$FAILED" -gt "$failed_before" ]; then
+                suite_tail "frontgate log" "$fg.log"
+                suite_tail "frontgate log (allow_plain)" "$plain.log"
+                suite_tail "check.py stderr" "$fg.check.err"
+                [ -f "$T/tdlib-$mimic-fast_$fast.log" ] && suite_tail "TDLib log" "$T/tdlib-$mimic-fast_$fast.log"
+            fi
+            # The next variant's check binds the same backend port: this one's frontgates go.
+            for pid in $fg_pid $plain_pid; do kill "$pid" 2>/dev/null; done
+        done
     done
     finish
 fi

@@ -9,7 +9,9 @@
 #
 # Installs telethon, TelethonFakeTLS and cryptography from PyPI into a venv in the temp dir,
 # then runs integration/telethon/check.py (fake DC + the route's backend + the Telethon
-# client, see its docstring) against frontgate in normal mode and with mtproto.fast_mode.
+# client, see its docstring) against frontgate in every mimic mode of the route (off: a
+# silent fake backend; live, learned: the backend relays to nginx, a real TLS 1.3 site on
+# loopback, see client_suite.sh), each in normal mode and with mtproto.fast_mode.
 # Every DC id is mapped to the fake DC; when
 # `unshare -n` works (root on Linux) the test runs in a fresh network namespace with only
 # loopback, so nothing can leave the machine whatever the DC table says.
@@ -26,26 +28,36 @@ CLIENT=Telethon
 # ------------------------------------------------------------------ inner part (loopback only)
 if [ "${1:-}" = "--inner" ]; then
     suite_inner_init "$2" "$3"
-    port FG_PORT
-    port FGF_PORT
     DOMAIN="telethon.frontgate.test"
+    suite_start_nginx || finish
 
-    # The same checks against frontgate in normal mode and with mtproto.fast_mode.
-    for variant in normal fast_mode; do
-        if [ "$variant" = normal ]; then port=$FG_PORT fast=false; else port=$FGF_PORT fast=true; fi
-        suite_frontgate_config "$port" "$fast" >"$T/frontgate-$variant.yaml"
-        suite_start_frontgate "$variant" "$T/frontgate-$variant.yaml" "$port" || continue
-        fg_pid=$FG_PID
-
-        failed_before=$FAILED
-        suite_run_check "$variant" "$T/check-$variant.out" "$T/check-$variant.err" \
-            "$PY" "$HERE/telethon/check.py" --label "$variant" --proxy-port "$port" --dc-port "$DC_PORT" \
-            --backend-port "$BACKEND_PORT" --secret "$SECRET" --domain "$DOMAIN"
-        suite_frontgate_checks "$variant" "$fg_pid" "$T/frontgate-$variant.log"
-        if [ "$FAILED" -gt "$failed_before" ]; then
-            suite_tail "frontgate log" "$T/frontgate-$variant.log"
-            suite_tail "check.py stderr" "$T/check-$variant.err"
-        fi
+    # The same checks in every mimic mode, in normal mode and with mtproto.fast_mode.
+    for mimic in $SUITE_MIMIC_MODES; do
+        for fast in false true; do
+            variant="mimic $mimic"
+            [ "$fast" = true ] && variant="$variant, fast_mode"
+            name="$T/frontgate-$mimic-fast_$fast"
+            port port
+            suite_frontgate_config "$port" "$fast" "$mimic" >"$name.yaml"
+            failed_before=$FAILED
+            suite_check_start "$variant" "$name.check.out" "$name.check.err" \
+                timeout -k 5 120 "$PY" "$HERE/telethon/check.py" --label "$variant" --proxy-port "$port" \
+                --dc-port "$DC_PORT" --backend-port "$BACKEND_PORT" --secret "$SECRET" --domain "$DOMAIN" \
+                --mimic "$mimic" --upstream-port "$NGINX_PORT" --probes 1 || continue
+            if suite_start_frontgate "$variant" "$name.yaml" "$port"; then
+                fg_pid=$FG_PID
+                suite_wait_probe "$variant" "$name.log" "$mimic"
+            fi
+            suite_check_go
+            suite_check_wait "$variant"
+            [ -n "${fg_pid:-}" ] && suite_frontgate_checks "$variant" "$fg_pid" "$name.log" "$mimic"
+            if [ "$FAILED" -gt "$failed_before" ]; then
+                suite_tail "frontgate log" "$name.log"
+                suite_tail "check.py stderr" "$name.check.err"
+            fi
+            [ -n "${fg_pid:-}" ] && kill "$fg_pid" 2>/dev/null
+            fg_pid=""
+        done
     done
     finish
 fi

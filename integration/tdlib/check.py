@@ -13,13 +13,24 @@ TDLib is told `setNetworkType networkTypeNone` before anything else: it then ope
 connection of its own (it would dial Telegram's built-in DC addresses), while pingProxy still
 dials the proxy it is given.
 
+The route's `mimic` mode is --mimic. With `off` the backend is fake_dc's silent one; with
+`live` and `learned` it relays to --upstream-port, a real TLS 1.3 server (nginx), so frontgate
+has a flight to mirror. With --ready-file/--go-file the fake servers listen before frontgate
+starts (the shell waits for the first file, starts frontgate, creates the second), so its
+start-up probe of the backend is seen too.
+
 Checks (one `ok   ...` / `FAIL ...` line each):
+  0. the start-up probe: none with mimic off; otherwise one per frontgate (--probes), with a
+     ClientHello of frontgate's own (rustls's) for --domain, not TDLib's;
   1. ee-secret (fake TLS) to --proxy-port: pingProxy answers seconds, the fake DC parsed
-     well-formed req_pq_multi messages, the backend got nothing;
-  2. dd-secret (no TLS wrapper) to --plain-port: the same;
+     well-formed req_pq_multi messages; the backend got, by mimic mode, nothing (off),
+     exactly TDLib's hello on one mirror connection frontgate closed (live), at most that
+     (learned; and nothing for a second ping once the profile is learned);
+  2. dd-secret (no TLS wrapper) to --plain-port: pingProxy answers seconds, the backend got
+     nothing;
   3. a wrong ee-secret: pingProxy answers an error and nothing reaches the fake DC;
   4. ... and the route's backend got TDLib's ClientHello unchanged (its digest is valid for
-     the wrong secret, so not one byte of it was altered).
+     the wrong secret, so not one byte of it was altered), on one connection.
 """
 
 import argparse
@@ -129,7 +140,11 @@ class Ping:
     inits: list  # (protocol tag hex, DC index)
     requests: list  # well-formed req_pq_multi the fake DC answered
     dc_errors: list
-    backend_got: list  # bytes each backend connection received
+    backend: list  # fake_dc.BackendConnection opened meanwhile
+
+    @property
+    def backend_got(self):
+        return [c.received for c in self.backend]
 
 
 def describe(answer):
@@ -161,11 +176,29 @@ async def main():
     ap.add_argument("--label", default="", help="prefix for the check names")
     ap.add_argument("--tdlib-verbosity", type=int, default=0)
     ap.add_argument("--tdlib-log", help="file for TDLib's log (with --tdlib-verbosity > 0)")
+    fake_dc.add_arguments(ap)
     args = ap.parse_args()
     checks = fake_dc.Checks(args.label)
     loop = asyncio.get_running_loop()
 
-    dc, backend, servers = await fake_dc.start(args.dc_port, args.backend_port)
+    upstream = None if args.mimic == "off" else args.upstream_port
+    dc, backend, servers = await fake_dc.start(args.dc_port, args.backend_port, upstream)
+    if not await fake_dc.ready_then_wait(args.ready_file, args.go_file):
+        checks.fail("the shell started frontgate", f"no {args.go_file} within 30 s")
+        return False
+    secret = bytes.fromhex(args.secret)
+
+    def tdlib_hello(data):
+        """One TLS record: a ClientHello for --domain whose digest is valid for the secret."""
+        records = fake_dc.tls_records(data)
+        return (
+            len(records) == 1
+            and fake_dc.is_client_hello(records[0], args.domain)
+            and fake_tls_digest_valid(records[0], secret)
+        )
+
+    await backend.settle()
+    fake_dc.judge_probes(checks, args.mimic, list(backend.connections), args.probes, args.domain, tdlib_hello)
 
     td = Tdjson(args.libtdjson, loop)
     td.execute({"@type": "setLogVerbosityLevel", "new_verbosity_level": args.tdlib_verbosity})
@@ -227,17 +260,20 @@ async def main():
         )
         print(f"# answer after {time.monotonic() - started:.2f} s: {describe(answer)}", flush=True)
         await asyncio.sleep(0.3)  # let the fake servers finish with the connection
+        await backend.settle(1)  # a mirror connection ends before the client is answered
         return Ping(
             answer,
             dc_connections=dc.connections - before[0],
             inits=[(tag.hex(), idx) for tag, idx in dc.inits[before[1] :]],
             requests=dc.requests[before[2] :],
             dc_errors=dc.errors[before[3] :],
-            backend_got=backend.received[before[4] :],
+            backend=backend.connections[before[4] :],
         )
 
-    def judge_success(what, p):
-        if p.answer.get("@type") == "seconds" and p.requests and not p.dc_errors and not p.backend_got:
+    def judge_success(what, p, backend_may_get=False):
+        """pingProxy answered after a resPQ; the backend got nothing unless `backend_may_get`
+        (then fake_dc.judge_mirror judges what it got)."""
+        if p.answer.get("@type") == "seconds" and p.requests and not p.dc_errors and (backend_may_get or not p.backend):
             checks.ok(
                 f"{what} ({p.answer['seconds']:.4f} s; fake DC: inits {p.inits}, "
                 f"{len(p.requests)} req_pq_multi answered)"
@@ -247,15 +283,18 @@ async def main():
                 what,
                 f"answer {describe(p.answer)}; fake DC connections {p.dc_connections}, inits {p.inits}, "
                 f"req_pq_multi {len(p.requests)}, errors {p.dc_errors}; "
-                f"backend connections {len(p.backend_got)}",
+                f"backend connections {len(p.backend)}",
             )
 
     # ---------------------------------------------------------------- (1) ee-secret
     ee_secret = "ee" + args.secret + args.domain.encode().hex()
-    judge_success(
-        "ee-secret (fake TLS): pingProxy answers seconds after the fake DC's resPQ",
-        await ping(args.proxy_port, ee_secret),
-    )
+    p = await ping(args.proxy_port, ee_secret)
+    judge_success("ee-secret (fake TLS): pingProxy answers seconds after the fake DC's resPQ", p, True)
+    fake_dc.judge_mirror(checks, args.mimic, p.backend, tdlib_hello, "TDLib's hello")
+    if args.mimic == "learned":
+        p = await ping(args.proxy_port, ee_secret)
+        judge_success("ee-secret again: pingProxy answers seconds after the fake DC's resPQ", p, True)
+        fake_dc.judge_mirror(checks, args.mimic, p.backend, tdlib_hello, "TDLib's hello", learned_already=True)
 
     # ---------------------------------------------------------------- (2) dd-secret
     judge_success(
@@ -273,10 +312,15 @@ async def main():
     else:
         checks.fail(what, f"answer {describe(p.answer)}; fake DC connections {p.dc_connections}")
 
-    what = "wrong secret: the route's backend got TDLib's ClientHello, unchanged"
-    got = p.backend_got
+    what = "wrong secret: the route's backend got TDLib's ClientHello, unchanged, on one connection"
+    # The first record; with a real TLS server behind the backend TDLib may write more after
+    # reading its answer (that is TDLib talking to the site, not frontgate).
+    got = [(fake_dc.tls_records(g) or [g])[0] for g in p.backend_got]
     if len(got) == 1 and fake_dc.is_client_hello(got[0], args.domain) and fake_tls_digest_valid(got[0], wrong):
-        checks.ok(f"{what} ({len(got[0])} bytes, SNI {args.domain}, digest valid for the wrong secret)")
+        checks.ok(
+            f"{what} ({len(got[0])} bytes, SNI {args.domain}, digest valid for the wrong secret; "
+            f"{fake_dc.describe_connection(p.backend[0])})"
+        )
     else:
         checks.fail(
             what,

@@ -8,13 +8,22 @@ fake DC and backend of integration/fake_dc.py and drives Telethon with the Telet
 connection class. The fake DC answers req_pq_multi with a well-formed resPQ that echoes the
 nonce but lists only an RSA fingerprint Telethon does not know.
 
+The route's `mimic` mode is --mimic. With `off` the backend is fake_dc's silent one; with
+`live` and `learned` it relays to --upstream-port, a real TLS 1.3 server (nginx), so frontgate
+has a flight to mirror. With --ready-file/--go-file the fake servers listen before frontgate
+starts, so its start-up probe of the backend is seen too.
+
 Checks (one `ok   ...` / `FAIL ...` line each):
-  1. with the right ee-secret the DC gets an init with Telethon's tag and DC 2;
+  0. the start-up probe: none with mimic off; otherwise one, with frontgate's own (rustls's)
+     ClientHello for --domain, not Telethon's;
+  1. with the right ee-secret the DC gets an init with Telethon's tag and DC 2; the backend
+     got, by mimic mode, nothing (off), exactly Telethon's hello on one mirror connection
+     frontgate closed (live), at most that (learned);
   2. the DC parses a well-formed req_pq_multi;
   3. Telethon parses the resPQ (nonce matched, pq factorised) and fails with SecurityError
      on the unknown fingerprint, not with a transport/connection error;
   4. with a wrong secret nothing reaches the DC, and the backend gets Telethon's
-     ClientHello byte for byte.
+     ClientHello byte for byte, on one connection.
 """
 
 import argparse
@@ -127,18 +136,38 @@ async def main():
     ap.add_argument("--domain", required=True)
     ap.add_argument("--timeout", type=float, default=15)
     ap.add_argument("--label", default="", help="prefix for the check names")
+    fake_dc.add_arguments(ap)
     args = ap.parse_args()
     checks = fake_dc.Checks(args.label)
 
     assert UNKNOWN_FINGERPRINT not in rsa._server_keys, "the test fingerprint must be unknown"
 
-    dc, backend, servers = await fake_dc.start(args.dc_port, args.backend_port)
+    upstream = None if args.mimic == "off" else args.upstream_port
+    dc, backend, servers = await fake_dc.start(args.dc_port, args.backend_port, upstream)
+    if not await fake_dc.ready_then_wait(args.ready_file, args.go_file):
+        checks.fail("the shell started frontgate", f"no {args.go_file} within 30 s")
+        return False
+
+    def sent_hello():
+        # The codec keeps the last ClientHello it built in a class-level dict.
+        return b"".join(MTProxyFakeTLSClientCodec.client_hello_dict.values())
+
+    def telethon_hello(data):
+        return bool(data) and data == sent_hello()
+
+    await backend.settle()
+    fake_dc.judge_probes(checks, args.mimic, list(backend.connections), 1, args.domain, telethon_hello)
+    backend_before = len(backend.connections)
 
     # ---------------------------------------------------------------- right secret
     ee_secret = "ee" + args.secret + args.domain.encode().hex()
     print(f"# Telethon -> frontgate 127.0.0.1:{args.proxy_port} with secret {ee_secret}", flush=True)
     error, records = await run_telethon(args.proxy_port, ee_secret, args.timeout)
     print(f"# TelegramClient.connect() ended with {describe(error)}", flush=True)
+    await backend.settle()
+    fake_dc.judge_mirror(
+        checks, args.mimic, backend.connections[backend_before:], telethon_hello, "Telethon's hello"
+    )
     for e in AUTH_ERRORS:
         print(f"# do_authentication raised {type(e).__name__}: {e}", flush=True)
     for rec in records:
@@ -190,8 +219,8 @@ async def main():
     print(f"# Telethon -> frontgate with a wrong secret {wrong_ee}", flush=True)
     error, records = await run_telethon(args.proxy_port, wrong_ee, args.timeout)
     print(f"# TelegramClient.connect() ended with {describe(error)}", flush=True)
-    # The codec keeps the last ClientHello it built in a class-level dict.
-    sent_hello = b"".join(MTProxyFakeTLSClientCodec.client_hello_dict.values())
+    wrong_hello = sent_hello()
+    # Telethon keeps the failed connection open a while: its end is not waited for.
     await asyncio.sleep(0.5)
 
     what = "wrong secret: Telethon fails and nothing reaches the fake DC"
@@ -200,15 +229,18 @@ async def main():
     else:
         checks.fail(what, f"connect() {describe(error)}; DC connections {dc_before} -> {dc.connections}")
 
-    what = "wrong secret: the route's backend got Telethon's ClientHello, unchanged"
-    got = backend.received[backend_before:]
-    if len(got) == 1 and fake_dc.is_client_hello(got[0], args.domain) and got[0] == sent_hello:
-        checks.ok(f"{what} ({len(got[0])} bytes, SNI {args.domain})")
+    what = "wrong secret: the route's backend got Telethon's ClientHello, unchanged, on one connection"
+    conns = backend.connections[backend_before:]
+    # Its first bytes; with a real TLS server behind the backend Telethon may write more after
+    # reading its answer (that is Telethon talking to the site, not frontgate).
+    got = [c.received[: len(wrong_hello)] for c in conns]
+    if len(got) == 1 and fake_dc.is_client_hello(got[0], args.domain) and got[0] == wrong_hello:
+        checks.ok(f"{what} ({len(got[0])} bytes, SNI {args.domain}; {fake_dc.describe_connection(conns[0])})")
     else:
         checks.fail(
             what,
             f"backend connections {len(got)}, first bytes {[g[:16].hex() for g in got]}, "
-            f"equal to the sent hello: {[g == sent_hello for g in got]}",
+            f"equal to the sent hello: {[g == wrong_hello for g in got]}",
         )
 
     for server in servers:
