@@ -68,11 +68,7 @@ error_log $d/error.log info;
 events { worker_connections 64; }
 http {
     access_log off;
-    client_body_temp_path $d/tmp/body;
-    proxy_temp_path $d/tmp/proxy;
-    fastcgi_temp_path $d/tmp/fastcgi;
-    uwsgi_temp_path $d/tmp/uwsgi;
-    scgi_temp_path $d/tmp/scgi;
+    $(nginx_temp_paths "$d/tmp")
     server {
         listen 127.0.0.1:$NGINX_PORT ssl;
         server_name $DOMAIN;

@@ -125,11 +125,7 @@ events { worker_connections 1024; }
 http {
     default_type application/octet-stream;
     access_log off;
-    client_body_temp_path $T/nginx/client_body;
-    proxy_temp_path $T/nginx/proxy;
-    fastcgi_temp_path $T/nginx/fastcgi;
-    uwsgi_temp_path $T/nginx/uwsgi;
-    scgi_temp_path $T/nginx/scgi;
+    $(nginx_temp_paths "$T/nginx")
     server {   # TLS 1.3 enabled: what the route's backend should be
         listen 127.0.0.1:$P_TLS13 ssl;
         ssl_certificate $T/cert.pem;

@@ -44,6 +44,10 @@
 #                           (0) or SECONDS (may be fractional) have passed (1).
 #   wait_port PORT [SECONDS] [ADDR]  wait_until SECONDS (default 10) listening PORT ADDR.
 #
+# nginx
+#   nginx_temp_paths DIR    the five *_temp_path directives (one line) with every temporary
+#                           file under DIR, so an unprivileged nginx never writes outside it.
+#
 # Numbers (benchmarks)
 #   median                  the median of the numbers on stdin (one a line); `n/a` if none.
 #   fmt X [DECIMALS]        X with DECIMALS (default 0) decimals; `n/a` for empty or n/a.
@@ -216,4 +220,10 @@ busy_pct() {
     read -r _ a b c d e f g h _ </proc/stat
     t2=$((a + b + c + d + e + f + g + h)) i2=$((d + e))
     echo $((100 * ((t2 - t1) - (i2 - i1)) / (t2 - t1 > 0 ? t2 - t1 : 1)))
+}
+
+# ---------------------------------------------------------------- nginx
+nginx_temp_paths() {
+    local d=$1
+    echo "client_body_temp_path $d/client_body; proxy_temp_path $d/proxy; fastcgi_temp_path $d/fastcgi; uwsgi_temp_path $d/uwsgi; scgi_temp_path $d/scgi;"
 }

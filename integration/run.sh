@@ -112,11 +112,7 @@ error_log $T/nginx/logs/error.log warn;
 events { worker_connections 1024; }
 http {
     default_type text/plain;
-    client_body_temp_path $T/nginx/client_body;
-    proxy_temp_path $T/nginx/proxy;
-    fastcgi_temp_path $T/nginx/fastcgi;
-    uwsgi_temp_path $T/nginx/uwsgi;
-    scgi_temp_path $T/nginx/scgi;
+    $(nginx_temp_paths "$T/nginx")
     ssl_protocols TLSv1.2 TLSv1.3;
     # The client address as the PROXY header carried it, and as realip made it \$remote_addr.
     log_format pp '\$proxy_protocol_addr \$remote_addr \$request_uri';

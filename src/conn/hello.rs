@@ -295,18 +295,8 @@ mod tests {
             .unwrap()
     }
 
-    /// Re-frames a one-record hello into records of at most `size` handshake bytes.
-    fn split_records(record: &[u8], size: usize) -> Vec<u8> {
-        record[5..]
-            .chunks(size)
-            .flat_map(|chunk| {
-                let mut r = vec![0x16, 0x03, 0x01];
-                r.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
-                r.extend_from_slice(chunk);
-                r
-            })
-            .collect()
-    }
+    // The test kit's re-framing of a one-record hello into records of `size` bytes.
+    use frontgate_testkit::hello::split_into_records as split_records;
 
     #[test]
     fn parses_sni_random_session_and_suites() {
