@@ -5,13 +5,13 @@
 
 mod common;
 
-use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use common::fuzz_harness::{self, ready, split_input, Segments};
+use common::net::readv_from;
 use frontgate::admission::proxy_in;
 use frontgate::config::ProxyProtocol;
 use frontgate::config::Secret;
@@ -253,24 +253,6 @@ proptest! {
             fuzz_harness::read_proxy_header(&wire, &sizes),
             Ok((Some(proxy_out::canonical(client)), header_len))
         );
-    }
-}
-
-/// A `read` for [`RecordEncoder::fill_vectored`] copying up to `limit` bytes of
-/// `data[*fed..]` across the slices, as `readv` would.
-fn readv_from<'a>(
-    data: &'a [u8],
-    fed: &'a mut usize,
-    limit: usize,
-) -> impl FnOnce(&mut [IoSliceMut<'_>]) -> io::Result<usize> + 'a {
-    move |slices| {
-        let start = *fed;
-        for slice in slices.iter_mut() {
-            let n = slice.len().min(data.len() - *fed).min(start + limit - *fed);
-            slice[..n].copy_from_slice(&data[*fed..*fed + n]);
-            *fed += n;
-        }
-        Ok(*fed - start)
     }
 }
 

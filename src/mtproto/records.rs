@@ -486,26 +486,8 @@ mod tests {
         assert_eq!(decode_all(&mut dec, enc.as_bytes(), 999).unwrap(), data);
     }
 
-    /// A `read` for [`RecordEncoder::fill_vectored`] that copies up to `limit` bytes of
-    /// `data[*fed..]` across the slices, as `readv` would.
-    fn readv_from<'a>(
-        data: &'a [u8],
-        fed: &'a mut usize,
-        limit: usize,
-    ) -> impl FnOnce(&mut [IoSliceMut<'_>]) -> io::Result<usize> + 'a {
-        move |slices| {
-            let start = *fed;
-            for slice in slices.iter_mut() {
-                let n = slice
-                    .len()
-                    .min(data.len() - *fed)
-                    .min(start.saturating_add(limit) - *fed);
-                slice[..n].copy_from_slice(&data[*fed..*fed + n]);
-                *fed += n;
-            }
-            Ok(*fed - start)
-        }
-    }
+    // The test kit's stand-in for `readv` over a byte slice.
+    use frontgate_testkit::net::readv_from;
 
     #[test]
     fn vectored_fill_reads_into_several_record_bodies_at_once() {

@@ -111,3 +111,24 @@ impl Default for RefusingPort {
         Self::new()
     }
 }
+
+/// A `read` for a vectored reader (frontgate's `RecordEncoder::fill_vectored`) that copies up
+/// to `limit` bytes of `data[*fed..]` across the slices, as `readv` would.
+pub fn readv_from<'a>(
+    data: &'a [u8],
+    fed: &'a mut usize,
+    limit: usize,
+) -> impl FnOnce(&mut [std::io::IoSliceMut<'_>]) -> std::io::Result<usize> + 'a {
+    move |slices| {
+        let start = *fed;
+        for slice in slices.iter_mut() {
+            let n = slice
+                .len()
+                .min(data.len() - *fed)
+                .min(start.saturating_add(limit) - *fed);
+            slice[..n].copy_from_slice(&data[*fed..*fed + n]);
+            *fed += n;
+        }
+        Ok(*fed - start)
+    }
+}
