@@ -3,7 +3,7 @@
 //!
 //! # Layout
 //! The folders follow a connection's pipeline. Each imports only the folders listed before it
-//! (`config` imports none of them, `server` may import all):
+//! (`config` imports none of them, `cli` may import all):
 //! - [`config`]: the route file: YAML model, validation with `file:line:column` errors, and
 //!   the pure values it compiles to (route table, upstreams, secrets, TLS and MTProto
 //!   settings). The only module that knows the file format; no runtime state.
@@ -20,8 +20,10 @@
 //!   routing decision, and the hand-off to a relay, the MTProto core or TLS termination.
 //! - [`server`]: the gateway that owns the listeners, the hot-swappable table and the
 //!   runtime resources that outlive a reload; reload; shutdown.
+//! - [`cli`]: the `frontgate` command line, one file per subcommand.
 
 pub mod admission;
+pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod forward;

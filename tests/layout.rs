@@ -4,7 +4,7 @@
 use std::path::Path;
 
 /// The stage folders in the order of `src/lib.rs`'s map, lowest first.
-const STAGES: [&str; 8] = [
+const STAGES: [&str; 9] = [
     "config",
     "forward",
     "admission",
@@ -13,6 +13,7 @@ const STAGES: [&str; 8] = [
     "ops",
     "conn",
     "server",
+    "cli",
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {

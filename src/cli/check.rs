@@ -1,0 +1,87 @@
+//! `frontgate check`: validate the route file like `nginx -t`, optionally probing backends.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::ConfigArg;
+use crate::config;
+use crate::mtproto::probe;
+use crate::ops::summary;
+use crate::server::registry;
+
+/// `frontgate check` options.
+#[derive(Args)]
+pub(super) struct CheckArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Also connect to each `mtproto: true` route's backend and say whether fake flights
+    /// can mirror its answer (a TLS 1.2-only backend cannot be matched); exit 1 if not.
+    #[arg(long)]
+    probe: bool,
+}
+
+pub(super) fn main(args: CheckArgs) -> ExitCode {
+    let path = args.config.path.as_path();
+    match load_and_build(path) {
+        Ok(config) => {
+            print!("{}", summary::render(&config));
+            println!(
+                "frontgate: the configuration file {} syntax is ok and the routes are valid",
+                path.display()
+            );
+            if args.probe && !probe_backends(&config) {
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("frontgate: {e}");
+            eprintln!(
+                "frontgate: configuration file {} test failed",
+                path.display()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses the file and builds every runtime resource `run` would (certificates, ACME cache),
+/// so `check` fails on what `run` would fail on.
+fn load_and_build(path: &Path) -> Result<config::Config, String> {
+    let config = config::load(path).map_err(|e| e.to_string())?;
+    registry::probe(&config).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(config)
+}
+
+/// `check --probe`: one line per `mtproto: true` route's backend; false if any cannot be
+/// mirrored.
+fn probe_backends(config: &config::Config) -> bool {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("frontgate: cannot start the probe: {e}");
+            return false;
+        }
+    };
+    let reports = runtime.block_on(probe::probe_routes(config, config.timeouts.connect));
+    let mut all_good = true;
+    for report in &reports {
+        if report.answer.is_ok() {
+            println!("frontgate: probe: {}", report.describe());
+        } else {
+            all_good = false;
+            eprintln!("frontgate: probe: {}", report.describe());
+        }
+    }
+    if reports.is_empty() {
+        println!(
+            "frontgate: probe: no `mtproto: true` route mirrors its backend (none, or mimic: off)"
+        );
+    }
+    all_good
+}

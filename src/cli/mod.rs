@@ -1,0 +1,56 @@
+//! The `frontgate` command line: `run` serves, `check` validates like `nginx -t`, `link` and
+//! `secret` hand out MTProto access. One file per subcommand; this one parses and dispatches.
+
+mod check;
+mod link;
+mod logging;
+mod run;
+mod secret;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// frontgate: one process on :443 for SNI routing, MTProto fake-TLS and TLS termination.
+#[derive(Parser)]
+#[command(name = "frontgate", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve: route connections as the route file says; reload on SIGHUP or file change.
+    Run(run::RunArgs),
+    /// Validate the route file and print the route summary; exit code 0 if valid, 1 if not.
+    Check(check::CheckArgs),
+    /// Print each MTProto user's tg:// and t.me links (and QR codes) for the route file.
+    Link(link::LinkArgs),
+    /// Generate a new random MTProto user secret (OS RNG) to paste into mtproto.users.
+    Secret(secret::SecretArgs),
+}
+
+/// The route file argument every command that reads it shares.
+#[derive(Args)]
+struct ConfigArg {
+    /// The route file (see routes.example.yaml).
+    #[arg(
+        short = 'c',
+        long = "config",
+        env = "FRONTGATE_CONFIG",
+        default_value = "/etc/frontgate/routes.yaml"
+    )]
+    path: PathBuf,
+}
+
+/// Parses the command line and runs the subcommand; the process exit code is its outcome.
+pub fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Run(args) => run::main(args),
+        Command::Check(args) => check::main(args),
+        Command::Link(args) => link::main(args),
+        Command::Secret(args) => secret::main(args),
+    }
+}

@@ -1,0 +1,24 @@
+//! `frontgate secret`: a new random MTProto user secret.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::config::Secret;
+
+/// `frontgate secret` options.
+#[derive(Args)]
+pub(super) struct SecretArgs {
+    /// Also print the ee-form a client needs for this fronted domain.
+    #[arg(long)]
+    domain: Option<String>,
+}
+
+pub(super) fn main(args: SecretArgs) -> ExitCode {
+    let secret = Secret::generate();
+    println!("{}", hex::encode(secret.as_bytes()));
+    if let Some(domain) = args.domain {
+        println!("{}", secret.ee_hex(&domain));
+    }
+    ExitCode::SUCCESS
+}
