@@ -105,13 +105,21 @@ impl SizingReport {
     /// One line for the operator.
     pub fn describe(&self) -> String {
         match &self.sizing {
-            Ok(sizing) => format!(
-                "route {}: the site's downloads come in records of up to {} bytes after {} \
-                 smaller one(s); MTProto sessions send the same (at most 16384 bytes, the \
-                 largest record Telegram clients take)",
+            Ok(sizing) if sizing.site_full() == sizing.steady() => format!(
+                "route {}: the site's downloads come in records of {} bytes after {} \
+                 smaller one(s); MTProto sessions send the same",
                 self.route,
                 sizing.steady(),
                 sizing.ramp().len()
+            ),
+            Ok(sizing) => format!(
+                "route {}: the site's downloads come in records of {} bytes after {} \
+                 smaller one(s); MTProto sessions send {}-byte ones, the largest Telegram \
+                 clients take",
+                self.route,
+                sizing.site_full(),
+                sizing.ramp().len(),
+                sizing.steady()
             ),
             Err(why) => format!(
                 "route {}: the site's record sizes are unknown ({why}); MTProto sessions \

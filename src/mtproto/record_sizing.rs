@@ -33,6 +33,8 @@ pub const MAX_RAMP: usize = 64;
 pub struct RecordSizing {
     ramp: Vec<u16>,
     steady: u16,
+    /// The site's own full record, before clamping to what clients take.
+    site_full: usize,
 }
 
 impl Default for RecordSizing {
@@ -42,6 +44,7 @@ impl Default for RecordSizing {
         RecordSizing {
             ramp: Vec::new(),
             steady: MAX_OUTGOING_PAYLOAD as u16,
+            site_full: MAX_OUTGOING_PAYLOAD,
         }
     }
 }
@@ -63,6 +66,7 @@ impl RecordSizing {
                 .map(|&len| clamp(len))
                 .collect(),
             steady: clamp(largest),
+            site_full: largest,
         })
     }
 
@@ -79,6 +83,12 @@ impl RecordSizing {
     /// The size of every record after the ramp.
     pub fn steady(&self) -> usize {
         usize::from(self.steady)
+    }
+
+    /// The site's own full record size (larger than [`steady`](Self::steady) when the site
+    /// sends records no client takes).
+    pub fn site_full(&self) -> usize {
+        self.site_full
     }
 }
 
@@ -125,6 +135,7 @@ mod tests {
         let sizing = RecordSizing::from_site_records(&records).unwrap();
         assert_eq!(sizing.ramp(), &[] as &[u16]);
         assert_eq!(sizing.steady(), 16384);
+        assert_eq!(sizing.site_full(), 16401);
         assert_eq!(sizing.ceiling(0), 16384);
     }
 
@@ -179,6 +190,7 @@ mod tests {
         let cursor = SizingCursor::new(RecordSizing {
             ramp: vec![100, 200],
             steady: 300,
+            site_full: 300,
         });
         assert_eq!(cursor.ceiling_ahead(0), 100);
         assert_eq!(cursor.ceiling_ahead(1), 200);

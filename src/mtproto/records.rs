@@ -207,9 +207,20 @@ impl RecordEncoder {
                 return Some((start, self.len, end));
             }
         }
-        let start = self.len;
+        self.new_record_region(self.len, 0)
+    }
+
+    /// The region of a new record whose header goes at `start`, `ahead` records after the
+    /// next one to start. A record that would not fit whole only starts in an empty buffer
+    /// (one smaller than a record); otherwise the buffer is full: a record cut short by the
+    /// buffer's end would show in the record sizes, which a site's do not have.
+    fn new_record_region(&self, start: usize, ahead: usize) -> Option<(usize, usize, usize)> {
         let payload = start + RECORD_HEADER_LEN;
-        let end = (payload + self.sizing.ceiling_ahead(0)).min(self.buf.len());
+        let whole = payload + self.sizing.ceiling_ahead(ahead);
+        if whole > self.buf.len() && start > 0 {
+            return None;
+        }
+        let end = whole.min(self.buf.len());
         (payload < end).then_some((start, payload, end))
     }
 
@@ -258,11 +269,13 @@ impl RecordEncoder {
         loop {
             regions[count] = (from, to);
             count += 1;
-            from = to + RECORD_HEADER_LEN;
-            if count == MAX_RECORDS_PER_FILL || from >= self.buf.len() {
+            if count == MAX_RECORDS_PER_FILL {
                 break;
             }
-            to = (from + self.sizing.ceiling_ahead(ahead)).min(self.buf.len());
+            let Some((_, next_from, next_to)) = self.new_record_region(to, ahead) else {
+                break;
+            };
+            (from, to) = (next_from, next_to);
             ahead += 1;
         }
         let n = {
@@ -578,5 +591,18 @@ mod tests {
         // 300 | 1386 1386 | 4113 (+ 815 in the open record), then the second buffer's
         // records continue at the steady size.
         assert_eq!(sizes, vec![300, 1386, 1386, 2928, 4113, 1887]);
+    }
+
+    #[test]
+    fn a_record_is_never_cut_short_by_the_buffer_end() {
+        use crate::mtproto::record_sizing::RecordSizing;
+        let sizing = RecordSizing::from_site_records(&[4113, 4113, 9]).unwrap();
+        let cursor = Arc::new(SizingCursor::new(sizing));
+        let mut enc = RecordEncoder::with_sizing(3 * (4113 + 5) + 100, cursor);
+        let data = vec![1u8; 20_000];
+        assert_eq!(feed(&mut enc, &data, &[20_000]), 3 * 4113);
+        assert!(enc.is_full(), "100 bytes are left, less than a record");
+        let sizes: Vec<usize> = parse_records(enc.as_bytes()).iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![4113; 3]);
     }
 }
