@@ -378,7 +378,7 @@ fn finish(outcome: SessionOutcome, before: Vec<u8>, settings: &MtprotoSettings) 
         settings
             .users
             .get(user)
-            .map_or_else(String::new, |(name, _)| name.clone())
+            .map_or_else(String::new, |user| user.name.clone())
     };
     match outcome {
         SessionOutcome::Fallback {

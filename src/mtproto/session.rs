@@ -783,11 +783,13 @@ async fn download<M: Fn(usize) -> Framer>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::users::MtprotoUser;
     use crate::config::{DcTable, Secret};
 
     fn settings(handshake_timeout: Duration) -> MtprotoSettings {
         MtprotoSettings {
-            users: vec![("alice".into(), Secret::from_bytes([7; 16]))],
+            users: vec![MtprotoUser::unlimited("alice", Secret::from_bytes([7; 16]))],
+            users_file: None,
             max_clock_skew: Duration::from_secs(600),
             replay_cache: 16,
             allow_plain: true,

@@ -154,8 +154,11 @@ impl MtprotoState {
         running: &MtprotoState,
     ) -> MtprotoState {
         let mut next = MtprotoState::new(settings);
-        for (index, (name, _)) in settings.users.iter().enumerate() {
-            let old = running_settings.users.iter().position(|(n, _)| n == name);
+        for (index, user) in settings.users.iter().enumerate() {
+            let old = running_settings
+                .users
+                .iter()
+                .position(|u| u.name == user.name);
             if let Some(old) = old.and_then(|i| running.counters.get(i)) {
                 next.counters[index] = old.clone();
             }
@@ -175,7 +178,7 @@ impl MtprotoState {
         settings
             .users
             .iter()
-            .map(|(name, _)| name.as_str())
+            .map(|user| user.name.as_str())
             .zip(&self.counters)
     }
 }
