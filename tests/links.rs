@@ -15,7 +15,7 @@ mtproto:
     alice: 00112233445566778899aabbccddeeff
     bob.b-2: ffeeddccbbaa99887766554433221100
 routes:
-  - sni: [proxy.example.com, cdn.example.net, '*.example.org']
+  - sni: [proxy.example.com, cdn.example.net]
     mtproto: true
     to: 127.0.0.1:9444
 ";
