@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# Build: docker build -t frontgate .
+# Build: docker build -t frontgate .      (BuildKit, the default builder since Docker 23)
 # Run:   docker run -d --name frontgate --network host \
 #          -v /etc/frontgate:/etc/frontgate:ro -v frontgate-state:/var/lib/frontgate frontgate
 #        (host networking keeps the clients' real addresses; see deploy/docker-compose.yml)
