@@ -83,6 +83,7 @@ fn view(hello: &client::Hello) -> HelloView<'_> {
         raw_len: hello.record.len(),
         session_id: &hello.session_id,
         cipher_suites: &hello.cipher_suites,
+        server_name: Some(SNI),
     }
 }
 
@@ -126,7 +127,7 @@ async fn start_proxy(settings: MtprotoSettings, mode: Mode) -> Proxy {
                     state: &state,
                 };
                 let outcome = match mode {
-                    Mode::Plain => gate::plain(sock, Vec::new(), core, &shutdown).await,
+                    Mode::Plain => gate::plain(sock, LOOPBACK, Vec::new(), core, &shutdown).await,
                     Mode::FakeTls => {
                         let peeked = peek(&mut sock, Vec::new()).await.unwrap();
                         let FirstFlight::Tls(hello) = peeked.flight else {
@@ -137,6 +138,7 @@ async fn start_proxy(settings: MtprotoSettings, mode: Mode) -> Proxy {
                             raw_len: hello.raw_len,
                             session_id: &hello.session_id,
                             cipher_suites: &hello.cipher_suites,
+                            server_name: hello.server_name.as_deref(),
                         };
                         let mirror = no_mirror(&route);
                         gate::fake_tls(sock, LOOPBACK, view, peeked.bytes, mirror, core, &shutdown)
@@ -239,13 +241,16 @@ async fn fake_tls_echo_every_tag_fast_and_slow() {
                     other => panic!("unexpected outcome {other:?}"),
                 }
             }
-            let bob = &proxy.state.counters[BOB_INDEX];
+            let bob = &proxy.state.users[BOB_INDEX].counters;
             assert_eq!(bob.connections.load(Ordering::Relaxed), 3);
             assert_eq!(bob.active.load(Ordering::Relaxed), 0);
             assert!(bob.bytes_from_client.load(Ordering::Relaxed) >= 3 * TOTAL as u64);
             assert!(bob.bytes_to_client.load(Ordering::Relaxed) >= 3 * TOTAL as u64);
             assert_eq!(
-                proxy.state.counters[0].connections.load(Ordering::Relaxed),
+                proxy.state.users[0]
+                    .counters
+                    .connections
+                    .load(Ordering::Relaxed),
                 0
             );
         }
@@ -375,7 +380,8 @@ async fn dc_refused_is_a_clean_outcome() {
         let _ = reader.r.read_to_end(&mut rest).await;
         assert!(rest.is_empty());
         assert_eq!(
-            proxy.state.counters[BOB_INDEX]
+            proxy.state.users[BOB_INDEX]
+                .counters
                 .connections
                 .load(Ordering::Relaxed),
             0
@@ -405,7 +411,8 @@ async fn idle_relay_is_closed() {
             "{waited:?}"
         );
         assert_eq!(
-            proxy.state.counters[BOB_INDEX]
+            proxy.state.users[BOB_INDEX]
+                .counters
                 .active
                 .load(Ordering::Relaxed),
             0

@@ -9,9 +9,7 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
 
 use common::fake_dc;
 use common::mtproto_client as client;
@@ -22,36 +20,9 @@ use tokio::net::TcpStream;
 const ALICE: [u8; 16] = [0xa1; 16];
 const SNI: &str = "proxy.example.com";
 
-/// Every log line of this test binary (the gateway runs in-process).
-fn captured_log() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&log);
-        tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .with_writer(move || Capture(Arc::clone(&sink)))
-            .init();
-        log
-    })
-}
-
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The log lines that mention `client` (an `ip:port`).
 fn log_lines_of(client: SocketAddr) -> Vec<String> {
-    let text = String::from_utf8_lossy(&captured_log().lock().unwrap()).into_owned();
+    let text = common::log_capture::text();
     let needle = format!("client={client} ");
     text.lines()
         .filter(|line| line.contains(&needle))
@@ -79,7 +50,7 @@ fn after_the_flight() -> Vec<(&'static str, Vec<u8>, &'static str)> {
 
 #[tokio::test]
 async fn a_client_that_got_the_fake_flight_is_closed_never_fronted() {
-    captured_log();
+    common::log_capture::start();
     for (what, next, reason) in after_the_flight() {
         // The route's backend: a listener nobody accepts on, so any connection stays queued.
         let site = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -241,8 +241,9 @@ async fn serve(
             Ok(Err(e)) => return Outcome::ClientGone(e),
             Ok(Ok(peeked)) => peeked,
         };
-    let (stream, bytes) = match try_plain_mtproto(stream, &flight, bytes, snapshot, shutdown).await
-    {
+    let client_ip = record.client.ip();
+    let plain = try_plain_mtproto(stream, client_ip, &flight, bytes, snapshot, shutdown);
+    let (stream, bytes) = match plain.await {
         Gate::Fallback { client, bytes } => (client, bytes),
         served => return mtproto_outcome(served, record),
     };
@@ -298,6 +299,7 @@ async fn read_proxy_header(
 /// `mtproto.allow_plain` is on; anything else comes back as [`Gate::Fallback`] unchanged.
 async fn try_plain_mtproto(
     stream: TcpStream,
+    client_ip: std::net::IpAddr,
     flight: &FirstFlight,
     bytes: Vec<u8>,
     snapshot: &Snapshot,
@@ -306,7 +308,7 @@ async fn try_plain_mtproto(
     match (flight, &snapshot.config.mtproto, &snapshot.mtproto) {
         (FirstFlight::NotTls, Some(settings), Some(state)) if settings.allow_plain => {
             let core = Core { settings, state };
-            Box::pin(gate::plain(stream, bytes, core, shutdown)).await
+            Box::pin(gate::plain(stream, client_ip, bytes, core, shutdown)).await
         }
         _ => Gate::Fallback {
             client: stream,
@@ -379,6 +381,7 @@ fn hello_view(hello: &ClientHello) -> HelloView<'_> {
         raw_len: hello.raw_len,
         session_id: &hello.session_id,
         cipher_suites: &hello.cipher_suites,
+        server_name: hello.server_name.as_deref(),
     }
 }
 

@@ -201,6 +201,11 @@ pub(crate) async fn write_all_tcp(to: &TcpStream, mut data: &[u8]) -> io::Result
             Err(e) => return Err(e),
         }
     }
+    // `try_read` and `try_write` never yield: a direction whose peers are always ready (a
+    // client uploading flat out over loopback) would keep its task to itself and starve the
+    // other direction, which shares the task. Each write counts against tokio's cooperative
+    // budget, so the task yields now and then.
+    tokio::task::consume_budget().await;
     Ok(())
 }
 

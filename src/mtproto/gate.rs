@@ -20,9 +20,10 @@ use crate::mtproto::mimic::{FlightProfile, HelloShape, MimicError};
 use crate::mtproto::mirror::{self, MirrorError};
 use crate::mtproto::record_sizing::RecordSizing;
 use crate::mtproto::session::{
-    serve_faketls, serve_plain, Committed, RejectReason, SessionOutcome,
+    serve_faketls, serve_plain, Committed, FallbackReason, RejectReason, SessionOutcome,
 };
 use crate::mtproto::state::{Learned, MtprotoState, ProfileStore, ServingMode};
+use crate::mtproto::users::{self, Refusal};
 
 /// A learned answer older than this is refreshed in the background by the next hello (and a
 /// backend known to be unmatchable is asked again).
@@ -64,6 +65,8 @@ pub struct HelloView<'a> {
     pub session_id: &'a [u8],
     /// The offered cipher suites, in order.
     pub cipher_suites: &'a [u16],
+    /// The SNI host name as sent, if any.
+    pub server_name: Option<&'a str>,
 }
 
 /// What the gate did with a connection.
@@ -121,6 +124,12 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Logs a refused user: a valid secret, but the user may not be served now. Not the line
+/// fail2ban reads (no attack); never the secret.
+fn user_refused(user: &str, refusal: Refusal, client: IpAddr) {
+    tracing::info!(%client, user, reason = %refusal, "mtproto user refused: {refusal} user={user} from {client}");
+}
+
 /// Logs a failed digest check in the line fail2ban reads; never a secret, never the digest.
 fn auth_failed(client: IpAddr, reason: &str) {
     tracing::info!(%client, reason, "mtproto auth failed from {client}");
@@ -139,13 +148,20 @@ pub async fn fake_tls(
     shutdown: &Shutdown,
 ) -> Gate {
     let Core { settings, state } = core;
+    // Only the users who may use this name are tried (which also bounds the digest work).
+    let name = hello
+        .server_name
+        .map(|n| n.trim_end_matches('.').to_ascii_lowercase());
+    let candidates: Vec<usize> = (0..settings.users.len())
+        .filter(|&i| settings.users[i].policy.allows_name(name.as_deref()))
+        .collect();
     let verified = verify_client_hello(
         hello.single_record,
-        settings.secrets(),
+        candidates.iter().map(|&i| &settings.users[i].secret),
         unix_now(),
         settings.max_clock_skew,
     );
-    let auth = match verified {
+    let mut auth = match verified {
         Ok(auth) => auth,
         Err(reject) => {
             if !matches!(reject, FakeTlsReject::Malformed) {
@@ -157,6 +173,7 @@ pub async fn fake_tls(
             };
         }
     };
+    auth.user = candidates[auth.user];
     if !state.replay.insert_if_new(&auth.random) {
         auth_failed(client_ip, "replayed handshake");
         return Gate::Fallback {
@@ -164,6 +181,23 @@ pub async fn fake_tls(
             bytes: peeked,
         };
     }
+    let user = &settings.users[auth.user];
+    let Some(runtime) = state.users.get(auth.user) else {
+        return Gate::Fallback {
+            client,
+            bytes: peeked,
+        };
+    };
+    let admission = match runtime.admit(&user.policy, client_ip, users::unix_now()) {
+        Ok(admission) => admission,
+        Err(refusal) => {
+            user_refused(&user.name, refusal, client_ip);
+            return Gate::Fallback {
+                client,
+                bytes: peeked,
+            };
+        }
+    };
     let raw_hello = peeked.get(..hello.raw_len).unwrap_or_default();
     let shape = flight_shape(&mirror, raw_hello, hello, &state.profiles).await;
     let after_hello = peeked.get(hello.raw_len..).unwrap_or_default().to_vec();
@@ -175,7 +209,7 @@ pub async fn fake_tls(
         &shape,
         record_sizing(&mirror, &state.profiles),
         settings,
-        &state.counters,
+        admission,
         shutdown,
     )
     .await;
@@ -354,6 +388,7 @@ fn announce(store: &ProfileStore, route: &str, mode: ServingMode, why: &str) {
 /// `shutdown` finds it quiet.
 pub async fn plain(
     client: TcpStream,
+    client_ip: IpAddr,
     peeked: Vec<u8>,
     core: Core<'_>,
     shutdown: &Shutdown,
@@ -363,11 +398,21 @@ pub async fn plain(
         client,
         peeked,
         settings,
-        &state.counters,
+        &state.users,
         &state.replay,
+        client_ip,
         shutdown,
     )
     .await;
+    if let SessionOutcome::Fallback {
+        reason: FallbackReason::Refused { user, refusal },
+        ..
+    } = &outcome
+    {
+        if let Some(user) = settings.users.get(*user) {
+            user_refused(&user.name, *refusal, client_ip);
+        }
+    }
     finish(outcome, Vec::new(), settings)
 }
 

@@ -21,6 +21,7 @@
 //! - [`obfuscated2`]: the 64-byte init, key derivation and AES-256-CTR on both legs.
 //! - [`site_sample`]: one HTTPS download from a route's site, to learn its record sizes.
 //! - [`session`]: one client session: handshake, DC connect, relay, counters.
+//! - [`users`]: each user's running state and the enforcement of their policy.
 //! - [`state`]: the replay cache and the users' counters, kept across reloads.
 //! - [`links`]: the users' `tg://` / `t.me` links and QR codes.
 
@@ -37,6 +38,7 @@ pub mod replay;
 pub mod session;
 pub mod site_sample;
 pub mod state;
+pub mod users;
 
 /// Test vectors vendored under `tests/data` (see its README and the licence beside them).
 #[cfg(test)]

@@ -16,7 +16,7 @@
 //! DC replies are read with one `readv` straight into the bodies of up to four TLS records.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -43,6 +43,7 @@ use crate::mtproto::record_sizing::{RecordSizing, SizingCursor};
 use crate::mtproto::records::{RecordDecoder, RecordEncoder, RecordError, FULL_RECORD_LEN};
 use crate::mtproto::replay::ReplayCache;
 use crate::mtproto::state::UserCounters;
+use crate::mtproto::users::{unix_now, Admission, RateLimits, Refusal, TokenBucket, UserRuntime};
 
 /// Raw client bytes allowed before the 64-byte init is complete (a real client needs ~75).
 const MAX_HANDSHAKE_BYTES: usize = 64 * 1024;
@@ -64,6 +65,14 @@ pub enum FallbackReason {
     /// A plain init seen before.
     #[error("replayed obfuscated2 init")]
     Replayed,
+    /// A valid init of a user who may not be served now.
+    #[error("user refused: {refusal}")]
+    Refused {
+        /// The user's index.
+        user: usize,
+        /// Why.
+        refusal: Refusal,
+    },
 }
 
 /// Why a client's handshake failed before its session reached a DC: its records or its
@@ -112,6 +121,9 @@ pub enum EndReason {
     /// The gateway is shutting down and the session was quiet.
     #[error("shutdown")]
     Shutdown,
+    /// The user may no longer be served (disabled, removed, expired or over quota).
+    #[error("user cut off")]
+    UserCut,
 }
 
 /// How a session ended; the router logs it (without secrets) and acts on `Fallback`.
@@ -206,7 +218,7 @@ pub async fn serve_faketls(
     shape: &FlightProfile,
     sizing: RecordSizing,
     settings: &MtprotoSettings,
-    counters: &[Arc<UserCounters>],
+    admission: Admission,
     shutdown: &Shutdown,
 ) -> SessionOutcome {
     let raw = already_read_after_hello;
@@ -216,7 +228,7 @@ pub async fn serve_faketls(
         sizing,
     };
     commit_faketls(
-        client, raw, auth.user, secret, flight, settings, counters, shutdown,
+        client, raw, auth.user, secret, flight, settings, admission, shutdown,
     )
     .await
     .into()
@@ -238,7 +250,7 @@ async fn commit_faketls(
     secret: &Secret,
     flight: Flight,
     settings: &MtprotoSettings,
-    counters: &[Arc<UserCounters>],
+    admission: Admission,
     shutdown: &Shutdown,
 ) -> Committed {
     let rejected = |reason, raw: &[u8], to_client| Committed::Rejected {
@@ -284,10 +296,11 @@ async fn commit_faketls(
         leftover: payload.split_off(INIT_LEN),
         decoder: Some(decoder),
         sizing: Arc::new(SizingCursor::new(flight.sizing)),
+        admission,
         from_client: raw.len() as u64,
         to_client,
     };
-    establish(client, handshake, settings, counters, shutdown).await
+    establish(client, handshake, settings, shutdown).await
 }
 
 /// Serves a non-TLS client if its first 64 bytes are an obfuscated2 init for some user.
@@ -299,8 +312,9 @@ pub async fn serve_plain(
     mut client: TcpStream,
     first_bytes: Vec<u8>,
     settings: &MtprotoSettings,
-    counters: &[Arc<UserCounters>],
+    users: &[Arc<UserRuntime>],
     replay: &ReplayCache,
+    client_ip: IpAddr,
     shutdown: &Shutdown,
 ) -> SessionOutcome {
     let mut raw = first_bytes;
@@ -328,16 +342,24 @@ pub async fn serve_plain(
     if !replay.insert_if_new(&key) {
         return fallback(client, raw, FallbackReason::Replayed);
     }
+    let (Some(runtime), Some(config)) = (users.get(user), settings.users.get(user)) else {
+        return fallback(client, raw, RejectReason::BadInit.into());
+    };
+    let admission = match runtime.admit(&config.policy, client_ip, unix_now()) {
+        Ok(admission) => admission,
+        Err(refusal) => return fallback(client, raw, FallbackReason::Refused { user, refusal }),
+    };
     let handshake = Handshake {
         user,
         obfuscation,
         leftover: raw[INIT_LEN..].to_vec(),
         decoder: None,
         sizing: Arc::default(),
+        admission,
         from_client: raw.len() as u64,
         to_client: 0,
     };
-    establish(client, handshake, settings, counters, shutdown)
+    establish(client, handshake, settings, shutdown)
         .await
         .into()
 }
@@ -370,6 +392,8 @@ struct Handshake {
     decoder: Option<RecordDecoder>,
     /// The sizes of the records sent to a fake-TLS client.
     sizing: Arc<SizingCursor>,
+    /// The user's hold on its session slot, its cut signal and rate limits.
+    admission: Admission,
     from_client: u64,
     to_client: u64,
 }
@@ -388,7 +412,6 @@ async fn establish(
     client: TcpStream,
     handshake: Handshake,
     settings: &MtprotoSettings,
-    counters: &[Arc<UserCounters>],
     shutdown: &Shutdown,
 ) -> Committed {
     let Handshake {
@@ -397,6 +420,7 @@ async fn establish(
         mut leftover,
         decoder,
         sizing,
+        admission,
         from_client,
         to_client,
     } = handshake;
@@ -428,17 +452,12 @@ async fn establish(
         };
     }
 
-    // A `counters` slice shorter than `users` leaves the extra users uncounted.
-    let stats = counters.get(user).cloned().unwrap_or_default();
+    let stats = admission.counters().clone();
     stats.connections.fetch_add(1, Ordering::Relaxed);
     stats.active.fetch_add(1, Ordering::Relaxed);
     let _active = ActiveGuard(Arc::clone(&stats));
-    stats
-        .bytes_from_client
-        .fetch_add(from_client, Ordering::Relaxed);
-    stats
-        .bytes_to_client
-        .fetch_add(to_client, Ordering::Relaxed);
+    stats.add_from_client(from_client);
+    stats.add_to_client(to_client);
 
     let legs = Legs {
         client_decrypt: client_obf.decrypt,
@@ -449,7 +468,15 @@ async fn establish(
         sizing,
     };
     let dc_addr = dc.peer_addr().ok();
-    let (up, down, reason) = relay(client, dc, legs, settings.idle_timeout, stats, shutdown).await;
+    let (up, down, reason) = relay(
+        client,
+        dc,
+        legs,
+        settings.idle_timeout,
+        &admission,
+        shutdown,
+    )
+    .await;
     Committed::Finished {
         user,
         dc: dc_idx,
@@ -564,21 +591,30 @@ struct Shared {
     up_bytes: AtomicU64,
     down_bytes: AtomicU64,
     stats: Arc<UserCounters>,
+    /// The user's rate limits, if any.
+    rate: Option<Arc<RateLimits>>,
 }
 
 impl Shared {
     fn moved_up(&self, n: usize) {
         self.up_bytes.fetch_add(n as u64, Ordering::Relaxed);
-        self.stats
-            .bytes_from_client
-            .fetch_add(n as u64, Ordering::Relaxed);
+        self.stats.add_from_client(n as u64);
     }
 
     fn moved_down(&self, n: usize) {
         self.down_bytes.fetch_add(n as u64, Ordering::Relaxed);
-        self.stats
-            .bytes_to_client
-            .fetch_add(n as u64, Ordering::Relaxed);
+        self.stats.add_to_client(n as u64);
+    }
+
+    /// Waits out the user's rate limit after `n` bytes went one way (`pick` chooses the
+    /// direction's bucket).
+    async fn throttle(&self, n: usize, pick: fn(&RateLimits) -> &TokenBucket) {
+        if let Some(limits) = &self.rate {
+            let wait = pick(limits).take(n);
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
     }
 }
 
@@ -593,7 +629,7 @@ async fn relay(
     dc: TcpStream,
     legs: Legs,
     idle_timeout: Duration,
-    stats: Arc<UserCounters>,
+    admission: &Admission,
     shutdown: &Shutdown,
 ) -> (u64, u64, EndReason) {
     let Legs {
@@ -609,7 +645,8 @@ async fn relay(
         in_flight: InFlight::default(),
         up_bytes: AtomicU64::new(0),
         down_bytes: AtomicU64::new(0),
-        stats,
+        stats: admission.counters().clone(),
+        rate: admission.rate.clone(),
     };
     let tls = decoder.is_some();
     let framer = ElasticBuffer::new(SMALL_BUF, DOWNLOAD_BUF, move |size| {
@@ -639,6 +676,7 @@ async fn relay(
             Err(reason) => reason,
         },
         () = shared.activity.expired(idle_timeout) => EndReason::IdleTimeout,
+        () = admission.cut.cancelled() => EndReason::UserCut,
         () = shutdown.relaying(&shared.activity, &shared.in_flight) => EndReason::Shutdown,
     };
     (
@@ -702,6 +740,7 @@ async fn upload(
                 drop(pending);
                 shared.activity.touch();
             }
+            shared.throttle(n, |limits| &limits.up).await;
             if full {
                 buffer.grow();
             }
@@ -760,10 +799,12 @@ async fn download<M: Fn(usize) -> Framer>(
                 .await
                 .map_err(|e| EndReason::ClientIo(e.kind()))?;
             drop(pending);
-            shared.moved_down(out.len());
+            let sent = out.len();
+            shared.moved_down(sent);
             // A batch that filled the framer: traffic is heavy, take the large one.
             let full = batch.is_full();
             batch.clear();
+            shared.throttle(sent, |limits| &limits.down).await;
             if full {
                 framer.grow();
             } else {
@@ -817,6 +858,7 @@ mod tests {
             &settings(Duration::MAX),
             &[],
             &ReplayCache::new(16),
+            IpAddr::from([127, 0, 0, 1]),
             &crate::forward::shutdown::ShutdownSwitch::new().subscribe(),
         )
         .await;

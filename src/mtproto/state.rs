@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -14,6 +14,7 @@ use crate::config::MtprotoSettings;
 use crate::mtproto::mimic::{FlightProfile, HelloShape};
 use crate::mtproto::record_sizing::RecordSizing;
 use crate::mtproto::replay::ReplayCache;
+use crate::mtproto::users::UserRuntime;
 
 /// Live traffic counters of one user, read by the metrics endpoint. Byte counts are the
 /// client socket's bytes after the ClientHello (TLS framing included).
@@ -27,14 +28,36 @@ pub struct UserCounters {
     pub bytes_from_client: AtomicU64,
     /// Bytes written to clients.
     pub bytes_to_client: AtomicU64,
+    /// Bytes both ways in the current quota period.
+    pub period_bytes: AtomicU64,
+    /// When the current quota period began (Unix seconds; 0 for a `total` quota).
+    pub period_start: AtomicI64,
+    /// Distinct client addresses with a live session.
+    pub ips: AtomicU64,
+    /// Refused sessions, by [`crate::mtproto::users::Refusal::index`].
+    pub refusals: [AtomicU64; 5],
 }
 
-/// The state of the MTProto core for one configuration: counters in the order of the
-/// settings' users, and the replay cache shared by every `mtproto: true` route.
+impl UserCounters {
+    /// Counts `n` bytes read from a client (and against the quota period).
+    pub fn add_from_client(&self, n: u64) {
+        self.bytes_from_client.fetch_add(n, Ordering::Relaxed);
+        self.period_bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts `n` bytes written to a client (and against the quota period).
+    pub fn add_to_client(&self, n: u64) {
+        self.bytes_to_client.fetch_add(n, Ordering::Relaxed);
+        self.period_bytes.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// The state of the MTProto core for one configuration: each user's running state in the
+/// order of the settings' users, and the replay cache shared by every `mtproto: true` route.
 #[derive(Debug)]
 pub struct MtprotoState {
-    /// One counter set per user, in `MtprotoSettings::users` order.
-    pub counters: Vec<Arc<UserCounters>>,
+    /// One per user, in `MtprotoSettings::users` order.
+    pub users: Vec<Arc<UserRuntime>>,
     /// Digests of accepted hellos (and plain inits).
     pub replay: Arc<ReplayCache>,
     /// What each `mtproto: true` route's backend answered last, for `mimic: learned` and
@@ -135,10 +158,10 @@ impl MtprotoState {
     /// Fresh state for `settings`: zero counters, an empty replay cache.
     pub fn new(settings: &MtprotoSettings) -> MtprotoState {
         MtprotoState {
-            counters: settings
+            users: settings
                 .users
                 .iter()
-                .map(|_| Arc::new(UserCounters::default()))
+                .map(|user| Arc::new(UserRuntime::new(&user.policy)))
                 .collect(),
             replay: Arc::new(ReplayCache::new(settings.replay_cache)),
             profiles: Arc::default(),
@@ -146,8 +169,9 @@ impl MtprotoState {
     }
 
     /// The state for `settings` after a reload from `running` (which served
-    /// `running_settings`): users that stay keep their counters, and the replay cache is kept
-    /// when its size is unchanged.
+    /// `running_settings`): users that stay keep their state (counters, live sessions) under
+    /// their new policy, removed users' sessions are cut, and the replay cache is kept when
+    /// its size is unchanged.
     pub fn follow(
         settings: &MtprotoSettings,
         running_settings: &MtprotoSettings,
@@ -159,8 +183,14 @@ impl MtprotoState {
                 .users
                 .iter()
                 .position(|u| u.name == user.name);
-            if let Some(old) = old.and_then(|i| running.counters.get(i)) {
-                next.counters[index] = old.clone();
+            if let Some(old) = old.and_then(|i| running.users.get(i)) {
+                old.follow_policy(&user.policy);
+                next.users[index] = old.clone();
+            }
+        }
+        for (user, runtime) in running_settings.users.iter().zip(&running.users) {
+            if !settings.users.iter().any(|u| u.name == user.name) {
+                runtime.cut_sessions();
             }
         }
         if running.replay.capacity() == next.replay.capacity() {
@@ -179,7 +209,7 @@ impl MtprotoState {
             .users
             .iter()
             .map(|user| user.name.as_str())
-            .zip(&self.counters)
+            .zip(self.users.iter().map(|runtime| &runtime.counters))
     }
 }
 

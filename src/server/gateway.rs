@@ -20,7 +20,7 @@ use crate::admission::loop_guard::OutboundAddrs;
 use crate::config::Config;
 use crate::conn::context::{Context, Snapshot};
 use crate::forward::shutdown::ShutdownSwitch;
-use crate::mtproto::probe;
+use crate::mtproto::{probe, users};
 use crate::ops::metrics::{self, LiveValues, Metrics};
 use crate::server::listener;
 use crate::server::registry::{self, TerminatorError};
@@ -76,6 +76,24 @@ fn report_backends(snapshot: Arc<Snapshot>) {
 /// The time one site download may take: connect, handshake, the ticket pause and up to a
 /// megabyte of the site's answer.
 const SITE_SAMPLE_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Checks the live MTProto sessions against their users' policies every
+/// [`users::ENFORCE_EVERY`] (a user who expires, crosses the quota, or is disabled or removed
+/// by a reload is cut within it), until the gateway is gone.
+async fn enforce_user_policies(ctx: std::sync::Weak<Context>) {
+    let mut tick = tokio::time::interval(users::ENFORCE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(ctx) = ctx.upgrade() else {
+            return;
+        };
+        let snapshot = ctx.current.load();
+        if let (Some(settings), Some(state)) = (&snapshot.config.mtproto, &snapshot.mtproto) {
+            users::enforce(settings, &state.users, users::unix_now());
+        }
+    }
+}
 
 /// What the metrics endpoint shows of the running gateway now.
 fn live_values(ctx: &Context, serving: &ArcSwapOption<Serving>) -> LiveValues {
@@ -217,6 +235,7 @@ impl Gateway {
         gateway.serve(bound, &wanted, &mut listeners);
         drop(listeners);
         report_backends(gateway.ctx.current.load_full());
+        tokio::spawn(enforce_user_policies(Arc::downgrade(&gateway.ctx)));
         Ok(gateway)
     }
 

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod fuzz_harness;
+pub mod log_capture;
 
 use std::net::SocketAddr;
 

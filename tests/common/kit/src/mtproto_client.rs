@@ -282,14 +282,18 @@ impl<W: AsyncWrite + Unpin> ClientWriter<W> {
         if !self.tls {
             return self.w.write_all(&buf).await;
         }
-        let mut rng = rand::thread_rng();
-        let mut out = Vec::with_capacity(buf.len() + 64);
-        let mut at = 0;
-        while at < buf.len() {
-            let n = rng.gen_range(1..=16408).min(buf.len() - at);
-            out.extend_from_slice(&records(&buf[at..at + n], n));
-            at += n;
-        }
+        // The thread's RNG is not held across the write, so a sender can run in its own task.
+        let out = {
+            let mut rng = rand::thread_rng();
+            let mut out = Vec::with_capacity(buf.len() + 64);
+            let mut at = 0;
+            while at < buf.len() {
+                let n = rng.gen_range(1..=16408).min(buf.len() - at);
+                out.extend_from_slice(&records(&buf[at..at + n], n));
+                at += n;
+            }
+            out
+        };
         self.w.write_all(&out).await
     }
 }

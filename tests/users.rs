@@ -1,0 +1,289 @@
+//! Users as a managed resource, through the whole gateway on loopback: quotas, expiry,
+//! connection and address limits, per-user names and the shared rate limit. A refused user
+//! is fronted to the site like any visitor (the site answers `site\n`); live sessions of a
+//! user who may no longer be served are cut within a second.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use common::fake_dc;
+use common::mtproto_client as client;
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpSocket;
+
+const ALICE: [u8; 16] = [0xa1; 16];
+const BOB: [u8; 16] = [0xb0; 16];
+const SNI: &str = "a.test";
+
+/// A gateway with `users` (YAML lines under `mtproto.users`, indented by four) on two
+/// `mtproto: true` routes, a.test and b.test, whose site is `site`.
+async fn users_gateway(
+    users: &str,
+    site: SocketAddr,
+    dc: SocketAddr,
+) -> (frontgate::server::gateway::Gateway, SocketAddr) {
+    gateway(&format!(
+        "mtproto:\n  datacenters: {{ 2: [{dc}] }}\n  users:\n{users}routes:\n  - sni: [a.test, b.test]\n    mtproto: true\n    mimic: off\n    to: {site}\n"
+    ))
+    .await
+}
+
+fn hex(secret: &[u8; 16]) -> String {
+    secret.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A fake-TLS session for `secret` on `sni` from `source`, or `None` when the gateway
+/// fronted the hello to the site (which answers `site\n`).
+async fn session(
+    gateway: SocketAddr,
+    secret: &[u8; 16],
+    sni: &str,
+    source: IpAddr,
+) -> Option<(client::Writer, client::Reader)> {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(source, 0)).unwrap();
+    let mut sock = socket.connect(gateway).await.unwrap();
+    sock.set_nodelay(true).unwrap();
+    let hello = client::build_hello(secret, sni, &[0x1301], client::now_unix() as u32);
+    sock.write_all(&hello.record).await.unwrap();
+    let mut first = [0u8; 5];
+    tokio::time::timeout(SOON, sock.read_exact(&mut first))
+        .await
+        .expect("an answer")
+        .unwrap();
+    if &first == b"site\n" {
+        return None;
+    }
+    // The fake flight: the rest of its records, then the init as the kit's client sends it.
+    let mut rest = vec![0u8; usize::from(u16::from_be_bytes([first[3], first[4]]))];
+    sock.read_exact(&mut rest).await.unwrap();
+    for _ in 0..2 {
+        let mut head = [0u8; 5];
+        sock.read_exact(&mut head).await.unwrap();
+        let mut body = vec![0u8; usize::from(u16::from_be_bytes([head[3], head[4]]))];
+        sock.read_exact(&mut body).await.unwrap();
+    }
+    let obf = client::obfuscated2(secret, client::PADDED, 2);
+    let mut init = vec![0x14, 3, 3, 0, 1, 1];
+    init.extend(client::records(&obf.wire_init, 64));
+    sock.write_all(&init).await.unwrap();
+    let (r, w) = sock.into_split();
+    let writer = client::ClientWriter {
+        w,
+        encrypt: obf.encrypt.clone(),
+        tls: true,
+    };
+    Some((
+        writer,
+        client::ClientReader::new(r, obf.decrypt.clone(), true),
+    ))
+}
+
+const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+/// Echoes `chunk`-byte pieces until the session ends; returns the payload bytes moved both
+/// ways and when the total first reached `mark` (if it did).
+async fn echo_until_closed(
+    (mut w, mut r): (client::Writer, client::Reader),
+    chunk: usize,
+    mark: usize,
+) -> (usize, Option<Instant>) {
+    let data = vec![0x5au8; chunk];
+    let mut moved = 0;
+    let mut reached = None;
+    loop {
+        if w.send(&data).await.is_err() {
+            break;
+        }
+        match tokio::time::timeout(SOON, r.recv_exact(chunk)).await {
+            Ok(Ok(_)) => moved += 2 * chunk,
+            _ => break,
+        }
+        if moved >= mark && reached.is_none() {
+            reached = Some(Instant::now());
+        }
+    }
+    (moved, reached)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_over_quota_is_cut_within_a_second_and_then_fronted() {
+    common::log_capture::start();
+    let site = Backend::start("site").await;
+    let dc = fake_dc::spawn().await;
+    let quota = 1 << 20;
+    let users = format!(
+        "    alice: {}\n    bob:\n      secret: {}\n      quota: {{bytes: {quota}, period: total}}\n",
+        hex(&ALICE),
+        hex(&BOB)
+    );
+    let (_gw, addr) = users_gateway(&users, site.addr, dc.addr).await;
+    let alice = session(addr, &ALICE, SNI, LOCAL)
+        .await
+        .expect("alice served");
+    let bob = session(addr, &BOB, SNI, LOCAL).await.expect("bob served");
+    let (moved, reached) = echo_until_closed(bob, 16 * 1024, quota).await;
+    let reached = reached.expect("bob moved his quota's worth");
+    assert!(moved <= quota + 2 * 1024 * 1024, "cut late: {moved} bytes");
+    let late = reached.elapsed();
+    assert!(
+        late < Duration::from_secs(1),
+        "cut {late:?} after the quota"
+    );
+    // His next hello is a visitor's; alice is untouched.
+    assert!(
+        session(addr, &BOB, SNI, LOCAL).await.is_none(),
+        "bob fronted"
+    );
+    let (mut w, mut r) = alice;
+    client::echo(&mut w, &mut r, 64 * 1024).await;
+    let log = common::log_capture::text();
+    assert!(
+        log.contains("mtproto user refused: over_quota user=bob from 127.0.0.1"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiring_user_is_cut_at_the_moment_and_then_fronted() {
+    let site = Backend::start("site").await;
+    let dc = fake_dc::spawn().await;
+    let at = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let users = format!(
+        "    bob:\n      secret: {}\n      expires: {}\n",
+        hex(&BOB),
+        at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    let (_gw, addr) = users_gateway(&users, site.addr, dc.addr).await;
+    let bob = session(addr, &BOB, SNI, LOCAL)
+        .await
+        .expect("served before");
+    let (_, _) = echo_until_closed(bob, 1024, usize::MAX).await;
+    // The expiry has whole seconds; the cut comes within a second of it.
+    let expired = std::time::SystemTime::from(at);
+    let late = std::time::SystemTime::now()
+        .duration_since(expired)
+        .unwrap_or_default();
+    assert!(late < Duration::from_secs(1), "cut {late:?} after expiry");
+    assert!(session(addr, &BOB, SNI, LOCAL).await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_and_address_limits_front_the_extra_sessions() {
+    let site = Backend::start("site").await;
+    let dc = fake_dc::spawn().await;
+    let users = format!(
+        "    alice:\n      secret: {}\n      max_connections: 2\n    bob:\n      secret: {}\n      max_ips: 1\n",
+        hex(&ALICE),
+        hex(&BOB)
+    );
+    let (_gw, addr) = users_gateway(&users, site.addr, dc.addr).await;
+    let a1 = session(addr, &ALICE, SNI, LOCAL).await.expect("first");
+    let _a2 = session(addr, &ALICE, SNI, LOCAL).await.expect("second");
+    assert!(session(addr, &ALICE, SNI, LOCAL).await.is_none(), "third");
+    drop(a1);
+    let freed = async {
+        loop {
+            if let Some(s) = session(addr, &ALICE, SNI, LOCAL).await {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let _a3 = tokio::time::timeout(SOON, freed)
+        .await
+        .expect("a slot freed");
+
+    let other: IpAddr = "127.0.0.2".parse().unwrap();
+    let _b1 = session(addr, &BOB, SNI, LOCAL)
+        .await
+        .expect("bob's first address");
+    let _b2 = session(addr, &BOB, SNI, LOCAL)
+        .await
+        .expect("same address again");
+    assert!(
+        session(addr, &BOB, SNI, other).await.is_none(),
+        "a second address"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_may_use_only_their_own_names() {
+    let site = Backend::start("site").await;
+    let dc = fake_dc::spawn().await;
+    let users = format!(
+        "    alice:\n      secret: {}\n      routes: [a.test]\n    bob:\n      secret: {}\n      routes: [B.test]\n",
+        hex(&ALICE),
+        hex(&BOB)
+    );
+    let (_gw, addr) = users_gateway(&users, site.addr, dc.addr).await;
+    assert!(session(addr, &ALICE, "a.test", LOCAL).await.is_some());
+    assert!(
+        session(addr, &ALICE, "b.test", LOCAL).await.is_none(),
+        "alice on bob's name"
+    );
+    assert!(session(addr, &BOB, "b.test", LOCAL).await.is_some());
+    assert!(
+        session(addr, &BOB, "a.test", LOCAL).await.is_none(),
+        "bob on alice's name"
+    );
+}
+
+/// Echoes `total` payload bytes (the sender in a task of its own, so both directions run
+/// at once) and returns the payload bytes per second that came back.
+async fn echo_rate((mut w, mut r): (client::Writer, client::Reader), total: usize) -> f64 {
+    let started = Instant::now();
+    let sender = tokio::spawn(async move {
+        let chunk = vec![1u8; 16 * 1024];
+        for _ in 0..total / chunk.len() {
+            w.send(&chunk).await.unwrap();
+        }
+        w
+    });
+    let got = (total / (16 * 1024)) * 16 * 1024;
+    tokio::time::timeout(Duration::from_secs(30), r.recv_exact(got))
+        .await
+        .expect("the echo came back")
+        .unwrap();
+    drop(sender.await.unwrap());
+    got as f64 / started.elapsed().as_secs_f64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_holds_for_one_and_for_four_sessions() {
+    let site = Backend::start("site").await;
+    let dc = fake_dc::spawn().await;
+    // Well below what a debug build echoes on a loaded machine, so the limit is what shows.
+    let rate = 200_000.0;
+    let users = format!("    bob:\n      secret: {}\n      rate: 200kB\n", hex(&BOB));
+    let (_gw, addr) = users_gateway(&users, site.addr, dc.addr).await;
+    let one = session(addr, &BOB, SNI, LOCAL).await.unwrap();
+    let measured = echo_rate(one, 1_000_000).await;
+    assert!(
+        (measured - rate).abs() <= 0.1 * rate,
+        "one session: {measured:.0} B/s"
+    );
+
+    let mut sessions = Vec::new();
+    for _ in 0..4 {
+        sessions.push(session(addr, &BOB, SNI, LOCAL).await.unwrap());
+    }
+    // Four sessions sharing the limit: 250 kB each, the rate over all of them.
+    let started = Instant::now();
+    let four: Vec<_> = sessions
+        .into_iter()
+        .map(|s| tokio::spawn(echo_rate(s, 250_000)))
+        .collect();
+    for s in four {
+        s.await.unwrap();
+    }
+    let total =
+        4.0 * ((250_000 / (16 * 1024)) * 16 * 1024) as f64 / started.elapsed().as_secs_f64();
+    assert!(
+        (total - rate).abs() <= 0.1 * rate,
+        "four sessions: {total:.0} B/s"
+    );
+}
