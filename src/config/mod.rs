@@ -104,6 +104,15 @@ pub struct Config {
 }
 
 impl Config {
+    /// The files besides the route file that this configuration was read from (a change of
+    /// one reloads like a change of the route file).
+    pub fn input_files(&self) -> Vec<PathBuf> {
+        self.mtproto
+            .iter()
+            .filter_map(|m| m.users_file.clone())
+            .collect()
+    }
+
     /// Whether `peer` is a balancer allowed to send an inbound PROXY header.
     pub fn is_trusted_proxy(&self, peer: IpAddr) -> bool {
         let peer = peer.to_canonical();

@@ -377,6 +377,12 @@ impl Gateway {
             .collect()
     }
 
+    /// The files besides the route file the running configuration was read from, for the
+    /// file watcher.
+    pub(crate) fn input_files(&self) -> Vec<std::path::PathBuf> {
+        self.ctx.current.load().config.input_files()
+    }
+
     /// Connections open now.
     pub fn open_connections(&self) -> usize {
         self.ctx.counts.open()

@@ -86,7 +86,7 @@ pub async fn watch(path: PathBuf, gateway: Arc<Gateway>) -> std::io::Result<()> 
     let mut hangup = signal(SignalKind::hangup())?;
     let changed = Arc::new(Notify::new());
     let dirs = Arc::new(Mutex::new(WatchedDirs::new(Changed(changed.clone()))));
-    let mut last_seen = read(&path).await;
+    let mut last_seen = read_inputs(&path, &gateway).await;
     loop {
         follow(&dirs, &path, &gateway).await;
         // Also catches a change made before its directory was watched (a route just added).
@@ -95,9 +95,9 @@ pub async fn watch(path: PathBuf, gateway: Arc<Gateway>) -> std::io::Result<()> 
             _ = hangup.recv() => "SIGHUP",
             () = settled(&changed) => "file changed",
         };
-        let now = read(&path).await;
-        // A file briefly missing while being replaced is not a change.
-        if trigger == "file changed" && (now.is_none() || now == last_seen) {
+        let now = read_inputs(&path, &gateway).await;
+        // A route file briefly missing while being replaced is not a change.
+        if trigger == "file changed" && (now[0].is_none() || now == last_seen) {
             continue;
         }
         last_seen = now;
@@ -106,13 +106,15 @@ pub async fn watch(path: PathBuf, gateway: Arc<Gateway>) -> std::io::Result<()> 
     }
 }
 
-/// The file's contents, read on the blocking pool; `None` if it cannot be read.
-async fn read(path: &Path) -> Option<Vec<u8>> {
-    let owned = path.to_owned();
-    tokio::task::spawn_blocking(move || std::fs::read(owned).ok())
+/// The contents of the route file and of the other files the running configuration was
+/// read from (`mtproto.users_file`), read on the blocking pool; `None` for one that cannot
+/// be read.
+async fn read_inputs(path: &Path, gateway: &Gateway) -> Vec<Option<Vec<u8>>> {
+    let mut files = vec![path.to_owned()];
+    files.extend(gateway.input_files());
+    tokio::task::spawn_blocking(move || files.iter().map(|f| std::fs::read(f).ok()).collect())
         .await
-        .ok()
-        .flatten()
+        .unwrap_or_default()
 }
 
 /// Resolves once a change has been signalled and [`SETTLE`] has then passed without another,
@@ -153,6 +155,7 @@ async fn refresh_certificates(gateway: &Gateway) {
 /// files (they change with the configuration, and symlink targets with each renewal).
 async fn follow(dirs: &Arc<Mutex<WatchedDirs>>, path: &Path, gateway: &Gateway) {
     let mut files = vec![path.to_owned()];
+    files.extend(gateway.input_files());
     for terminator in gateway.terminators() {
         files.extend(terminator.files().into_iter().flatten().map(Path::to_owned));
     }
