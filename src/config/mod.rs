@@ -138,6 +138,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         });
     }
     let spans = Spans::of(text);
+    let places = Places::new(origin, spans.clone());
     if let Some(dup) = spans.duplicate() {
         return Err(ConfigError::Rule {
             origin: origin.to_string(),
@@ -154,10 +155,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         .map_err(|e| yaml_error(e, origin, &spans))?;
     let file: RouteFile =
         serde_yaml_ng::from_str(text).map_err(|e| yaml_error(e, origin, &spans))?;
-    let mut config = compile(file).map_err(|fault| fault.place(&spans, origin))?;
-    config.warnings = warnings(&config, &spans, origin);
-    config.places = Places::new(origin, spans);
-    Ok(config)
+    compile(file, places).map_err(|fault| fault.place(&spans, origin))
 }
 
 fn yaml_error(err: serde_yaml_ng::Error, origin: &str, spans: &Spans) -> ConfigError {
@@ -282,8 +280,9 @@ fn count(
     }
 }
 
-/// Checks what spans several keys and builds the typed config.
-fn compile(file: RouteFile) -> Result<Config, Fault> {
+/// Checks what spans several keys and builds the typed config, which keeps `places` (the
+/// file's node positions) for its warnings and for faults found later.
+fn compile(file: RouteFile, places: Places) -> Result<Config, Fault> {
     let listen: Vec<SocketAddr> = file.listen.0.iter().map(|l| l.0).collect();
     let metrics = file.metrics.map(|m| m.listen.0);
     bindable(&listen, metrics)?;
@@ -387,6 +386,7 @@ fn compile(file: RouteFile) -> Result<Config, Fault> {
         }
     }
 
+    let warnings = warnings(mtproto.as_ref(), metrics, &places);
     Ok(Config {
         listen,
         trusted_proxies: file
@@ -399,8 +399,8 @@ fn compile(file: RouteFile) -> Result<Config, Fault> {
         metrics,
         routes,
         mtproto,
-        warnings: Vec::new(),
-        places: Places::default(),
+        warnings,
+        places,
     })
 }
 
@@ -444,19 +444,22 @@ fn exact_name(key: &str, names: &[NamePattern]) -> Result<(), Fault> {
 
 /// The warnings about a valid file: public example secrets in use, an unauthenticated
 /// metrics endpoint reachable from other hosts.
-fn warnings(config: &Config, spans: &Spans, origin: &str) -> Vec<Warning> {
+fn warnings(
+    mtproto: Option<&MtprotoSettings>,
+    metrics: Option<SocketAddr>,
+    places: &Places,
+) -> Vec<Warning> {
     let mut found = Vec::new();
-    if let Some(mtproto) = &config.mtproto {
+    if let Some(mtproto) = mtproto {
         for (name, secret) in &mtproto.users {
             if warning::is_public(secret) {
                 let key = format!("mtproto.users.{name}");
-                found.push(Warning::at(spans, origin, &key, Concern::PublicSecret));
+                found.push(places.warning(&key, Concern::PublicSecret));
             }
         }
     }
-    if let Some(addr) = config.metrics.filter(|a| warning::is_public_address(*a)) {
-        let concern = Concern::OpenMetrics { addr };
-        found.push(Warning::at(spans, origin, "metrics.listen", concern));
+    if let Some(addr) = metrics.filter(|a| warning::is_public_address(*a)) {
+        found.push(places.warning("metrics.listen", Concern::OpenMetrics { addr }));
     }
     found
 }

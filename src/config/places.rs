@@ -7,6 +7,7 @@ use std::fmt;
 
 use super::error::At;
 use super::spans::{Position, Spans};
+use super::warning::{Concern, Warning};
 
 /// The positions of one loaded file's nodes, by key path.
 #[derive(Debug, Clone, Default)]
@@ -20,6 +21,16 @@ impl Places {
         Places {
             origin: origin.to_string(),
             spans,
+        }
+    }
+
+    /// A warning about the value at `key`.
+    pub(super) fn warning(&self, key: &str, concern: Concern) -> Warning {
+        Warning {
+            origin: self.origin.clone(),
+            at: self.spans.value(key),
+            key: self.spans.spelled(key).to_string(),
+            concern,
         }
     }
 

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::error::At;
 use super::secret::Secret;
-use super::spans::{Position, Spans};
+use super::spans::Position;
 
 /// The MTProto secrets printed in frontgate's own example file and docs: anyone who has read
 /// them can use a proxy that still runs with them.
@@ -60,17 +60,6 @@ impl fmt::Display for Warning {
             self.key,
             self.concern
         )
-    }
-}
-
-impl Warning {
-    pub(super) fn at(spans: &Spans, origin: &str, key: &str, concern: Concern) -> Warning {
-        Warning {
-            origin: origin.to_string(),
-            at: spans.value(key),
-            key: spans.spelled(key).to_string(),
-            concern,
-        }
     }
 }
 
