@@ -99,7 +99,10 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
     { fail "P-256 test certificate" "$(tail -n 3 "$T/openssl.log")"; finish; }
 chmod 644 "$T/key.pem" "$T/cert.pem"
 head -c "$DOWNLOAD_BYTES" /dev/zero | tr '\0' x >"$T/www/blob"
-chmod 644 "$T/www/blob"
+# The site's front page, which frontgate downloads to learn its record sizes: large enough
+# for full records (a megabyte is read of it).
+head -c $((2 * 1024 * 1024)) /dev/zero | tr '\0' y >"$T/www/index.html"
+chmod 644 "$T/www/blob" "$T/www/index.html"
 SECRET="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 
 HELLOS=(--hello "tdlib-1.8.66=$ROOT/tests/data/tdlib/client-hello-tdlib-1.8.66.json")
@@ -115,7 +118,7 @@ for f in "$ROOT"/tests/data/mtg/faketls/client-hello-ok-*.json; do
 done
 
 # ---------------------------------------------------------------- backends
-port P_TLS13; port P_TLS12; port P_HTTP; port P_PYOSSL; port P_RUSTLS; port P_DC
+port P_TLS13; port P_TLS4K; port P_TLS12; port P_HTTP; port P_PYOSSL; port P_RUSTLS; port P_DC
 cat >"$T/nginx/nginx.conf" <<EOF
 daemon off;
 worker_processes 1;
@@ -131,6 +134,14 @@ http {
         ssl_certificate $T/cert.pem;
         ssl_certificate_key $T/key.pem;
         ssl_protocols TLSv1.2 TLSv1.3;
+        root $T/www;
+    }
+    server {   # TLS 1.3 with 4 KiB records, as latency-tuned sites set it
+        listen 127.0.0.1:$P_TLS4K ssl;
+        ssl_certificate $T/cert.pem;
+        ssl_certificate_key $T/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_buffer_size 4k;
         root $T/www;
     }
     server {   # nginx 1.22's default ssl_protocols: no TLSv1.3
@@ -172,18 +183,18 @@ else
     fail "frontgate check accepts the TLS-terminating backend's config" "$out"
     RUSTLS_OK=0
 fi
-for p in "$P_TLS13" "$P_TLS12" "$P_HTTP" "$P_PYOSSL" "$P_DC"; do
+for p in "$P_TLS13" "$P_TLS4K" "$P_TLS12" "$P_HTTP" "$P_PYOSSL" "$P_DC"; do
     wait_port "$p" 10 || { fail "backend on 127.0.0.1:$p listens" "$(tail -n 3 "$T/nginx/logs/error.log" "$T/nginx/stderr.log" "$T/tls_server.log" "$T/dc.log")"; finish; }
 done
 if [ "$RUSTLS_OK" = 1 ] && ! wait_port "$P_RUSTLS" 10; then
     fail "frontgate (TLS termination) listens" "$(tail -n 3 "$T/rustls.log")"
     RUSTLS_OK=0
 fi
-ok "backends listen: nginx TLS 1.3 :$P_TLS13, nginx default :$P_TLS12, pyOpenSSL :$P_PYOSSL$([ "$RUSTLS_OK" = 1 ] && echo ", rustls :$P_RUSTLS"), fake DC :$P_DC"
+ok "backends listen: nginx TLS 1.3 :$P_TLS13, nginx TLS 1.3 4k records :$P_TLS4K, nginx default :$P_TLS12, pyOpenSSL :$P_PYOSSL$([ "$RUSTLS_OK" = 1 ] && echo ", rustls :$P_RUSTLS"), fake DC :$P_DC"
 
 # name port download-path
-BACKENDS=("nginx-tls13 $P_TLS13 /blob" "pyopenssl $P_PYOSSL /" "nginx-default $P_TLS12 /blob")
-[ "$RUSTLS_OK" = 1 ] && BACKENDS=("${BACKENDS[0]}" "${BACKENDS[1]}" "rustls $P_RUSTLS /blob" "${BACKENDS[2]}")
+BACKENDS=("nginx-tls13 $P_TLS13 /blob" "nginx-4k $P_TLS4K /blob" "pyopenssl $P_PYOSSL /" "nginx-default $P_TLS12 /blob")
+[ "$RUSTLS_OK" = 1 ] && BACKENDS=("${BACKENDS[@]:0:3}" "rustls $P_RUSTLS /blob" "${BACKENDS[3]}")
 
 # ---------------------------------------------------------------- mimic support
 fg_config() { # fg_config PORT BACKEND-PORT MODE (MODE "" = no mimic key)

@@ -272,6 +272,30 @@ fn the_shipped_example_passes_with_its_public_secrets_warned_about() {
 }
 
 #[test]
+fn public_secrets_are_warned_about_in_the_file_that_holds_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.yaml");
+    std::fs::write(
+        &users,
+        "users:\n  carol: 00112233445566778899aabbccddeeff\n  dave:\n    secret: fedcba9876543210fedcba9876543210\n    note: from the example\n",
+    )
+    .unwrap();
+    let path = write(
+        dir.path(),
+        "listen: 127.0.0.1:8443\nmtproto:\n  users_file: users.yaml\n  users:\n    alice:\n      secret: 0123456789abcdef0123456789abcdef\nroutes:\n  - sni: a.example.com\n    mtproto: true\n    to: 127.0.0.1:9\n",
+    );
+    let concern = "this secret is the public example one: anyone who read the example can use \
+                   this proxy; replace it (`frontgate secret` makes one)";
+    assert_eq!(
+        warnings(&path),
+        [
+            format!("{}:6:15: mtproto.users.alice: {concern}", path.display()),
+            format!("{}:4:13: users.dave: {concern}", users.display()),
+        ]
+    );
+}
+
+#[test]
 fn metrics_open_to_other_hosts_are_warned_about() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(

@@ -391,3 +391,94 @@ async fn a_backend_that_cannot_be_mirrored_is_not_asked_again_for_every_hello() 
         }
     }
 }
+
+/// A TLS 1.3 site (rustls, no gateway) that answers any request with `body` bytes written
+/// `chunk` bytes at a time, as nginx with `ssl_buffer_size` does: a record of the header,
+/// then one record of `chunk` + 17 bytes on the wire per write.
+async fn chunked_site(chunk: usize, body: usize) -> SocketAddr {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let leaf = TestCa::new().leaf(SNI);
+    let certs = vec![CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes()).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return; // a mirror or a prober: it gave up after the flight
+                };
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {body}\r\n\r\n");
+                let _ = tls.write_all(head.as_bytes()).await;
+                let data = vec![b'x'; chunk];
+                for _ in 0..body / chunk {
+                    if tls.write_all(&data).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// Payload lengths of the records the gateway sent in one 256 KiB echo session.
+async fn download_records(gateway: SocketAddr) -> Vec<usize> {
+    let (_, mut w, mut r, _) =
+        client::connect(gateway, &ALICE, SNI, client::PADDED, 2, false).await;
+    client::echo(&mut w, &mut r, 256 * 1024).await;
+    r.record_lengths
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_records_take_the_sites_record_sizes() {
+    // 4096 + 17: what a TLS 1.3 site with `ssl_buffer_size 4k` sends, within what clients
+    // take, so it can be matched exactly.
+    const SITE_RECORD: usize = 4096 + 17;
+    let site = chunked_site(4096, 1 << 20).await;
+    let dc = fake_dc::spawn().await;
+    let (_gw, addr) = mtproto_gateway(site, dc.addr, "live").await;
+    // The gateway downloads from the site in the background at start.
+    let deadline = tokio::time::Instant::now() + SOON;
+    let lengths = loop {
+        let lengths = download_records(addr).await;
+        if lengths.iter().max() == Some(&SITE_RECORD) || tokio::time::Instant::now() > deadline {
+            break lengths;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(lengths.iter().max(), Some(&SITE_RECORD), "{lengths:?}");
+    // The site's first record is its response header: the session's first is no larger.
+    let header = "HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n".len() + 17;
+    assert!(lengths[0] <= header, "{} > {header}", lengths[0]);
+    let full = lengths.iter().filter(|&&len| len == SITE_RECORD).count();
+    assert!(
+        full * SITE_RECORD * 10 >= 256 * 1024 * 8,
+        "most bytes go in the site's full records: {lengths:?}"
+    );
+
+    // With `mimic: off` the same download goes in the largest records clients take.
+    let (_gw_off, off) = mtproto_gateway(site, dc.addr, "off").await;
+    let lengths = download_records(off).await;
+    assert_eq!(lengths.iter().max(), Some(&16384), "{lengths:?}");
+}

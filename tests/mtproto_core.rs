@@ -14,6 +14,7 @@ use aes::cipher::StreamCipher;
 use common::fake_dc;
 use common::mtproto_client::{self as client, ClientReader, ClientWriter};
 use common::{tcp_pair, RefusingPort};
+use frontgate::config::users::MtprotoUser;
 use frontgate::config::{DcTable, MtprotoSettings, Secret};
 use frontgate::config::{Forward, MimicMode, MtprotoRoute, ProxyProtocol};
 use frontgate::conn::hello::{peek, FirstFlight};
@@ -36,9 +37,10 @@ const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 fn settings(dc_addr: SocketAddr, fast_mode: bool) -> MtprotoSettings {
     MtprotoSettings {
         users: vec![
-            ("alice".into(), Secret::from_bytes(OTHER)),
-            ("bob".into(), Secret::from_bytes(BOB)),
+            MtprotoUser::unlimited("alice", Secret::from_bytes(OTHER)),
+            MtprotoUser::unlimited("bob", Secret::from_bytes(BOB)),
         ],
+        users_file: None,
         max_clock_skew: Duration::from_secs(600),
         replay_cache: 1000,
         allow_plain: true,

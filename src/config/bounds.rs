@@ -157,6 +157,25 @@ impl fmt::Display for Short {
     }
 }
 
+/// A user's `max_connections`: one at least; a million is far beyond one person.
+pub const USER_CONNECTIONS: CountRange = CountRange {
+    min: 1,
+    max: 1_000_000,
+};
+
+/// A user's `max_ips`.
+pub const USER_IPS: CountRange = CountRange {
+    min: 1,
+    max: 100_000,
+};
+
+/// A user's `rate`, bytes per second: 1 KiB/s (below that a Telegram client times out) to
+/// 100 GB/s (no limit in practice).
+pub const USER_RATE: CountRange = CountRange {
+    min: 1024,
+    max: 100_000_000_000,
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -195,7 +195,7 @@ pub enum Problem {
     )]
     MtprotoOnNonTls,
     /// `mtproto.users` is empty.
-    #[error("add at least one user (name: secret)")]
+    #[error("add at least one user (name: secret), here or in `mtproto.users_file`")]
     NoUsers,
     /// A user name with characters that cannot go into logs and metric labels as they are.
     #[error(
@@ -216,6 +216,36 @@ pub enum Problem {
         first: String,
         /// The user listed second.
         second: String,
+    },
+    /// A quota's `resets_on` outside its period.
+    #[error("resets_on must be 1 to {days} for a {period} quota (the day a period starts)")]
+    ResetsOn {
+        /// The quota's period.
+        period: super::users::QuotaPeriod,
+        /// The last day allowed.
+        days: u8,
+    },
+    /// A user's `routes` entry that is not one exact server name.
+    #[error(
+        "`{name}` is not a server name: a user's routes list exact names of `mtproto: true` routes"
+    )]
+    UserRouteName {
+        /// The entry as written.
+        name: String,
+    },
+    /// A user's `routes` entry no `mtproto: true` route serves.
+    #[error("no `mtproto: true` route serves `{name}`; the user could never connect there")]
+    UserRouteUnknown {
+        /// The name.
+        name: String,
+    },
+    /// A user defined in the route file and in `mtproto.users_file`.
+    #[error("user `{name}` is also in {other}; a user lives in one place")]
+    UserInBothFiles {
+        /// The user.
+        name: String,
+        /// Where the other definition is (`file:line:column`).
+        other: String,
     },
     /// `mtproto.ad_tag`, which needs middle-proxy mode.
     #[error(

@@ -14,6 +14,8 @@ mod spans;
 pub mod table;
 pub mod tls;
 pub mod upstream;
+pub mod users;
+pub mod users_file;
 mod values;
 pub mod warning;
 
@@ -33,7 +35,7 @@ pub use warning::{Concern, Warning};
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -41,7 +43,6 @@ use ipnet::IpNet;
 use bounds::{CountRange, DurationRange};
 use datacenters::DcTableError;
 use model::{MtprotoSection, RouteFile, TargetSection, TlsSection};
-use mtproto::is_valid_user_name;
 use spans::Spans;
 use tls::DEFAULT_ACME_DIRECTORY;
 use values::{DurationValue, NameValue, UpstreamValue};
@@ -121,17 +122,28 @@ impl Config {
     }
 }
 
-/// Reads and validates the route file at `path`.
+/// Reads and validates the route file at `path` (and its `mtproto.users_file`, relative to
+/// the route file's directory).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    parse(&text, &path.display().to_string())
+    let text = read_text(path)?;
+    parse_in(&text, &path.display().to_string(), path.parent())
 }
 
-/// Validates route-file text; `origin` names it in errors.
+fn read_text(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Validates route-file text; `origin` names it in errors. A `mtproto.users_file` is read
+/// relative to the working directory.
 pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    parse_in(text, origin, None)
+}
+
+/// [`parse`], with relative paths of other files taken from `dir`.
+fn parse_in(text: &str, origin: &str, dir: Option<&Path>) -> Result<Config, ConfigError> {
     if text.trim().is_empty() {
         return Err(ConfigError::Empty {
             origin: origin.to_string(),
@@ -155,7 +167,22 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         .map_err(|e| yaml_error(e, origin, &spans))?;
     let file: RouteFile =
         serde_yaml_ng::from_str(text).map_err(|e| yaml_error(e, origin, &spans))?;
-    compile(file, places).map_err(|fault| fault.place(&spans, origin))
+    let users_file = match file.mtproto.as_ref().and_then(|m| m.users_file.as_ref()) {
+        Some(path) => Some(users_file::read(&resolve(dir, path))?),
+        None => None,
+    };
+    compile(file, users_file.as_ref(), places).map_err(|fault| match &users_file {
+        Some(users) if fault.in_users_file => users.place(fault),
+        _ => fault.place(&spans, origin),
+    })
+}
+
+/// `path` as written in the route file, relative to `dir` (the route file's directory).
+fn resolve(dir: Option<&Path>, path: &Path) -> PathBuf {
+    match dir {
+        Some(dir) if path.is_relative() && !dir.as_os_str().is_empty() => dir.join(path),
+        _ => path.to_owned(),
+    }
 }
 
 fn yaml_error(err: serde_yaml_ng::Error, origin: &str, spans: &Spans) -> ConfigError {
@@ -216,6 +243,8 @@ struct Fault {
     key: String,
     /// Whether the key itself is at fault (a bad name) rather than its value.
     at_key: bool,
+    /// Whether the node is in `mtproto.users_file` rather than the route file.
+    in_users_file: bool,
     problem: Problem,
 }
 
@@ -225,6 +254,7 @@ impl Fault {
         Fault {
             key: key.into(),
             at_key: false,
+            in_users_file: false,
             problem: problem.into(),
         }
     }
@@ -282,7 +312,11 @@ fn count(
 
 /// Checks what spans several keys and builds the typed config, which keeps `places` (the
 /// file's node positions) for its warnings and for faults found later.
-fn compile(file: RouteFile, places: Places) -> Result<Config, Fault> {
+fn compile(
+    file: RouteFile,
+    users_file: Option<&users_file::UsersFile>,
+    places: Places,
+) -> Result<Config, Fault> {
     let listen: Vec<SocketAddr> = file.listen.0.iter().map(|l| l.0).collect();
     let metrics = file.metrics.map(|m| m.listen.0);
     bindable(&listen, metrics)?;
@@ -327,7 +361,7 @@ fn compile(file: RouteFile, places: Places) -> Result<Config, Fault> {
 
     let mtproto = file
         .mtproto
-        .map(|section| mtproto_settings(section, &timeouts))
+        .map(|section| mtproto_settings(section, users_file, &timeouts))
         .transpose()?;
     let mut routes = RouteTable::new();
     for (index, route) in file.routes.unwrap_or_default().into_iter().enumerate() {
@@ -386,7 +420,11 @@ fn compile(file: RouteFile, places: Places) -> Result<Config, Fault> {
         }
     }
 
-    let warnings = warnings(mtproto.as_ref(), metrics, &places);
+    if let Some(settings) = &mtproto {
+        check_user_routes(settings, &routes, users_file)?;
+    }
+
+    let warnings = warnings(mtproto.as_ref(), users_file, metrics, &places);
     Ok(Config {
         listen,
         trusted_proxies: file
@@ -446,22 +484,57 @@ fn exact_name(key: &str, names: &[NamePattern]) -> Result<(), Fault> {
 /// metrics endpoint reachable from other hosts.
 fn warnings(
     mtproto: Option<&MtprotoSettings>,
+    users_file: Option<&users_file::UsersFile>,
     metrics: Option<SocketAddr>,
     places: &Places,
 ) -> Vec<Warning> {
     let mut found = Vec::new();
-    if let Some(mtproto) = mtproto {
-        for (name, secret) in &mtproto.users {
-            if warning::is_public(secret) {
-                let key = format!("mtproto.users.{name}");
-                found.push(places.warning(&key, Concern::PublicSecret));
-            }
+    for user in mtproto.iter().flat_map(|m| &m.users) {
+        if warning::is_public(&user.secret) {
+            let warning = match users_file.filter(|f| f.has(&user.name)) {
+                Some(file) => file.warning(&user.name, Concern::PublicSecret),
+                None => {
+                    let key = format!("mtproto.users.{}", user.name);
+                    places.warning(&key, &format!("{key}.secret"), Concern::PublicSecret)
+                }
+            };
+            found.push(warning);
         }
     }
     if let Some(addr) = metrics.filter(|a| warning::is_public_address(*a)) {
-        found.push(places.warning("metrics.listen", Concern::OpenMetrics { addr }));
+        let key = "metrics.listen";
+        found.push(places.warning(key, key, Concern::OpenMetrics { addr }));
     }
     found
+}
+
+/// Every name in a user's `routes` must be served by an `mtproto: true` route.
+fn check_user_routes(
+    settings: &MtprotoSettings,
+    routes: &RouteTable,
+    users_file: Option<&users_file::UsersFile>,
+) -> Result<(), Fault> {
+    for user in &settings.users {
+        let in_file = users_file.is_some_and(|f| f.has(&user.name));
+        let prefix = if in_file {
+            users_file::USERS_KEY
+        } else {
+            "mtproto.users"
+        };
+        for (i, name) in user.policy.routes.iter().flatten().enumerate() {
+            let served = routes
+                .for_server_name(Some(name))
+                .is_some_and(|route| matches!(route.action, Action::Mtproto(_)));
+            if !served {
+                let problem = Problem::UserRouteUnknown { name: name.clone() };
+                let mut fault =
+                    Fault::value(format!("{prefix}.{}.routes[{i}]", user.name), problem);
+                fault.in_users_file = in_file;
+                return Err(fault);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `mtproto.max_clock_skew` when not given.
@@ -472,29 +545,37 @@ pub const DEFAULT_REPLAY_CACHE: usize = 100_000;
 
 fn mtproto_settings(
     section: MtprotoSection,
+    users_file: Option<&users_file::UsersFile>,
     timeouts: &Timeouts,
 ) -> Result<MtprotoSettings, Fault> {
     if section.ad_tag.is_some() {
         return Err(Fault::value("mtproto.ad_tag", Problem::AdTagUnsupported));
     }
-    if section.users.is_empty() {
+    let mut users = users::compile_users("mtproto.users", section.users)?;
+    if let Some(file) = users_file {
+        for user in &file.users {
+            if users.iter().any(|u| u.name == user.name) {
+                let problem = Problem::UserInBothFiles {
+                    name: user.name.clone(),
+                    other: file.place_of(&user.name),
+                };
+                return Err(Fault::key(format!("mtproto.users.{}", user.name), problem));
+            }
+        }
+        users.extend(file.users.iter().cloned());
+    }
+    if users.is_empty() {
         return Err(Fault::value("mtproto.users", Problem::NoUsers));
     }
-    let users: Vec<(String, Secret)> = section
-        .users
-        .into_iter()
-        .map(|(name, secret)| (name, secret.0))
-        .collect();
-    for (i, (name, secret)) in users.iter().enumerate() {
-        let key = format!("mtproto.users.{name}");
-        if !is_valid_user_name(name) {
-            let name = name.escape_debug().to_string();
-            return Err(Fault::key(key, Problem::UserName { name }));
-        }
-        if let Some((other, _)) = users[..i].iter().find(|(_, s)| s == secret) {
+    for (i, user) in users.iter().enumerate() {
+        if let Some(other) = users[..i].iter().find(|u| u.secret == user.secret) {
             let problem = Problem::SameSecret {
-                first: other.clone(),
-                second: name.clone(),
+                first: other.name.clone(),
+                second: user.name.clone(),
+            };
+            let key = match users_file {
+                Some(file) if file.has(&user.name) => "mtproto.users_file".to_string(),
+                _ => format!("mtproto.users.{}", user.name),
             };
             return Err(Fault::value(key, problem));
         }
@@ -518,6 +599,7 @@ fn mtproto_settings(
     })?;
     Ok(MtprotoSettings {
         users,
+        users_file: users_file.map(|f| f.path.clone()),
         max_clock_skew: duration(
             &section.max_clock_skew,
             "mtproto.max_clock_skew",
@@ -666,3 +748,5 @@ fn points_at(upstream: &Upstream, listen: SocketAddr) -> bool {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod users_tests;

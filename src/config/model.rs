@@ -6,9 +6,10 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::users::UserValue;
 use super::values::{
     DurationValue, ListenAddr, MimicValue, NameValue, Network, OneOrMany, ProxyProtocolValue,
-    SecretValue, UpstreamValue,
+    UpstreamValue,
 };
 
 /// The whole file.
@@ -59,7 +60,10 @@ pub struct MetricsSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MtprotoSection {
-    pub users: BTreeMap<String, SecretValue>,
+    #[serde(default)]
+    pub users: BTreeMap<String, UserValue>,
+    /// More users, in their own file (managed by `frontgate user`).
+    pub users_file: Option<PathBuf>,
     pub max_clock_skew: Option<DurationValue>,
     pub replay_cache: Option<usize>,
     #[serde(default)]

@@ -3,15 +3,21 @@
 
 use std::time::Duration;
 
+use std::path::PathBuf;
+
 use super::datacenters::DcTable;
 use super::secret::Secret;
+use super::users::MtprotoUser;
 
 /// The `mtproto:` block of the route file, resolved into values (CONFIG.md).
 #[derive(Debug, Clone)]
 pub struct MtprotoSettings {
-    /// User name (see [`is_valid_user_name`]) and secret; the index is the user id in
+    /// The users (the route file's, then the users file's); the index is the user id in
     /// counters and outcomes.
-    pub users: Vec<(String, Secret)>,
+    pub users: Vec<MtprotoUser>,
+    /// `mtproto.users_file`, resolved against the route file's directory: watched for
+    /// changes like the route file.
+    pub users_file: Option<PathBuf>,
     /// Accepted |client timestamp - now| of a fake-TLS digest.
     pub max_clock_skew: Duration,
     /// Capacity of the replay cache the router keeps (entries).
@@ -50,7 +56,7 @@ impl MtprotoSettings {
     /// The secrets in user order, as `mtproto::faketls::verify_client_hello` takes
     /// them: borrowed, since every hello on an `mtproto: true` route asks for them.
     pub fn secrets(&self) -> impl Iterator<Item = &Secret> {
-        self.users.iter().map(|(_, secret)| secret)
+        self.users.iter().map(|user| &user.secret)
     }
 }
 

@@ -24,11 +24,12 @@ impl Places {
         }
     }
 
-    /// A warning about the value at `key`.
-    pub(super) fn warning(&self, key: &str, concern: Concern) -> Warning {
+    /// A warning about the node at `key`, placed at its value `node` below it (the same
+    /// path, or one the file may leave out: then the key's own value).
+    pub(super) fn warning(&self, key: &str, node: &str, concern: Concern) -> Warning {
         Warning {
             origin: self.origin.clone(),
-            at: self.spans.value(key),
+            at: self.spans.value(node),
             key: self.spans.spelled(key).to_string(),
             concern,
         }

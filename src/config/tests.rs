@@ -299,7 +299,10 @@ fn user_names_that_need_escaping_are_refused_at_the_key() {
         "mtproto:\n  allow_plain: true\n  users:\n    Alice_1.x-y: {ALICE}\n    {}: {BOB}\n",
         "n".repeat(64)
     )));
-    assert_eq!(config.mtproto.expect("mtproto").users[0].0, "Alice_1.x-y");
+    assert_eq!(
+        config.mtproto.expect("mtproto").users[0].name,
+        "Alice_1.x-y"
+    );
 }
 
 #[test]
@@ -349,7 +352,7 @@ fn every_mtproto_error_names_its_node() {
         ),
         (
             "mtproto:\n  allow_plain: true\n".to_string(),
-            "test.yaml:3:3: mtproto: missing field `users`".to_string(),
+            "test.yaml:3:3: mtproto.users: add at least one user (name: secret), here or in `mtproto.users_file`".to_string(),
         ),
         (
             format!("mtproto:\n  users: {{alice: {ALICE}}}\n  replay: 5\n"),

@@ -18,6 +18,7 @@ use crate::forward::shutdown::Shutdown;
 use crate::mtproto::faketls::{random_cert_len, verify_client_hello, FakeTlsReject};
 use crate::mtproto::mimic::{FlightProfile, HelloShape, MimicError};
 use crate::mtproto::mirror::{self, MirrorError};
+use crate::mtproto::record_sizing::RecordSizing;
 use crate::mtproto::session::{
     serve_faketls, serve_plain, Committed, RejectReason, SessionOutcome,
 };
@@ -172,6 +173,7 @@ pub async fn fake_tls(
         &auth,
         hello.session_id,
         &shape,
+        record_sizing(&mirror, &state.profiles),
         settings,
         &state.counters,
         shutdown,
@@ -180,6 +182,15 @@ pub async fn fake_tls(
     let mut hello_bytes = peeked;
     hello_bytes.truncate(hello.raw_len);
     finish(outcome, hello_bytes, settings)
+}
+
+/// The sizes of the records after the fake flight: the site's as learned from a download
+/// ([`crate::mtproto::site_sample`]), unless the route's `mimic` is `off`.
+fn record_sizing(mirror: &Mirror<'_>, store: &ProfileStore) -> RecordSizing {
+    if mirror.target.mimic == MimicMode::Off {
+        return RecordSizing::default();
+    }
+    store.sizing(mirror.route)
 }
 
 /// The shape of the fake flight for this hello, by the route's `mimic` mode: the backend's
@@ -367,7 +378,7 @@ fn finish(outcome: SessionOutcome, before: Vec<u8>, settings: &MtprotoSettings) 
         settings
             .users
             .get(user)
-            .map_or_else(String::new, |(name, _)| name.clone())
+            .map_or_else(String::new, |user| user.name.clone())
     };
     match outcome {
         SessionOutcome::Fallback {

@@ -62,7 +62,7 @@ pub fn user_links(
     let users: Vec<_> = mtproto
         .users
         .iter()
-        .filter(|(name, _)| only_user.is_none_or(|only| only == name))
+        .filter(|user| only_user.is_none_or(|only| only == user.name))
         .collect();
     if let (Some(only), true) = (only_user, users.is_empty()) {
         return Err(LinkError::NoSuchUser(only.to_string()));
@@ -71,11 +71,12 @@ pub fn user_links(
         .or_else(|| config.listen.first().map(|l| l.port()))
         .unwrap_or(443);
     let mut links = Vec::new();
-    for (user, secret) in users {
+    for user in users {
+        let secret = &user.secret;
         for domain in &domains {
             let server = host.unwrap_or(domain);
             links.push(UserLink {
-                user: user.clone(),
+                user: user.name.clone(),
                 domain: domain.clone(),
                 tg: tg_link(server, port, secret, domain),
                 tme: tme_link(server, port, secret, domain),

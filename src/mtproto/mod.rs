@@ -16,8 +16,10 @@
 //! - [`mirror`]: the live mirror: the backend's answer to the client's own hello.
 //! - [`probe`]: asking each route's backend up front whether it can be mirrored.
 //! - [`records`]: the TLS record layer after the handshake, in place.
+//! - [`record_sizing`]: the sizes of the records sent to a client, shaped like the site's.
 //! - [`replay`]: bounded memory of accepted handshakes.
 //! - [`obfuscated2`]: the 64-byte init, key derivation and AES-256-CTR on both legs.
+//! - [`site_sample`]: one HTTPS download from a route's site, to learn its record sizes.
 //! - [`session`]: one client session: handshake, DC connect, relay, counters.
 //! - [`state`]: the replay cache and the users' counters, kept across reloads.
 //! - [`links`]: the users' `tg://` / `t.me` links and QR codes.
@@ -29,9 +31,11 @@ pub mod mimic;
 pub mod mirror;
 pub mod obfuscated2;
 pub mod probe;
+pub mod record_sizing;
 pub mod records;
 pub mod replay;
 pub mod session;
+pub mod site_sample;
 pub mod state;
 
 /// Test vectors vendored under `tests/data` (see its README and the licence beside them).

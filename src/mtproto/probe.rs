@@ -7,6 +7,9 @@
 //! first). Its answer is only reported, never learned: a Telegram client's hello (which may
 //! offer post-quantum key shares) can get a different answer, and learned profiles come
 //! from those.
+//!
+//! The probe also downloads `/` from each such backend ([`site_sample`]) and keeps the
+//! record sizes of the site's answer ([`RecordSizing`]) for the route's sessions.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +22,9 @@ use crate::config::{Action, Config, MimicMode, MtprotoRoute, NamePattern};
 use crate::forward::proxy_out;
 use crate::mtproto::mimic::FlightProfile;
 use crate::mtproto::mirror;
+use crate::mtproto::record_sizing::RecordSizing;
+use crate::mtproto::site_sample;
+use crate::mtproto::state::ProfileStore;
 
 /// What one route's backend answered the probe.
 #[derive(Debug)]
@@ -75,26 +81,120 @@ pub fn probe_hello(server_name: &str) -> Option<Vec<u8>> {
 pub async fn probe_routes(config: &Config, budget: Duration) -> Vec<ProbeReport> {
     let outbound = Arc::new(OutboundAddrs::default());
     let mut reports = Vec::new();
-    let routes = config
-        .routes
-        .routes()
-        .iter()
-        .chain(config.routes.default_route());
-    for route in routes {
-        let Action::Mtproto(target) = &route.action else {
-            continue;
-        };
-        if target.mimic == MimicMode::Off {
-            continue;
-        }
-        let answer = probe_one(&route.label, target, budget, &outbound).await;
+    for (label, target) in mirrored_routes(config) {
+        let answer = probe_one(label, target, budget, &outbound).await;
         reports.push(ProbeReport {
-            route: route.label.clone(),
+            route: label.to_string(),
             mimic: target.mimic,
             answer,
         });
     }
     reports
+}
+
+/// What one route's site download taught of its record sizes.
+#[derive(Debug)]
+pub struct SizingReport {
+    /// The route's label.
+    pub route: String,
+    /// The learned sizes, or why none were learned (the sessions then use the default).
+    pub sizing: Result<RecordSizing, String>,
+}
+
+impl SizingReport {
+    /// One line for the operator.
+    pub fn describe(&self) -> String {
+        match &self.sizing {
+            Ok(sizing) if sizing.site_full() == sizing.steady() => format!(
+                "route {}: the site's downloads come in records of {} bytes after {} \
+                 smaller one(s); MTProto sessions send the same",
+                self.route,
+                sizing.steady(),
+                sizing.ramp().len()
+            ),
+            Ok(sizing) => format!(
+                "route {}: the site's downloads come in records of {} bytes after {} \
+                 smaller one(s); MTProto sessions send {}-byte ones, the largest Telegram \
+                 clients take",
+                self.route,
+                sizing.site_full(),
+                sizing.ramp().len(),
+                sizing.steady()
+            ),
+            Err(why) => format!(
+                "route {}: the site's record sizes are unknown ({why}); MTProto sessions \
+                 send records of up to 16384 bytes",
+                self.route
+            ),
+        }
+    }
+}
+
+/// Downloads `/` from the backend of every route whose probe found a TLS 1.3 site
+/// (`probed`; a backend that cannot be mirrored has no records worth learning), each within
+/// `budget`, and keeps the record sizes of each site's answer in `store`.
+pub async fn learn_record_sizes(
+    config: &Config,
+    probed: &[ProbeReport],
+    store: &ProfileStore,
+    budget: Duration,
+) -> Vec<SizingReport> {
+    let outbound = Arc::new(OutboundAddrs::default());
+    let mut reports = Vec::new();
+    let tls13 = |label: &str| {
+        probed
+            .iter()
+            .any(|report| report.route == label && report.answer.is_ok())
+    };
+    for (label, target) in mirrored_routes(config).filter(|(label, _)| tls13(label)) {
+        let forward = &target.forward;
+        let head = proxy_out::encode(forward.proxy_protocol, LOOPBACK, LOOPBACK);
+        let name = probe_name(label);
+        let sizing = site_sample::response_records(forward, &head, &name, budget, &outbound)
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|records| {
+                RecordSizing::from_site_records(&records)
+                    .ok_or_else(|| format!("its answer to `GET /` had {} record(s)", records.len()))
+            });
+        if let Ok(sizing) = &sizing {
+            store.learn_sizing(label, sizing.clone());
+        }
+        reports.push(SizingReport {
+            route: label.to_string(),
+            sizing,
+        });
+    }
+    reports
+}
+
+/// The `mtproto: true` routes (and `default:`) whose fake flights mirror the backend.
+fn mirrored_routes(config: &Config) -> impl Iterator<Item = (&str, &MtprotoRoute)> {
+    config
+        .routes
+        .routes()
+        .iter()
+        .chain(config.routes.default_route())
+        .filter_map(|route| match &route.action {
+            Action::Mtproto(target) if target.mimic != MimicMode::Off => {
+                Some((route.label.as_str(), target))
+            }
+            _ => None,
+        })
+}
+
+/// The client address a probe's PROXY header names, on both ends: the probe is frontgate's
+/// own, from loopback.
+const LOOPBACK: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 443);
+
+/// The server name a probe asks for: the route's label is its first server name; `default`
+/// has none and probes as `localhost`.
+fn probe_name(label: &str) -> String {
+    match NamePattern::parse(label) {
+        Ok(NamePattern::Exact(name)) => name,
+        _ => "localhost".to_string(),
+    }
 }
 
 async fn probe_one(
@@ -103,18 +203,13 @@ async fn probe_one(
     budget: Duration,
     outbound: &Arc<OutboundAddrs>,
 ) -> Result<FlightProfile, String> {
-    // The route's label is its first server name; `default` has none and probes as itself.
-    let name = match NamePattern::parse(label) {
-        Ok(NamePattern::Exact(name)) => name,
-        _ => "localhost".to_string(),
-    };
+    let name = probe_name(label);
     let hello = probe_hello(&name).ok_or("cannot build a probe hello for the route's name")?;
     let sid_len = usize::from(hello.get(43).copied().unwrap_or(0));
     let session_id = hello.get(44..44 + sid_len).unwrap_or_default().to_vec();
     let forward = &target.forward;
-    // A backend that expects a PROXY header gets one, naming loopback on both ends.
-    let loopback = SocketAddr::from(([127, 0, 0, 1], 443));
-    let head = proxy_out::encode(forward.proxy_protocol, loopback, loopback);
+    // A backend that expects a PROXY header gets one.
+    let head = proxy_out::encode(forward.proxy_protocol, LOOPBACK, LOOPBACK);
     let answer = mirror::backend_flight(forward, &head, &hello, budget, outbound)
         .await
         .map_err(|e| e.to_string())?;

@@ -2,10 +2,14 @@
 //!
 //! Client -> proxy: an optional single ChangeCipherSpec, then `17 03 03` application-data
 //! records whose payloads, concatenated, are the obfuscated2 stream. Proxy -> client: the
-//! stream cut into `17 03 03` records of at most 16 KiB. Both directions work in place on
+//! stream cut into `17 03 03` records of at most 16 KiB, sized like the route's site
+//! ([`crate::mtproto::record_sizing`]). Both directions work in place on
 //! buffers the session reuses, so relaying allocates nothing per chunk.
 
 use std::io::{self, IoSliceMut};
+use std::sync::Arc;
+
+use crate::mtproto::record_sizing::SizingCursor;
 
 /// Bytes of a TLS record header (`type`, `version`, u16 length).
 pub const RECORD_HEADER_LEN: usize = 5;
@@ -169,34 +173,54 @@ pub struct RecordEncoder {
     buf: Box<[u8]>,
     /// End of the complete output (headers and committed payload).
     len: usize,
-    /// Header offset of the record still accepting payload.
-    open: Option<usize>,
+    /// Header offset and payload ceiling of the record still accepting payload.
+    open: Option<(usize, usize)>,
+    /// The session's record sizes and how many records it has started.
+    sizing: Arc<SizingCursor>,
 }
 
 impl RecordEncoder {
     /// An encoder with a buffer of `bytes` (at least one header and one payload byte);
     /// `n * FULL_RECORD_LEN` holds `n` full records.
     pub fn with_capacity(bytes: usize) -> RecordEncoder {
+        RecordEncoder::with_sizing(bytes, Arc::default())
+    }
+
+    /// An encoder of `bytes` whose records follow `sizing` (shared with the session's
+    /// earlier and later buffers) instead of all being full.
+    pub fn with_sizing(bytes: usize, sizing: Arc<SizingCursor>) -> RecordEncoder {
         let size = bytes.max(RECORD_HEADER_LEN + 1);
         RecordEncoder {
             buf: vec![0u8; size].into_boxed_slice(),
             len: 0,
             open: None,
+            sizing,
         }
     }
 
     /// Where the next payload goes: `(header offset, payload start, payload end)`, or `None`
     /// when the buffer is full.
     fn next_region(&self) -> Option<(usize, usize, usize)> {
-        if let Some(start) = self.open {
-            let end = (start + RECORD_HEADER_LEN + MAX_OUTGOING_PAYLOAD).min(self.buf.len());
+        if let Some((start, ceiling)) = self.open {
+            let end = (start + RECORD_HEADER_LEN + ceiling).min(self.buf.len());
             if self.len < end {
                 return Some((start, self.len, end));
             }
         }
-        let start = self.len;
+        self.new_record_region(self.len, 0)
+    }
+
+    /// The region of a new record whose header goes at `start`, `ahead` records after the
+    /// next one to start. A record that would not fit whole only starts in an empty buffer
+    /// (one smaller than a record); otherwise the buffer is full: a record cut short by the
+    /// buffer's end would show in the record sizes, which a site's do not have.
+    fn new_record_region(&self, start: usize, ahead: usize) -> Option<(usize, usize, usize)> {
         let payload = start + RECORD_HEADER_LEN;
-        let end = (payload + MAX_OUTGOING_PAYLOAD).min(self.buf.len());
+        let whole = payload + self.sizing.ceiling_ahead(ahead);
+        if whole > self.buf.len() && start > 0 {
+            return None;
+        }
+        let end = whole.min(self.buf.len());
         (payload < end).then_some((start, payload, end))
     }
 
@@ -211,12 +235,15 @@ impl RecordEncoder {
         if n == 0 {
             return;
         }
-        self.open = Some(start);
+        if self.open.map(|(open, _)| open) != Some(start) {
+            self.open = Some((start, self.sizing.ceiling_ahead(0)));
+            self.sizing.start_record();
+        }
         self.len = from + n;
         let payload_len = self.len - start - RECORD_HEADER_LEN;
         self.buf[start] = TYPE_APPLICATION_DATA;
         self.buf[start + 1..start + 3].copy_from_slice(&VERSION_TLS12);
-        // payload_len <= MAX_OUTGOING_PAYLOAD, so it fits a u16.
+        // payload_len <= a ceiling <= MAX_OUTGOING_PAYLOAD, so it fits a u16.
         self.buf[start + 3..start + 5].copy_from_slice(&(payload_len as u16).to_be_bytes());
     }
 
@@ -230,19 +257,26 @@ impl RecordEncoder {
         R: FnOnce(&mut [IoSliceMut<'_>]) -> io::Result<usize>,
         T: FnMut(&mut [u8]),
     {
-        let Some((_, mut from, mut to)) = self.next_region() else {
+        let Some((start, mut from, mut to)) = self.next_region() else {
             return Ok(0);
         };
+        // The records after the first region are new ones; the first region is a new record
+        // too unless it continues the open one.
+        let continues_open = self.open.map(|(open, _)| open) == Some(start);
+        let mut ahead = usize::from(!continues_open);
         let mut regions = [(0, 0); MAX_RECORDS_PER_FILL];
         let mut count = 0;
         loop {
             regions[count] = (from, to);
             count += 1;
-            from = to + RECORD_HEADER_LEN;
-            if count == MAX_RECORDS_PER_FILL || from >= self.buf.len() {
+            if count == MAX_RECORDS_PER_FILL {
                 break;
             }
-            to = (from + MAX_OUTGOING_PAYLOAD).min(self.buf.len());
+            let Some((_, next_from, next_to)) = self.new_record_region(to, ahead) else {
+                break;
+            };
+            (from, to) = (next_from, next_to);
+            ahead += 1;
         }
         let n = {
             let mut slices: [IoSliceMut<'_>; MAX_RECORDS_PER_FILL] =
@@ -536,5 +570,39 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
         assert!(enc.is_empty());
+    }
+
+    #[test]
+    fn records_follow_the_sizing_across_fills_and_buffers() {
+        use crate::mtproto::record_sizing::RecordSizing;
+        let mut site = vec![300, 1386, 1386];
+        site.extend([4113; 3]);
+        site.push(10);
+        let sizing = RecordSizing::from_site_records(&site).unwrap();
+        let cursor = Arc::new(SizingCursor::new(sizing));
+        let mut sizes = Vec::new();
+        // Two buffers in turn, as the relay makes a new one after a quiet spell.
+        for _ in 0..2 {
+            let mut enc = RecordEncoder::with_sizing(4 * FULL_RECORD_LEN, cursor.clone());
+            let data = vec![7u8; 6000];
+            feed(&mut enc, &data, &[100, 5900]);
+            sizes.extend(parse_records(enc.as_bytes()).iter().map(Vec::len));
+        }
+        // 300 | 1386 1386 | 4113 (+ 815 in the open record), then the second buffer's
+        // records continue at the steady size.
+        assert_eq!(sizes, vec![300, 1386, 1386, 2928, 4113, 1887]);
+    }
+
+    #[test]
+    fn a_record_is_never_cut_short_by_the_buffer_end() {
+        use crate::mtproto::record_sizing::RecordSizing;
+        let sizing = RecordSizing::from_site_records(&[4113, 4113, 9]).unwrap();
+        let cursor = Arc::new(SizingCursor::new(sizing));
+        let mut enc = RecordEncoder::with_sizing(3 * (4113 + 5) + 100, cursor);
+        let data = vec![1u8; 20_000];
+        assert_eq!(feed(&mut enc, &data, &[20_000]), 3 * 4113);
+        assert!(enc.is_full(), "100 bytes are left, less than a record");
+        let sizes: Vec<usize> = parse_records(enc.as_bytes()).iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![4113; 3]);
     }
 }

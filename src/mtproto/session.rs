@@ -39,6 +39,7 @@ use crate::mtproto::obfuscated2::{
     dc_init, is_forbidden_init_prefix, parse_client_init, reencrypt, try_users, AesCtr,
     ClientObfuscation, Downlink, INIT_LEN,
 };
+use crate::mtproto::record_sizing::{RecordSizing, SizingCursor};
 use crate::mtproto::records::{RecordDecoder, RecordEncoder, RecordError, FULL_RECORD_LEN};
 use crate::mtproto::replay::ReplayCache;
 use crate::mtproto::state::UserCounters;
@@ -193,7 +194,9 @@ fn fallback(client: TcpStream, client_bytes: Vec<u8>, reason: FallbackReason) ->
 ///
 /// `already_read_after_hello` holds bytes the router read past the hello; `hello_session_id`
 /// comes from the parsed ClientHello; `shape` is the flight's shape (the route's backend's,
-/// see [`crate::mtproto::mimic`]); the relay ends when `shutdown` finds it quiet.
+/// see [`crate::mtproto::mimic`]) and `sizing` the sizes of the records after it (the
+/// site's, see [`crate::mtproto::record_sizing`]); the relay ends when `shutdown` finds it
+/// quiet.
 #[allow(clippy::too_many_arguments)] // each is one fact of the session; a struct would only rename them
 pub async fn serve_faketls(
     client: TcpStream,
@@ -201,18 +204,28 @@ pub async fn serve_faketls(
     auth: &FakeTlsClient,
     hello_session_id: &[u8],
     shape: &FlightProfile,
+    sizing: RecordSizing,
     settings: &MtprotoSettings,
     counters: &[Arc<UserCounters>],
     shutdown: &Shutdown,
 ) -> SessionOutcome {
     let raw = already_read_after_hello;
     let secret = &auth.secret;
-    let flight = shape.build(secret, &auth.random, hello_session_id);
+    let flight = Flight {
+        bytes: shape.build(secret, &auth.random, hello_session_id),
+        sizing,
+    };
     commit_faketls(
-        client, raw, auth.user, secret, &flight, settings, counters, shutdown,
+        client, raw, auth.user, secret, flight, settings, counters, shutdown,
     )
     .await
     .into()
+}
+
+/// The fake server flight and the sizes of the records that follow it.
+struct Flight {
+    bytes: Vec<u8>,
+    sizing: RecordSizing,
 }
 
 /// The fake-TLS session from its commit point on: sends the flight, reads the init, serves
@@ -223,7 +236,7 @@ async fn commit_faketls(
     mut raw: Vec<u8>,
     user: usize,
     secret: &Secret,
-    flight: &[u8],
+    flight: Flight,
     settings: &MtprotoSettings,
     counters: &[Arc<UserCounters>],
     shutdown: &Shutdown,
@@ -234,10 +247,10 @@ async fn commit_faketls(
         bytes_from_client: raw.len() as u64,
         bytes_to_client: to_client,
     };
-    if let Err(e) = client.write_all(flight).await {
+    if let Err(e) = client.write_all(&flight.bytes).await {
         return rejected(RejectReason::ClientIo(e), &raw, 0);
     }
-    let to_client = flight.len() as u64;
+    let to_client = flight.bytes.len() as u64;
 
     let deadline = deadline_after(settings.handshake_timeout);
     let mut decoder = RecordDecoder::new();
@@ -270,6 +283,7 @@ async fn commit_faketls(
         obfuscation,
         leftover: payload.split_off(INIT_LEN),
         decoder: Some(decoder),
+        sizing: Arc::new(SizingCursor::new(flight.sizing)),
         from_client: raw.len() as u64,
         to_client,
     };
@@ -319,6 +333,7 @@ pub async fn serve_plain(
         obfuscation,
         leftover: raw[INIT_LEN..].to_vec(),
         decoder: None,
+        sizing: Arc::default(),
         from_client: raw.len() as u64,
         to_client: 0,
     };
@@ -353,6 +368,8 @@ struct Handshake {
     leftover: Vec<u8>,
     /// The record decoder mid-stream (fake-TLS), or `None` (plain).
     decoder: Option<RecordDecoder>,
+    /// The sizes of the records sent to a fake-TLS client.
+    sizing: Arc<SizingCursor>,
     from_client: u64,
     to_client: u64,
 }
@@ -379,6 +396,7 @@ async fn establish(
         obfuscation: mut client_obf,
         mut leftover,
         decoder,
+        sizing,
         from_client,
         to_client,
     } = handshake;
@@ -428,6 +446,7 @@ async fn establish(
         dc_encrypt: dc_obf.encrypt,
         downlink: dc_obf.downlink,
         decoder,
+        sizing,
     };
     let dc_addr = dc.peer_addr().ok();
     let (up, down, reason) = relay(client, dc, legs, settings.idle_timeout, stats, shutdown).await;
@@ -473,6 +492,7 @@ struct Legs {
     dc_encrypt: AesCtr,
     downlink: Downlink,
     decoder: Option<RecordDecoder>,
+    sizing: Arc<SizingCursor>,
 }
 
 /// The DC -> client output buffer: TLS records, or the raw stream for plain clients.
@@ -482,9 +502,11 @@ enum Framer {
 }
 
 impl Framer {
-    fn new(tls: bool, bytes: usize) -> Framer {
-        if tls {
-            Framer::Tls(RecordEncoder::with_capacity(bytes))
+    /// A framer of `bytes`: TLS records following `sizing` for a fake-TLS client, the raw
+    /// stream for a plain one (`None`).
+    fn new(sizing: Option<&Arc<SizingCursor>>, bytes: usize) -> Framer {
+        if let Some(sizing) = sizing {
+            Framer::Tls(RecordEncoder::with_sizing(bytes, sizing.clone()))
         } else {
             Framer::Raw {
                 buf: vec![0u8; bytes].into_boxed_slice(),
@@ -580,6 +602,7 @@ async fn relay(
         dc_encrypt,
         downlink,
         decoder,
+        sizing,
     } = legs;
     let shared = Shared {
         activity: IdleClock::default(),
@@ -589,7 +612,9 @@ async fn relay(
         stats,
     };
     let tls = decoder.is_some();
-    let framer = ElasticBuffer::new(SMALL_BUF, DOWNLOAD_BUF, move |size| Framer::new(tls, size));
+    let framer = ElasticBuffer::new(SMALL_BUF, DOWNLOAD_BUF, move |size| {
+        Framer::new(tls.then_some(&sizing), size)
+    });
     let up = Upload {
         client_decrypt,
         dc_encrypt,
@@ -758,11 +783,13 @@ async fn download<M: Fn(usize) -> Framer>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::users::MtprotoUser;
     use crate::config::{DcTable, Secret};
 
     fn settings(handshake_timeout: Duration) -> MtprotoSettings {
         MtprotoSettings {
-            users: vec![("alice".into(), Secret::from_bytes([7; 16]))],
+            users: vec![MtprotoUser::unlimited("alice", Secret::from_bytes([7; 16]))],
+            users_file: None,
             max_clock_skew: Duration::from_secs(600),
             replay_cache: 16,
             allow_plain: true,

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use crate::config::MtprotoSettings;
 use crate::mtproto::mimic::{FlightProfile, HelloShape};
+use crate::mtproto::record_sizing::RecordSizing;
 use crate::mtproto::replay::ReplayCache;
 
 /// Live traffic counters of one user, read by the metrics endpoint. Byte counts are the
@@ -83,6 +84,8 @@ pub const MAX_LEARNED: usize = 256;
 pub struct ProfileStore {
     learned: Mutex<HashMap<(String, HelloShape), Learned>>,
     logged: Mutex<HashMap<String, ServingMode>>,
+    /// The record sizes of each route's site downloads, by route label.
+    sizing: Mutex<HashMap<String, RecordSizing>>,
 }
 
 impl ProfileStore {
@@ -107,6 +110,18 @@ impl ProfileStore {
         }
         let at = Instant::now();
         learned.insert(key, Learned { answer, at });
+    }
+
+    /// Remembers the record sizes of `route`'s site downloads.
+    pub fn learn_sizing(&self, route: &str, sizing: RecordSizing) {
+        let mut all = self.sizing.lock().unwrap_or_else(PoisonError::into_inner);
+        all.insert(route.to_string(), sizing);
+    }
+
+    /// The record sizes to give `route`'s sessions: the site's, once learned.
+    pub fn sizing(&self, route: &str) -> RecordSizing {
+        let all = self.sizing.lock().unwrap_or_else(PoisonError::into_inner);
+        all.get(route).cloned().unwrap_or_default()
     }
 
     /// Records that `route` now serves in `mode`; true when that is a change (log it).
@@ -139,8 +154,11 @@ impl MtprotoState {
         running: &MtprotoState,
     ) -> MtprotoState {
         let mut next = MtprotoState::new(settings);
-        for (index, (name, _)) in settings.users.iter().enumerate() {
-            let old = running_settings.users.iter().position(|(n, _)| n == name);
+        for (index, user) in settings.users.iter().enumerate() {
+            let old = running_settings
+                .users
+                .iter()
+                .position(|u| u.name == user.name);
             if let Some(old) = old.and_then(|i| running.counters.get(i)) {
                 next.counters[index] = old.clone();
             }
@@ -160,7 +178,7 @@ impl MtprotoState {
         settings
             .users
             .iter()
-            .map(|(name, _)| name.as_str())
+            .map(|user| user.name.as_str())
             .zip(&self.counters)
     }
 }

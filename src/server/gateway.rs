@@ -74,16 +74,33 @@ fn hint(addr: SocketAddr, e: &io::Error) -> String {
 /// Asks each `mtproto: true` route's backend in the background whether fake flights can
 /// mirror it, and logs the answer: a backend that cannot be matched (TLS 1.2 only, no TLS)
 /// is a warning with the fix, so the operator hears of it before a client is fingerprinted.
-fn report_backends(config: Arc<Config>) {
+///
+/// Then it downloads `/` from each that can be mirrored to learn the record sizes of the site's answers
+/// for the route's sessions ([`probe::learn_record_sizes`]).
+fn report_backends(snapshot: Arc<Snapshot>) {
     tokio::spawn(async move {
-        for report in probe::probe_routes(&config, config.timeouts.connect).await {
+        let config = &snapshot.config;
+        let probed = probe::probe_routes(config, config.timeouts.connect).await;
+        for report in &probed {
             match report.answer {
                 Ok(_) => tracing::info!(route = %report.route, "{}", report.describe()),
                 Err(_) => tracing::warn!(route = %report.route, "{}", report.describe()),
             }
         }
+        let Some(state) = &snapshot.mtproto else {
+            return;
+        };
+        let learned =
+            probe::learn_record_sizes(config, &probed, &state.profiles, SITE_SAMPLE_BUDGET).await;
+        for report in learned {
+            tracing::info!(route = %report.route, "{}", report.describe());
+        }
     });
 }
+
+/// The time one site download may take: connect, handshake, the ticket pause and up to a
+/// megabyte of the site's answer.
+const SITE_SAMPLE_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the metrics endpoint shows of the running gateway now.
 fn live_values(ctx: &Context, serving: &ArcSwapOption<Serving>) -> LiveValues {
@@ -224,7 +241,7 @@ impl Gateway {
         let bound = bind_missing(&wanted, &listeners)?;
         gateway.serve(bound, &wanted, &mut listeners);
         drop(listeners);
-        report_backends(gateway.ctx.current.load().config.clone());
+        report_backends(gateway.ctx.current.load_full());
         Ok(gateway)
     }
 
@@ -242,10 +259,10 @@ impl Gateway {
         self.sync_metrics_endpoint(metrics)?;
         // The old snapshot's terminators stop when its last connection ends, unless the new
         // one reuses them.
-        let config = snapshot.config.clone();
-        self.ctx.current.store(Arc::new(snapshot));
+        let snapshot = Arc::new(snapshot);
+        self.ctx.current.store(snapshot.clone());
         self.serve(bound, &wanted, &mut listeners);
-        report_backends(config);
+        report_backends(snapshot);
         Ok(())
     }
 

@@ -304,6 +304,8 @@ pub struct ClientReader<R> {
     pub tls: bool,
     /// Largest record payload seen.
     pub max_record: usize,
+    /// Every record's payload length, in order.
+    pub record_lengths: Vec<usize>,
     pending: Vec<u8>,
 }
 
@@ -315,6 +317,7 @@ impl<R: AsyncRead + Unpin> ClientReader<R> {
             decrypt,
             tls,
             max_record: 0,
+            record_lengths: Vec::new(),
             pending: Vec::new(),
         }
     }
@@ -330,6 +333,7 @@ impl<R: AsyncRead + Unpin> ClientReader<R> {
                     let len = rec.len() - 5;
                     assert!((1..=16384).contains(&len), "record payload {len}");
                     self.max_record = self.max_record.max(len);
+                    self.record_lengths.push(len);
                     self.pending = rec[5..].to_vec();
                 } else {
                     let mut buf = vec![0u8; 65536];
