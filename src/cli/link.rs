@@ -1,12 +1,18 @@
-//! `frontgate link`: each MTProto user's tg:// and t.me links, and QR codes.
+//! `frontgate link`: each MTProto user's tg:// and t.me links, as text, JSON, terminal QR
+//! codes or PNG files.
 
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
 
 use super::ConfigArg;
 use crate::config;
-use crate::mtproto::links;
+use crate::mtproto::links::{self, UserLink};
+use crate::ops::qr;
 
 /// `frontgate link` options.
 #[derive(Args)]
@@ -16,15 +22,23 @@ pub(super) struct LinkArgs {
     /// Host clients connect to (default: the route's domain, which must resolve here).
     #[arg(long)]
     host: Option<String>,
-    /// Port clients connect to (default: the first listen address's port).
-    #[arg(long)]
+    /// Port clients connect to, 1 to 65535 (default: the first listen address's port).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     port: Option<u16>,
     /// Only this user.
     #[arg(long)]
     user: Option<String>,
-    /// Also draw each tg:// link as a QR code.
-    #[arg(long)]
+    /// Also draw each tg:// link as a QR code (black on white whatever the terminal's
+    /// colours).
+    #[arg(long, conflicts_with = "json")]
     qr: bool,
+    /// Write each tg:// link as a QR code PNG into DIR (created if missing), one file per
+    /// user and route name: USER@DOMAIN.png, mode 0600 (the code holds the secret).
+    #[arg(long, value_name = "DIR")]
+    qr_png: Option<PathBuf>,
+    /// Print the links as a JSON array of {user, domain, host, port, secret, tg, tme}.
+    #[arg(long)]
+    json: bool,
 }
 
 pub(super) fn main(args: LinkArgs) -> ExitCode {
@@ -47,17 +61,108 @@ pub(super) fn main(args: LinkArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    for link in links {
-        println!(
-            "{} ({})\n  {}\n  {}",
-            link.user, link.domain, link.tg, link.tme
-        );
-        if args.qr {
-            match links::qr(&link.tg) {
-                Ok(code) => println!("{code}"),
-                Err(e) => eprintln!("frontgate: cannot draw a QR code: {e}"),
+    let mut ok = true;
+    if args.json {
+        // Serialising strings and numbers cannot fail.
+        let json = serde_json::to_string_pretty(&links).unwrap_or_default();
+        println!("{json}");
+    } else {
+        for link in &links {
+            println!(
+                "{} ({})\n  {}\n  {}",
+                link.user, link.domain, link.tg, link.tme
+            );
+            if args.qr {
+                match qr::terminal(&link.tg) {
+                    Ok(code) => print!("{code}"),
+                    Err(e) => {
+                        eprintln!("frontgate: cannot draw the QR code of {}: {e}", link.user);
+                        ok = false;
+                    }
+                }
             }
         }
     }
-    ExitCode::SUCCESS
+    if let Some(dir) = &args.qr_png {
+        ok &= write_pngs(dir, &links, !args.json);
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Writes one PNG per link into `dir`; says which files it wrote when `announce`. False if
+/// any could not be drawn or written (each failure is reported).
+fn write_pngs(dir: &Path, links: &[UserLink], announce: bool) -> bool {
+    if let Err(e) = fs::create_dir_all(dir) {
+        eprintln!("frontgate: cannot create {}: {e}", dir.display());
+        return false;
+    }
+    let mut ok = true;
+    for link in links {
+        let path = dir.join(png_file_name(&link.user, &link.domain));
+        let written = qr::png(&link.tg)
+            .map_err(|e| e.to_string())
+            .and_then(|image| write_private(&path, &image).map_err(|e| e.to_string()));
+        match written {
+            Ok(()) if announce => println!("wrote {}", path.display()),
+            Ok(()) => {}
+            Err(e) => {
+                eprintln!("frontgate: cannot write {}: {e}", path.display());
+                ok = false;
+            }
+        }
+    }
+    ok
+}
+
+/// Writes `bytes` to `path`, readable by its owner only (also when the file existed).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    file.write_all(bytes)
+}
+
+/// `USER@DOMAIN.png`, with every character other than ASCII letters, digits, `-`, `_` and
+/// `.` replaced by `_` and no leading `.`: always one plain file name inside the directory.
+fn png_file_name(user: &str, domain: &str) -> String {
+    let safe = |part: &str| -> String {
+        let mut out: String = part
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        if out.starts_with('.') {
+            out.replace_range(..1, "_");
+        }
+        out
+    };
+    format!("{}@{}.png", safe(user), safe(domain))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::png_file_name;
+
+    #[test]
+    fn png_file_names_are_plain_names_after_user_and_domain() {
+        assert_eq!(
+            png_file_name("alice", "proxy.example.com"),
+            "alice@proxy.example.com.png"
+        );
+        assert_eq!(png_file_name("../x", "a/b"), "_._x@a_b.png");
+        assert_eq!(png_file_name("..", "é"), "_.@_.png");
+    }
 }

@@ -1,7 +1,9 @@
-//! The `frontgate` command line: `run` serves, `check` validates like `nginx -t`, `link` and
-//! `secret` hand out MTProto access. One file per subcommand; this one parses and dispatches.
+//! The `frontgate` command line: `run` serves, `check` validates like `nginx -t`, `health`
+//! asks a running gateway whether it serves, `link` and `secret` hand out MTProto access. One
+//! file per subcommand; this one parses and dispatches.
 
 mod check;
+mod health;
 mod link;
 mod logging;
 mod run;
@@ -26,6 +28,9 @@ enum Command {
     Run(run::RunArgs),
     /// Validate the route file and print the route summary; exit code 0 if valid, 1 if not.
     Check(check::CheckArgs),
+    /// Ask the running gateway's metrics endpoint (/healthz) whether it serves every listen
+    /// address; exit code 0 if it answers 200, 1 otherwise (for a container HEALTHCHECK).
+    Health(health::HealthArgs),
     /// Print each MTProto user's tg:// and t.me links (and QR codes) for the route file.
     Link(link::LinkArgs),
     /// Generate a new random MTProto user secret (OS RNG) to paste into mtproto.users.
@@ -50,6 +55,7 @@ pub fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run(args) => run::main(args),
         Command::Check(args) => check::main(args),
+        Command::Health(args) => health::main(args),
         Command::Link(args) => link::main(args),
         Command::Secret(args) => secret::main(args),
     }

@@ -16,9 +16,10 @@ pub(super) struct SecretArgs {
 
 pub(super) fn main(args: SecretArgs) -> ExitCode {
     let secret = Secret::generate();
-    println!("{}", hex::encode(secret.as_bytes()));
+    // Labelled lines: `secret: HEX` goes into mtproto.users, the ee-form into a client.
+    println!("secret: {}", hex::encode(secret.as_bytes()));
     if let Some(domain) = args.domain {
-        println!("{}", secret.ee_hex(&domain));
+        println!("ee secret for {domain}: {}", secret.ee_hex(&domain));
     }
     ExitCode::SUCCESS
 }

@@ -1,8 +1,8 @@
 //! MTProto users as the route file (and `mtproto.users_file`) writes them: the short form
 //! `alice: <secret>`, or a mapping with the secret and the user's policy (CONFIG.md): whether
 //! they are enabled, when they expire, their traffic quota, connection and address limits,
-//! their rate, and the server names they may use. Pure data; enforcement lives in
-//! `crate::mtproto::users`.
+//! their rate, and the server names they may use. Pure data; the MTProto core enforces
+//! it.
 
 use std::fmt;
 

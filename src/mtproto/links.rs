@@ -1,20 +1,35 @@
 //! What users paste into Telegram: one `tg://` and one `t.me` link per MTProto user and
-//! `mtproto: true` route name, optionally as a QR code for the terminal.
+//! `mtproto: true` route name.
 
 use std::net::Ipv6Addr;
 
-use qrcode::render::unicode::Dense1x2;
-use qrcode::QrCode;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::config::{Action, Config, NamePattern, Secret};
 
+/// What stays as it is in a link's query value: RFC 3986's unreserved characters, and `:`
+/// for IPv6 literals (legal in a query, §3.4). Everything else (` `, `&`, `=`, `#`, `%`,
+/// non-ASCII, ...) is percent-encoded, so a value can never end early or add a parameter.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b':');
+
 /// The links of one user for one fronted domain.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct UserLink {
     /// The user's name in the route file.
     pub user: String,
     /// The domain their client puts in its SNI (a route's exact name).
     pub domain: String,
+    /// The host clients connect to, as given (the `server=` value before escaping).
+    pub host: String,
+    /// The port clients connect to.
+    pub port: u16,
+    /// The ee-secret their client needs: `ee` + the user's secret + hex(domain).
+    pub secret: String,
     /// `tg://proxy?server=...&port=...&secret=ee...`
     pub tg: String,
     /// `https://t.me/proxy?...` (opens Telegram from a browser).
@@ -33,6 +48,12 @@ pub enum LinkError {
     /// `--user` named nobody.
     #[error("no user named `{0}` in mtproto.users")]
     NoSuchUser(String),
+    /// The host is empty.
+    #[error("the host clients connect to is empty")]
+    EmptyHost,
+    /// Port 0 cannot be dialled (the route file listens on port 0 and no port was given).
+    #[error("port 0 cannot be connected to: give the public port (--port)")]
+    PortZero,
 }
 
 /// Links for every user (or only `only_user`) and every exact name of every `mtproto: true`
@@ -67,9 +88,15 @@ pub fn user_links(
     if let (Some(only), true) = (only_user, users.is_empty()) {
         return Err(LinkError::NoSuchUser(only.to_string()));
     }
+    if host.is_some_and(str::is_empty) {
+        return Err(LinkError::EmptyHost);
+    }
     let port = port
         .or_else(|| config.listen.first().map(|l| l.port()))
         .unwrap_or(443);
+    if port == 0 {
+        return Err(LinkError::PortZero);
+    }
     let mut links = Vec::new();
     for user in users {
         let secret = &user.secret;
@@ -78,6 +105,9 @@ pub fn user_links(
             links.push(UserLink {
                 user: user.name.clone(),
                 domain: domain.clone(),
+                host: server.to_string(),
+                port,
+                secret: secret.ee_hex(domain),
                 tg: tg_link(server, port, secret, domain),
                 tme: tme_link(server, port, secret, domain),
             });
@@ -86,15 +116,9 @@ pub fn user_links(
     Ok(links)
 }
 
-/// `text` as a QR code drawn with Unicode half blocks (two rows per line).
-pub fn qr(text: &str) -> Result<String, qrcode::types::QrError> {
-    let code = QrCode::new(text.as_bytes())?;
-    Ok(code.render::<Dense1x2>().quiet_zone(true).build())
-}
-
-/// The `server=` value: IPv6 literals go in bare (brackets stripped), as mtprotoproxy and
-/// mtg emit them — Telegram clients hand the value to their resolver, which does not take
-/// `[..]`; `:` is legal unescaped in a query (RFC 3986 §3.4).
+/// The `server=` value before escaping: IPv6 literals go in bare (brackets stripped), as
+/// mtprotoproxy and mtg emit them — Telegram clients hand the value to their resolver, which
+/// does not take `[..]`; `:` is legal unescaped in a query (RFC 3986 §3.4).
 fn link_host(host: &str) -> &str {
     let inner = host
         .strip_prefix('[')
@@ -110,7 +134,7 @@ fn link_host(host: &str) -> &str {
 fn link_query(host: &str, port: u16, secret: &Secret, domain: &str) -> String {
     format!(
         "server={}&port={}&secret={}",
-        link_host(host),
+        utf8_percent_encode(link_host(host), QUERY_VALUE),
         port,
         secret.ee_hex(domain)
     )
@@ -186,10 +210,41 @@ mod tests {
     }
 
     #[test]
-    fn qr_codes_render_as_text_blocks() {
-        let code = qr("tg://proxy?server=a&port=443&secret=ee00").unwrap();
-        assert!(code.lines().count() > 10);
-        assert!(code.contains('█') || code.contains('▀') || code.contains('▄'));
+    fn query_values_are_escaped_and_bad_hosts_and_ports_refused() {
+        let links = user_links(&config(), Some("a b&c=d#e%"), Some(443), Some("alice")).unwrap();
+        assert!(
+            links[0]
+                .tg
+                .starts_with("tg://proxy?server=a%20b%26c%3Dd%23e%25&port=443&secret=ee"),
+            "{}",
+            links[0].tg
+        );
+        assert_eq!(links[0].host, "a b&c=d#e%");
+        assert!(matches!(
+            user_links(&config(), Some(""), None, None),
+            Err(LinkError::EmptyHost)
+        ));
+        assert!(matches!(
+            user_links(&config(), None, Some(0), None),
+            Err(LinkError::PortZero)
+        ));
+    }
+
+    #[test]
+    fn each_link_carries_its_host_port_and_ee_secret() {
+        let links = user_links(&config(), Some("203.0.113.5"), Some(8443), Some("alice")).unwrap();
+        let ee = format!(
+            "ee00112233445566778899aabbccddeeff{}",
+            hex::encode("proxy.example.com")
+        );
+        assert_eq!(
+            (
+                links[0].host.as_str(),
+                links[0].port,
+                links[0].secret.as_str()
+            ),
+            ("203.0.113.5", 8443, ee.as_str())
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! What the operator sees: the metrics endpoint ([`metrics`]) and `frontgate check`'s route
-//! summary ([`summary`]).
+//! What the operator sees: the metrics endpoint ([`metrics`]), `frontgate check`'s route
+//! summary ([`summary`]) and the QR codes of `frontgate link` ([`qr`]).
 
 pub mod metrics;
+pub mod qr;
 pub mod summary;
