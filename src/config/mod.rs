@@ -150,7 +150,6 @@ fn parse_in(text: &str, origin: &str, dir: Option<&Path>) -> Result<Config, Conf
         });
     }
     let spans = Spans::of(text);
-    let places = Places::new(origin, spans.clone());
     if let Some(dup) = spans.duplicate() {
         return Err(ConfigError::Rule {
             origin: origin.to_string(),
@@ -171,6 +170,7 @@ fn parse_in(text: &str, origin: &str, dir: Option<&Path>) -> Result<Config, Conf
         Some(path) => Some(users_file::read(&resolve(dir, path))?),
         None => None,
     };
+    let places = Places::new(origin, spans.clone());
     compile(file, users_file.as_ref(), places).map_err(|fault| match &users_file {
         Some(users) if fault.in_users_file => users.place(fault),
         _ => fault.place(&spans, origin),
