@@ -96,7 +96,7 @@ const COUNTER: OpenMetricsType = OpenMetricsType::Counter;
 async fn counts_connections_bytes_and_users() {
     let backend = Backend::start("b").await;
     let (gw, addr) = gateway(&format!(
-        "metrics: {{ listen: 127.0.0.1:0 }}\nmtproto: {{ users: {{ alice: {} }} }}\nroutes:\n  - sni: a.example.com\n    to: {}\n",
+        "metrics: {{ listen: 127.0.0.1:0 }}\nmtproto: {{ users: {{ alice: {} }}, allow_plain: true }}\nroutes:\n  - sni: a.example.com\n    to: {}\n",
         "ab".repeat(16),
         backend.addr
     ))

@@ -27,8 +27,16 @@ pub(super) fn main(args: CheckArgs) -> ExitCode {
     match load_and_build(path) {
         Ok(config) => {
             print!("{}", summary::render(&config));
+            for warning in &config.warnings {
+                eprintln!("frontgate: warning: {warning}");
+            }
+            let warned = match config.warnings.len() {
+                0 => String::new(),
+                1 => " (1 warning above)".to_string(),
+                n => format!(" ({n} warnings above)"),
+            };
             println!(
-                "frontgate: the configuration file {} syntax is ok and the routes are valid",
+                "frontgate: the configuration file {} syntax is ok and the routes are valid{warned}",
                 path.display()
             );
             if args.probe && !probe_backends(&config) {
@@ -47,11 +55,12 @@ pub(super) fn main(args: CheckArgs) -> ExitCode {
     }
 }
 
-/// Parses the file and builds every runtime resource `run` would (certificates, ACME cache),
-/// so `check` fails on what `run` would fail on.
+/// Parses the file and checks every runtime resource `run` would build (certificates, ACME
+/// cache), so `check` fails on what `run` would fail on; a resource's fault is reported at
+/// the node naming it.
 fn load_and_build(path: &Path) -> Result<config::Config, String> {
     let config = config::load(path).map_err(|e| e.to_string())?;
-    registry::probe(&config).map_err(|e| format!("{}: {e}", path.display()))?;
+    registry::probe(&config).map_err(|e| config.places.locate(&e.key, e.source).to_string())?;
     Ok(config)
 }
 

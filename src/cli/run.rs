@@ -10,8 +10,8 @@ use clap::Args;
 
 use super::logging::{self, LogFormat};
 use super::ConfigArg;
-use crate::config;
-use crate::server::gateway::Gateway;
+use crate::config::{self, addresses, Config};
+use crate::server::gateway::{ApplyError, Gateway};
 use crate::server::{reload, shutdown};
 
 /// `frontgate run` options.
@@ -33,11 +33,53 @@ pub(super) fn main(args: RunArgs) -> ExitCode {
     match serve(args.config.path, args.listen) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("frontgate: {e:#}");
+            // One line, in the log format asked for; on stderr all the same when the log
+            // filter hides errors, since a fatal one must be seen.
+            let message = describe(&e);
+            if tracing::enabled!(tracing::Level::ERROR) {
+                tracing::error!("{message}");
+            } else {
+                eprintln!("frontgate: {message}");
+            }
             ExitCode::FAILURE
         }
     }
+}
+
+/// `error` and its causes, each said once: our errors already end with their cause's text
+/// (`cannot listen on ...: Address in use (os error 98)`), so a cause the message so far
+/// contains is not repeated.
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let said = cause.to_string();
+        if text.contains(&said) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&said);
+    }
+    text
+}
+
+/// `--listen` replaces the file's `listen`: its addresses must be bindable together and
+/// beside `metrics.listen`, as the file's are.
+fn check_listen_override(listen: &[SocketAddr], config: &Config) -> anyhow::Result<()> {
+    for (i, addr) in listen.iter().enumerate() {
+        for earlier in &listen[..i] {
+            if let Some(problem) = addresses::clash(*addr, *earlier, "an earlier --listen") {
+                anyhow::bail!("--listen {problem}");
+            }
+        }
+        if let Some(metrics) = config.metrics {
+            if let Some(problem) = addresses::clash(metrics, *addr, "--listen") {
+                return Err(config.places.locate("metrics.listen", problem).into());
+            }
+        }
+    }
+    Ok(())
 }
 
 fn serve(path: PathBuf, listen: Vec<SocketAddr>) -> anyhow::Result<()> {
@@ -47,12 +89,24 @@ fn serve(path: PathBuf, listen: Vec<SocketAddr>) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "could not raise the open-files limit");
     }
     let config = config::load(&path)?;
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    check_listen_override(&listen, &config)?;
+    let places = config.places.clone();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let served = runtime.block_on(async move {
         let mut signals = shutdown::Signals::install().context("installing signal handlers")?;
         let grace = config.timeouts.shutdown_grace;
         let listen_override = (!listen.is_empty()).then_some(listen);
-        let gateway = Arc::new(Gateway::start(config, listen_override).await?);
+        let gateway = Gateway::start(config, listen_override)
+            .await
+            .map_err(|e| match e {
+                // A `tls:` route's fault is about a node of the file: say which, as `check`.
+                ApplyError::Tls(e) => anyhow::Error::new(places.locate(&e.key, e.source)),
+                other => other.into(),
+            })?;
+        let gateway = Arc::new(gateway);
         let watcher = tokio::spawn(reload::watch(path, gateway.clone()));
         let signal = signals.next().await;
         watcher.abort();
@@ -85,4 +139,19 @@ fn serve(path: PathBuf, listen: Vec<SocketAddr>) -> anyhow::Result<()> {
     // Nothing left is worth waiting for (a DNS lookup in the blocking pool, say).
     runtime.shutdown_background();
     served
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_the_message_already_says_is_not_repeated() {
+        let io = std::io::Error::from(std::io::ErrorKind::AddrInUse);
+        let said = io.to_string();
+        let err = anyhow::Error::new(io).context(format!("cannot listen on x: {said}"));
+        assert_eq!(describe(&err), format!("cannot listen on x: {said}"));
+        let err = anyhow::Error::msg("inner").context("outer");
+        assert_eq!(describe(&err), "outer: inner");
+    }
 }

@@ -159,11 +159,13 @@ fn parse_addr(text: &str) -> Option<DcAddr> {
     }
     let (host, port) = text.rsplit_once(':')?;
     let port = port.parse::<u16>().ok()?;
+    // All digits and dots is a mistyped IPv4 address (`300.1.1.1`), never a host name.
     let host_ok = !host.is_empty()
         && !host.contains(':')
         && host
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && !host.bytes().all(|b| b.is_ascii_digit() || b == b'.');
     host_ok.then(|| DcAddr::Host {
         host: host.to_owned(),
         port,
@@ -280,6 +282,7 @@ mod tests {
             ":443",
             "bad host:1",
             "h:",
+            "300.1.1.1:443",
         ] {
             assert!(
                 matches!(err(1, bad), DcTableError::BadAddress { dc: 1, .. }),

@@ -69,7 +69,7 @@ impl ConfigError {
 }
 
 /// `line:column: ` after the origin's colon, or a space when the position is unknown.
-struct At(Option<Position>);
+pub(super) struct At(pub(super) Option<Position>);
 
 impl fmt::Display for At {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -124,6 +124,50 @@ pub enum Problem {
     /// Two routes (or one route twice) claim the same server name.
     #[error(transparent)]
     DuplicateName(#[from] DuplicateName),
+    /// A listen address given twice, or `metrics.listen` equal to a listen address.
+    #[error("{addr} is also {other}; `run` could bind it only once")]
+    AddressTwice {
+        /// The address, as at the node at fault.
+        addr: String,
+        /// The key path of the other node with it (`listen[0]`).
+        other: String,
+    },
+    /// Two addresses on one port where one is the wildcard (`0.0.0.0`, `[::]`) of the
+    /// other's family: the wildcard takes the port on every address, so the second bind
+    /// fails.
+    #[error(
+        "{addr} overlaps {other} ({other_addr}): a wildcard address takes port {port} on every \
+         address of its family, so `run` could bind only one of them"
+    )]
+    AddressOverlap {
+        /// The address at the node at fault.
+        addr: String,
+        /// The key path of the other node.
+        other: String,
+        /// The other address.
+        other_addr: String,
+        /// The port they share.
+        port: u16,
+    },
+    /// `mtproto.users` while no connection can reach the MTProto core.
+    #[error(
+        "no connection can reach these users: no route (nor `default:`) has `mtproto: true` \
+         and `allow_plain` is off; add `mtproto: true` to the route whose name their links \
+         carry (the fronted domain)"
+    )]
+    UsersWithoutRoute,
+    /// `mtproto: true` on a route whose names are all wildcards.
+    #[error(
+        "an `mtproto: true` route needs one exact server name: each client's ee-secret carries \
+         one concrete domain, and `frontgate link` makes links only for exact names; write \
+         the one clients will use beside the wildcard, e.g. `sni: [{example}, \"*.{suffix}\"]`"
+    )]
+    MtprotoWildcardOnly {
+        /// An exact name below the first wildcard (`www.` + its suffix), as an example.
+        example: String,
+        /// The first wildcard's suffix.
+        suffix: String,
+    },
     /// A route's `to` is one of frontgate's own listen addresses.
     #[error(
         "{upstream} is frontgate's own listen address {listen}: connections would loop back \

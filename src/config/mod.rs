@@ -2,11 +2,13 @@
 //! runs on. This is the only module that knows the file format (YAML, see `CONFIG.md` and
 //! `routes.example.yaml`). Every error names the file, line, column and key path.
 
+pub mod addresses;
 pub mod bounds;
 pub mod datacenters;
 mod error;
 mod model;
 pub mod mtproto;
+mod places;
 pub mod secret;
 mod spans;
 pub mod table;
@@ -15,10 +17,12 @@ pub mod upstream;
 pub mod users;
 pub mod users_file;
 mod values;
+pub mod warning;
 
 pub use datacenters::DcTable;
 pub use error::{ConfigError, Problem};
 pub use mtproto::MtprotoSettings;
+pub use places::{Located, Places};
 pub use secret::Secret;
 pub use spans::Position;
 pub use table::{
@@ -27,6 +31,7 @@ pub use table::{
 };
 pub use tls::{CertSource, TlsSettings};
 pub use upstream::Upstream;
+pub use warning::{Concern, Warning};
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -101,6 +106,12 @@ pub struct Config {
     pub routes: RouteTable,
     /// The built-in MTProto proxy, when `mtproto:` is configured.
     pub mtproto: Option<MtprotoSettings>,
+    /// What the file probably gets wrong without being invalid; `check` prints these and
+    /// `run` logs them.
+    pub warnings: Vec<Warning>,
+    /// Where the file writes each node, for faults found after loading (a certificate file
+    /// that cannot be read) to be reported at their node.
+    pub places: Places,
 }
 
 impl Config {
@@ -160,13 +171,16 @@ fn parse_in(text: &str, origin: &str, dir: Option<&Path>) -> Result<Config, Conf
     // lazily, so an indentation slip that ends a route's mapping early was reported as that
     // route's missing field, at the line where the route starts, before the parser reached
     // the slipped line and its real error.
-    serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text).map_err(|e| yaml_error(e, origin))?;
-    let file: RouteFile = serde_yaml_ng::from_str(text).map_err(|e| yaml_error(e, origin))?;
+    serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text)
+        .map_err(|e| yaml_error(e, origin, &spans))?;
+    let file: RouteFile =
+        serde_yaml_ng::from_str(text).map_err(|e| yaml_error(e, origin, &spans))?;
     let users_file = match file.mtproto.as_ref().and_then(|m| m.users_file.as_ref()) {
         Some(path) => Some(users_file::read(&resolve(dir, path))?),
         None => None,
     };
-    compile(file, users_file.as_ref()).map_err(|fault| match &users_file {
+    let places = Places::new(origin, spans.clone());
+    compile(file, users_file.as_ref(), places).map_err(|fault| match &users_file {
         Some(users) if fault.in_users_file => users.place(fault),
         _ => fault.place(&spans, origin),
     })
@@ -180,7 +194,7 @@ fn resolve(dir: Option<&Path>, path: &Path) -> PathBuf {
     }
 }
 
-fn yaml_error(err: serde_yaml_ng::Error, origin: &str) -> ConfigError {
+fn yaml_error(err: serde_yaml_ng::Error, origin: &str, spans: &Spans) -> ConfigError {
     let text = err.to_string();
     let (at, message) = match err.location() {
         Some(at) => {
@@ -195,11 +209,40 @@ fn yaml_error(err: serde_yaml_ng::Error, origin: &str) -> ConfigError {
         }
         None => (None, text),
     };
+    let (at, message) = match pushed_out(&message, spans) {
+        Some((slipped, hint)) => (Some(slipped), format!("{message}: {hint}")),
+        None => (at, message),
+    };
     ConfigError::Syntax {
         origin: origin.to_string(),
         at,
         message,
     }
+}
+
+/// For serde's "`path`: missing field `name`", which it places at the start of the mapping
+/// at `path`: the key `name` when an indentation slip pushed it out of that mapping (it is
+/// then the first key after the mapping's last one, less indented), with a hint to indent it.
+/// A slip outwards is still YAML, so this is the one slip the YAML parser cannot report.
+fn pushed_out(message: &str, spans: &Spans) -> Option<(Position, String)> {
+    let (path, rest) = match message.split_once(": missing field `") {
+        Some((path, rest)) => (path, rest),
+        None => ("", message.strip_prefix("missing field `")?),
+    };
+    let field = rest.strip_suffix('`')?;
+    let (slipped, at) = spans.key_after(path)?;
+    let reads_as = slipped.strip_suffix(field)?;
+    let reads_as = match reads_as.strip_suffix('.') {
+        Some(parent) => format!("`{parent}`"),
+        None if reads_as.is_empty() => "the top level".to_string(),
+        None => return None,
+    };
+    let column = spans.value(path)?.column;
+    let hint = format!(
+        "this `{field}:` is indented less than the keys of {path} (column {column}), so YAML \
+         reads it as a key of {reads_as}; indent it to column {column}"
+    );
+    Some((at, hint))
 }
 
 /// A rule broken by a parsed file, with the key path of the node it is about; the node's
@@ -276,9 +319,16 @@ fn count(
     }
 }
 
-/// Checks what spans several keys and builds the typed config.
-fn compile(file: RouteFile, users_file: Option<&users_file::UsersFile>) -> Result<Config, Fault> {
+/// Checks what spans several keys and builds the typed config, which keeps `places` (the
+/// file's node positions) for its warnings and for faults found later.
+fn compile(
+    file: RouteFile,
+    users_file: Option<&users_file::UsersFile>,
+    places: Places,
+) -> Result<Config, Fault> {
     let listen: Vec<SocketAddr> = file.listen.0.iter().map(|l| l.0).collect();
+    let metrics = file.metrics.map(|m| m.listen.0);
+    bindable(&listen, metrics)?;
     let defaults = Timeouts::default();
     let t = &file.timeouts;
     let timeouts = Timeouts {
@@ -328,6 +378,9 @@ fn compile(file: RouteFile, users_file: Option<&users_file::UsersFile>) -> Resul
         let names: Vec<NamePattern> = route.sni.0.into_iter().map(|NameValue(n)| n).collect();
         let forward = forward(&key, &route.to.0, route.proxy_protocol.0, &listen)?;
         let label = names.first().map(ToString::to_string).unwrap_or_default();
+        if route.mtproto {
+            exact_name(&key, &names)?;
+        }
         let action = match (route.tls, route.mtproto) {
             (Some(_), true) => {
                 return Err(Fault::key(format!("{key}.tls"), Problem::MtprotoAndTls))
@@ -367,11 +420,20 @@ fn compile(file: RouteFile, users_file: Option<&users_file::UsersFile>) -> Resul
         }
         routes.set_non_tls(target_route("non_tls", target, has_mtproto, &listen)?);
     }
+    if let Some(settings) = &mtproto {
+        let reached = |route: &Route| matches!(route.action, Action::Mtproto(_));
+        let by_name = routes.routes().iter().any(|r| reached(r));
+        let by_default = routes.default_route().is_some_and(|r| reached(r));
+        if !(by_name || by_default || settings.allow_plain) {
+            return Err(Fault::key("mtproto.users", Problem::UsersWithoutRoute));
+        }
+    }
 
     if let Some(settings) = &mtproto {
         check_user_routes(settings, &routes, users_file)?;
     }
 
+    let warnings = warnings(mtproto.as_ref(), users_file, metrics, &places);
     Ok(Config {
         listen,
         trusted_proxies: file
@@ -381,10 +443,78 @@ fn compile(file: RouteFile, users_file: Option<&users_file::UsersFile>) -> Resul
             .collect(),
         timeouts,
         limits,
-        metrics: file.metrics.map(|m| m.listen.0),
+        metrics,
         routes,
         mtproto,
+        warnings,
+        places,
     })
+}
+
+/// Every listen address and the metrics address can be bound together: none given twice,
+/// none on a port a wildcard of its family takes ([`addresses::clash`]).
+fn bindable(listen: &[SocketAddr], metrics: Option<SocketAddr>) -> Result<(), Fault> {
+    for (i, addr) in listen.iter().enumerate() {
+        for (j, earlier) in listen[..i].iter().enumerate() {
+            if let Some(problem) = addresses::clash(*addr, *earlier, &format!("listen[{j}]")) {
+                return Err(Fault::value(format!("listen[{i}]"), problem));
+            }
+        }
+    }
+    let Some(metrics) = metrics else {
+        return Ok(());
+    };
+    for (j, addr) in listen.iter().enumerate() {
+        if let Some(problem) = addresses::clash(metrics, *addr, &format!("listen[{j}]")) {
+            return Err(Fault::value("metrics.listen", problem));
+        }
+    }
+    Ok(())
+}
+
+/// An `mtproto: true` route names at least one exact server name: a client's ee-secret
+/// carries one concrete domain, which `frontgate link` takes from the route's exact names.
+fn exact_name(key: &str, names: &[NamePattern]) -> Result<(), Fault> {
+    match names {
+        [NamePattern::Wildcard(suffix), rest @ ..]
+            if rest.iter().all(|n| matches!(n, NamePattern::Wildcard(_))) =>
+        {
+            let problem = Problem::MtprotoWildcardOnly {
+                example: format!("www.{suffix}"),
+                suffix: suffix.clone(),
+            };
+            Err(Fault::value(format!("{key}.sni"), problem))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The warnings about a valid file: public example secrets in use, an unauthenticated
+/// metrics endpoint reachable from other hosts.
+fn warnings(
+    mtproto: Option<&MtprotoSettings>,
+    users_file: Option<&users_file::UsersFile>,
+    metrics: Option<SocketAddr>,
+    places: &Places,
+) -> Vec<Warning> {
+    let mut found = Vec::new();
+    for user in mtproto.iter().flat_map(|m| &m.users) {
+        if warning::is_public(&user.secret) {
+            let warning = match users_file.filter(|f| f.has(&user.name)) {
+                Some(file) => file.warning(&user.name, Concern::PublicSecret),
+                None => {
+                    let key = format!("mtproto.users.{}", user.name);
+                    places.warning(&key, &format!("{key}.secret"), Concern::PublicSecret)
+                }
+            };
+            found.push(warning);
+        }
+    }
+    if let Some(addr) = metrics.filter(|a| warning::is_public_address(*a)) {
+        let key = "metrics.listen";
+        found.push(places.warning(key, key, Concern::OpenMetrics { addr }));
+    }
+    found
 }
 
 /// Every name in a user's `routes` must be served by an `mtproto: true` route.

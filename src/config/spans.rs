@@ -9,8 +9,8 @@ use std::collections::{HashMap, HashSet};
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 
-/// A place in the route file: 1-based line and column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A place in the route file: 1-based line and column; earlier places order first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Position {
     /// 1-based line.
     pub line: usize,
@@ -20,7 +20,7 @@ pub struct Position {
 
 /// The positions of the keys and the values of one route file, by key path in the form
 /// serde_yaml_ng's messages use: mapping keys joined with `.`, list items as `[index]`.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Spans {
     keys: HashMap<String, Position>,
     values: HashMap<String, Position>,
@@ -86,6 +86,28 @@ impl Spans {
         } else {
             path
         }
+    }
+
+    /// The first key written after every key of the node at `path` (its path and where it
+    /// is): the key an indentation slip pushed out of that node, when it is the one the node
+    /// misses.
+    pub fn key_after(&self, path: &str) -> Option<(&str, Position)> {
+        let inside = |key: &str| {
+            key.strip_prefix(path).is_some_and(|rest| {
+                path.is_empty() || rest.starts_with('.') || rest.starts_with('[')
+            })
+        };
+        let last = self
+            .keys
+            .iter()
+            .filter(|(key, _)| inside(key))
+            .map(|(_, at)| *at)
+            .max()?;
+        self.keys
+            .iter()
+            .filter(|(_, at)| **at > last)
+            .min_by_key(|(_, at)| **at)
+            .map(|(key, at)| (key.as_str(), *at))
     }
 
     /// The first key given twice in one mapping, if any.

@@ -37,6 +37,13 @@ pub enum NamePattern {
 impl NamePattern {
     /// Parses `name` or `*.suffix`; the error says what is wrong with the name.
     pub fn parse(text: &str) -> Result<Self, String> {
+        if let Some(name) = text.trim().strip_prefix('.') {
+            // nginx's `.example.com` means the name and every name below it.
+            return Err(format!(
+                "invalid server name `{text}`: nginx's `.name` form is two names here: write \
+                 [{name}, \"*.{name}\"]"
+            ));
+        }
         let lowered = text.trim().to_ascii_lowercase();
         let name = lowered.strip_suffix('.').unwrap_or(&lowered);
         let (wildcard, body) = match name.strip_prefix("*.") {
@@ -61,7 +68,9 @@ impl fmt::Display for NamePattern {
     }
 }
 
-fn validate_host_name(name: &str) -> Result<(), &'static str> {
+/// Why `name` (no `*.`) cannot be a DNS host name, if it cannot: labels of letters, digits,
+/// `-` and `_`, within DNS length limits.
+pub(super) fn validate_host_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {
         return Err("empty name");
     }
@@ -411,6 +420,11 @@ mod tests {
         ] {
             assert!(NamePattern::parse(bad).is_err(), "{bad:?} accepted");
         }
+        assert_eq!(
+            NamePattern::parse(".cdn.example.com").unwrap_err(),
+            "invalid server name `.cdn.example.com`: nginx's `.name` form is two names here: \
+             write [cdn.example.com, \"*.cdn.example.com\"]"
+        );
         assert_eq!(
             NamePattern::parse("*.Example.com.").unwrap(),
             NamePattern::Wildcard("example.com".into())

@@ -252,7 +252,7 @@ fn bounds_are_inclusive() {
     let config = parse_ok(&with(&format!(
         "timeouts: {{client_hello: 5m, connect: 100ms, idle: 7d, shutdown_grace: 1d}}\n\
          limits: {{max_connections: 10000000, max_connections_per_ip: 1}}\n\
-         mtproto: {{users: {{alice: {ALICE}}}, max_clock_skew: 1d, replay_cache: 10000000}}\n\
+         mtproto: {{users: {{alice: {ALICE}}}, max_clock_skew: 1d, replay_cache: 10000000, allow_plain: true}}\n\
          routes:\n  - sni: a.example.com\n    to: 127.0.0.1:2\n    tls: {{cert: /c, key: /k, handshake_timeout: 100ms}}\n"
     )));
     assert_eq!(config.timeouts.idle, bounds::IDLE.max);
@@ -296,7 +296,7 @@ fn user_names_that_need_escaping_are_refused_at_the_key() {
         "{err}"
     );
     let config = parse_ok(&with(&format!(
-        "mtproto:\n  users:\n    Alice_1.x-y: {ALICE}\n    {}: {BOB}\n",
+        "mtproto:\n  allow_plain: true\n  users:\n    Alice_1.x-y: {ALICE}\n    {}: {BOB}\n",
         "n".repeat(64)
     )));
     assert_eq!(
@@ -479,7 +479,10 @@ fn default_may_check_hellos_against_the_mtproto_users() {
         .for_server_name(Some("x.example.org"))
         .unwrap();
     assert!(matches!(unmatched.action, Action::Mtproto(_)));
-    // Off by default, and `false` is the same as absent.
+    // Off by default, and `false` is the same as absent (the users are then reached over a
+    // route, or here as plain obfuscated2 clients).
+    let users =
+        "mtproto: { users: { alice: 0123456789abcdef0123456789abcdef }, allow_plain: true }\n";
     for text in [
         format!("listen: 127.0.0.1:443\n{users}default: {{ to: 127.0.0.1:8443 }}\n"),
         format!(
@@ -565,4 +568,142 @@ fn mimic_needs_mtproto_and_a_known_mode() {
         err.contains("invalid mimic `sometimes`: expected live, learned or off"),
         "{err}"
     );
+}
+
+#[test]
+fn addresses_that_cannot_all_be_bound_are_refused_at_the_second() {
+    let cases = [
+        (
+            "listen:\n  - 127.0.0.1:443\n  - \"[::]:443\"\n  - 127.0.0.1:443\ndefault: { to: 127.0.0.1:1 }\n",
+            "test.yaml:4:5: listen[2]: 127.0.0.1:443 is also listen[0]; `run` could bind it only once",
+        ),
+        (
+            "listen: [0.0.0.0:443, 10.0.0.1:443]\ndefault: { to: 127.0.0.1:1 }\n",
+            "test.yaml:1:23: listen[1]: 10.0.0.1:443 overlaps listen[0] (0.0.0.0:443): a wildcard \
+             address takes port 443 on every address of its family, so `run` could bind only one \
+             of them",
+        ),
+        (
+            "listen: 127.0.0.1:443\nmetrics: { listen: 127.0.0.1:443 }\ndefault: { to: 127.0.0.1:1 }\n",
+            "test.yaml:2:20: metrics.listen: 127.0.0.1:443 is also listen[0]; `run` could bind it \
+             only once",
+        ),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(parse_err(text), expected, "{text}");
+    }
+    parse_ok("listen: [0.0.0.0:443, \"[::]:443\"]\nmetrics: { listen: 127.0.0.1:9100 }\ndefault: { to: 127.0.0.1:1 }\n");
+}
+
+#[test]
+fn users_no_connection_can_reach_are_refused() {
+    let users = format!("mtproto:\n  users:\n    alice: {ALICE}\n");
+    let forward = "routes:\n  - sni: a.example.com\n    to: 127.0.0.1:2\n";
+    let err = parse_err(&with(&format!("{users}{forward}")));
+    assert!(
+        err.starts_with("test.yaml:3:3: mtproto.users: no connection can reach these users"),
+        "{err}"
+    );
+    // A route, `default:` or plain obfuscated2 reaches them.
+    parse_ok(&with(&format!(
+        "{users}routes:\n  - sni: a.example.com\n    mtproto: true\n    to: 127.0.0.1:2\n"
+    )));
+    parse_ok(&with(&format!(
+        "{users}default: {{ mtproto: true, to: 127.0.0.1:2 }}\n"
+    )));
+    parse_ok(&with(&format!("{users}  allow_plain: true\n{forward}")));
+}
+
+#[test]
+fn an_mtproto_route_needs_an_exact_name() {
+    let users = format!("mtproto: {{ users: {{ alice: {ALICE} }} }}\n");
+    let err = parse_err(&with(&format!(
+        "{users}routes:\n  - sni: ['*.example.com', '*.example.org']\n    mtproto: true\n    to: 127.0.0.1:2\n"
+    )));
+    assert_eq!(
+        err,
+        "test.yaml:4:10: routes[0].sni: an `mtproto: true` route needs one exact server name: \
+         each client's ee-secret carries one concrete domain, and `frontgate link` makes links \
+         only for exact names; write the one clients will use beside the wildcard, e.g. \
+         `sni: [www.example.com, \"*.example.com\"]`"
+    );
+    parse_ok(&with(&format!(
+        "{users}routes:\n  - sni: ['*.example.com', www.example.com]\n    mtproto: true\n    to: 127.0.0.1:2\n"
+    )));
+}
+
+#[test]
+fn a_key_pushed_out_of_its_mapping_is_reported_where_it_is() {
+    // `to:` at column 1 is still YAML: a top-level key, after the route that misses it.
+    let text = "listen: 127.0.0.1:1\nroutes:\n  - sni: a.example.com\n    proxy_protocol: v1\nto: 127.0.0.1:2\n";
+    assert_eq!(
+        parse_err(text),
+        "test.yaml:5:1: routes[0]: missing field `to`: this `to:` is indented less than the \
+         keys of routes[0] (column 5), so YAML reads it as a key of the top level; indent it to \
+         column 5"
+    );
+    let text = "listen: 127.0.0.1:1\nroutes:\n  - sni: a.example.com\n    to: 127.0.0.1:2\n    tls:\n      acme:\n        directory: https://acme.example/dir\n      contact: a@example.com\n";
+    assert_eq!(
+        parse_err(text),
+        "test.yaml:8:7: routes[0].tls.acme: missing field `contact`: this `contact:` is indented \
+         less than the keys of routes[0].tls.acme (column 9), so YAML reads it as a key of \
+         `routes[0].tls`; indent it to column 9"
+    );
+    // A field that is simply missing stays at the mapping, even with the same key later on.
+    let text =
+        "listen: 127.0.0.1:1\nroutes:\n  - sni: a.example.com\ndefault:\n  to: 127.0.0.1:2\n";
+    assert_eq!(
+        parse_err(text),
+        "test.yaml:3:5: routes[0]: missing field `to`"
+    );
+}
+
+#[test]
+fn public_secrets_and_open_metrics_are_warned_about_at_their_node() {
+    let config = parse_ok(&format!(
+        "listen: 127.0.0.1:1\nmetrics: {{ listen: 0.0.0.0:9100 }}\nmtproto:\n  allow_plain: true\n  users:\n    carol: 00112233445566778899aabbccddeeff\n    alice: {ALICE}\n"
+    ));
+    let warnings: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [
+            "test.yaml:7:12: mtproto.users.alice: this secret is the public example one: anyone \
+             who read the example can use this proxy; replace it (`frontgate secret` makes one)",
+            "test.yaml:2:20: metrics.listen: 0.0.0.0:9100 is reachable from other hosts, and the \
+             metrics endpoint has no authentication: anyone who connects reads /metrics and \
+             /stats (routes, MTProto user names, traffic); listen on 127.0.0.1 or firewall the \
+             port",
+        ]
+    );
+    for (addr, warned) in [
+        ("127.0.0.1:9100", false),
+        ("10.1.2.3:9100", false),
+        ("\"[::1]:9100\"", false),
+        ("\"[fd00::1]:9100\"", false),
+        ("203.0.113.5:9100", true),
+        ("\"[::]:9100\"", true),
+        ("\"[2001:db8::1]:9100\"", true),
+    ] {
+        let config = parse_ok(&format!(
+            "listen: 127.0.0.1:1\nmetrics: {{ listen: {addr} }}\ndefault: {{ to: 127.0.0.1:2 }}\n"
+        ));
+        assert_eq!(!config.warnings.is_empty(), warned, "{addr}");
+    }
+}
+
+#[test]
+fn later_faults_are_placed_at_the_node_they_are_about() {
+    let config = parse_ok(&with(
+        "routes:\n  - sni: a.example.com\n    to: 127.0.0.1:2\n    tls:\n      cert: /c.pem\n      key: /k.pem\n",
+    ));
+    assert_eq!(
+        config
+            .places
+            .locate("routes[0].tls.key", "cannot read it")
+            .to_string(),
+        "test.yaml:7:12: routes[0].tls.key: cannot read it"
+    );
+    // A key left out (a default applies) is placed at its enclosing node.
+    let located = config.places.locate("routes[0].tls.acme.cache", "x");
+    assert_eq!(located.at, Some(Position { line: 6, column: 7 }));
 }

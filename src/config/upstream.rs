@@ -4,6 +4,8 @@
 use std::fmt;
 use std::net::SocketAddr;
 
+use super::table::validate_host_name;
+
 /// One `host:port` backend as written in the route file; a host name is resolved at connect
 /// time, so DNS changes are picked up without a reload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +29,17 @@ impl Upstream {
         let port: u16 = port.parse().map_err(|_| bad())?;
         if host.is_empty() || host.contains(':') || host.contains('[') || port == 0 {
             return Err(bad());
+        }
+        // All digits and dots is an IPv4 address written wrong, never a host name (a name's
+        // last label is not all digits), and the resolver would read `1.2.3` as 1.2.0.3.
+        if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+            return Err(format!(
+                "invalid address `{text}`: `{host}` is not an IPv4 address: write four numbers \
+                 from 0 to 255, e.g. 192.0.2.10"
+            ));
+        }
+        if let Err(why) = validate_host_name(host) {
+            return Err(format!("invalid address `{text}`: host `{host}`: {why}"));
         }
         Ok(Self {
             host: host.to_ascii_lowercase(),
@@ -86,6 +99,16 @@ mod tests {
             (named.host(), named.port(), named.literal()),
             ("backend.local", 80, None)
         );
+        let err = Upstream::parse("300.1.1.1:80").unwrap_err();
+        assert_eq!(
+            err,
+            "invalid address `300.1.1.1:80`: `300.1.1.1` is not an IPv4 address: write four \
+             numbers from 0 to 255, e.g. 192.0.2.10"
+        );
+        assert_eq!(
+            Upstream::parse("backend_1.internal:80").unwrap().host(),
+            "backend_1.internal"
+        );
         for bad in [
             "",
             "host",
@@ -95,6 +118,11 @@ mod tests {
             "host:0",
             "::1:80",
             "a b:x",
+            "a b:80",
+            "300.1.1.1:80",
+            "1.2.3:80",
+            "10.0.0.256:443",
+            "a..b:80",
         ] {
             assert!(Upstream::parse(bad).is_err(), "{bad:?} accepted");
         }

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::spans::Spans;
 use super::users::{compile_users, MtprotoUser, UserValue};
+use super::warning::{Concern, Warning};
 use super::{read_text, yaml_error, ConfigError, Fault, Problem};
 
 /// The key of a user in the users file.
@@ -48,6 +49,19 @@ impl UsersFile {
         }
     }
 
+    /// A warning about `name`'s entry (its secret), placed in this file.
+    pub(super) fn warning(&self, name: &str, concern: Concern) -> Warning {
+        let key = format!("{USERS_KEY}.{name}");
+        let secret = format!("{key}.secret");
+        Warning {
+            origin: self.path.display().to_string(),
+            // A short-form entry is its secret: then the entry's own value.
+            at: self.spans.value(&secret),
+            key,
+            concern,
+        }
+    }
+
     /// `fault`, about a node of this file, as an error placed in it.
     pub(super) fn place(&self, fault: Fault) -> ConfigError {
         fault.place(&self.spans, &self.path.display().to_string())
@@ -77,7 +91,7 @@ pub fn parse(text: &str, path: &Path) -> Result<UsersFile, ConfigError> {
             users: BTreeMap::new(),
         }
     } else {
-        serde_yaml_ng::from_str(text).map_err(|e| yaml_error(e, &origin))?
+        serde_yaml_ng::from_str(text).map_err(|e| yaml_error(e, &origin, &spans))?
     };
     let users = compile_users(USERS_KEY, model.users).map_err(|f| f.place(&spans, &origin))?;
     Ok(UsersFile {

@@ -23,26 +23,51 @@ use crate::forward::shutdown::ShutdownSwitch;
 use crate::mtproto::{probe, users};
 use crate::ops::metrics::{self, LiveValues, Metrics};
 use crate::server::listener;
+use crate::server::port_holder;
 use crate::server::registry::{self, TerminatorError};
 use crate::server::shutdown::ShutdownReport;
 
 /// A listen address could not be bound.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr}: {source}{}", hint(.source))]
+#[error("cannot listen on {addr}: {source}{hint}")]
 pub struct BindError {
     /// The address.
     pub addr: SocketAddr,
     /// The OS error.
     pub source: io::Error,
+    /// What to do about it, from what is known when the bind failed (who holds the port).
+    pub hint: String,
 }
 
-fn hint(e: &io::Error) -> &'static str {
+impl BindError {
+    fn new(addr: SocketAddr, source: io::Error) -> BindError {
+        let hint = hint(addr, &source);
+        BindError { addr, source, hint }
+    }
+}
+
+/// Only what is known: the process holding the port when it can be found, else how to find it.
+fn hint(addr: SocketAddr, e: &io::Error) -> String {
     match e.kind() {
         io::ErrorKind::PermissionDenied => {
             " (ports below 1024 need root or CAP_NET_BIND_SERVICE; try `--listen 127.0.0.1:8443`)"
+                .to_string()
         }
-        io::ErrorKind::AddrInUse => " (another process, maybe nginx, already listens there)",
-        _ => "",
+        io::ErrorKind::AddrInUse => match port_holder::holder_of(addr) {
+            Some(holder) if holder.pid == std::process::id() => {
+                " (this frontgate process already listens there: the address is given twice)"
+                    .to_string()
+            }
+            Some(holder) => format!(
+                " ({} (pid {}) already listens there; stop it or choose another address)",
+                holder.name, holder.pid
+            ),
+            None => format!(
+                " (another process already listens there; `ss -ltnp 'sport = :{}'` shows which)",
+                addr.port()
+            ),
+        },
+        _ => String::new(),
     }
 }
 
@@ -147,7 +172,7 @@ fn bind_missing(
         .map(|&addr| {
             listener::bind(addr)
                 .map(|l| (addr, l))
-                .map_err(|source| BindError { addr, source })
+                .map_err(|source| BindError::new(addr, source))
         })
         .collect()
 }
@@ -276,7 +301,7 @@ impl Gateway {
             }
             return Ok(());
         };
-        let listener = listener::bind(addr).map_err(|source| BindError { addr, source })?;
+        let listener = listener::bind(addr).map_err(|source| BindError::new(addr, source))?;
         if let Some(old) = endpoint.take() {
             old.stop.cancel();
         }

@@ -3,6 +3,7 @@
 
 pub mod gateway;
 pub mod listener;
+pub mod port_holder;
 pub mod registry;
 pub mod reload;
 pub mod shutdown;

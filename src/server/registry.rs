@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::{Action, Config};
+use crate::config::{Action, Config, Route, TlsSettings};
 use crate::conn::context::Snapshot;
 use crate::mtproto::state::MtprotoState;
 use crate::tls::{TlsError, TlsTerminator};
@@ -17,19 +17,30 @@ use crate::tls::{TlsError, TlsTerminator};
 pub struct TerminatorError {
     /// The route's label.
     pub route: String,
+    /// The key path of the route file's node the error is about (`routes[2].tls.cert`).
+    pub key: String,
     /// Why (boxed: TLS errors are large and this one is rare).
     pub source: Box<TlsError>,
+}
+
+impl TerminatorError {
+    fn new(index: usize, route: &Route, settings: &TlsSettings, source: TlsError) -> Self {
+        TerminatorError {
+            route: route.label.clone(),
+            key: format!("routes[{index}].{}", source.route_key(&settings.source)),
+            source: Box::new(source),
+        }
+    }
 }
 
 /// Checks what the `tls:` routes name on disk (certificate files, ACME cache directories)
 /// as starting them would, without starting anything: `frontgate check`'s disk probe.
 pub fn probe(config: &Config) -> Result<(), TerminatorError> {
-    for route in config.routes.routes() {
+    // Named routes are in file order: the index is the one of `routes:`.
+    for (index, route) in config.routes.routes().iter().enumerate() {
         if let Action::Terminate(terminate) = &route.action {
-            TlsTerminator::check(&terminate.settings).map_err(|source| TerminatorError {
-                route: route.label.clone(),
-                source: Box::new(source),
-            })?;
+            TlsTerminator::check(&terminate.settings)
+                .map_err(|e| TerminatorError::new(index, route, &terminate.settings, e))?;
         }
     }
     Ok(())
@@ -39,19 +50,17 @@ pub fn probe(config: &Config) -> Result<(), TerminatorError> {
 /// already has for equal settings.
 pub fn build(config: Config, running: Option<&Snapshot>) -> Result<Snapshot, TerminatorError> {
     let mut terminators = HashMap::new();
-    for route in config.routes.routes() {
+    for (index, route) in config.routes.routes().iter().enumerate() {
         let Action::Terminate(terminate) = &route.action else {
             continue;
         };
         let reused = running.and_then(|r| r.terminators.get(&terminate.settings));
         let terminator = match reused {
             Some(existing) => existing.clone(),
-            None => Arc::new(TlsTerminator::start(terminate.settings.clone()).map_err(
-                |source| TerminatorError {
-                    route: route.label.clone(),
-                    source: Box::new(source),
-                },
-            )?),
+            None => Arc::new(
+                TlsTerminator::start(terminate.settings.clone())
+                    .map_err(|e| TerminatorError::new(index, route, &terminate.settings, e))?,
+            ),
         };
         terminators.insert(terminate.settings.clone(), terminator);
     }

@@ -75,6 +75,9 @@ pub async fn reload(path: &Path, gateway: &Gateway, trigger: &str) -> Result<(),
 async fn load_and_apply(path: &Path, gateway: &Gateway) -> Result<usize, ReloadError> {
     let owned = path.to_owned();
     let config = tokio::task::spawn_blocking(move || config::load(&owned)).await??;
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     let routes = config.routes.routes().len();
     gateway.apply(config).await?;
     Ok(routes)

@@ -4,6 +4,8 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::config::CertSource;
+
 /// Why a TLS route could not be set up, or why one handshake failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -121,4 +123,35 @@ pub enum TlsError {
         /// Issuance pending, or the last ACME error.
         reason: String,
     },
+}
+
+impl TlsError {
+    /// The key of the route that names what this error is about, below the route
+    /// (`tls.cert`, `tls.acme.cache`, `sni`), so that `check` reports it at that node; `tls`
+    /// when no one key is at fault. `source` tells which file a PEM error is about.
+    pub fn route_key(&self, source: &CertSource) -> &'static str {
+        match self {
+            TlsError::BadPem { path, .. } => match source {
+                CertSource::Files { key, .. } if key == path => "tls.key",
+                CertSource::Acme { ca_roots, .. } if ca_roots.as_ref() == Some(path) => {
+                    "tls.acme.ca_roots"
+                }
+                _ => "tls.cert",
+            },
+            TlsError::ReadCert { .. } | TlsError::NoCertificate { .. } => "tls.cert",
+            TlsError::ReadKey { .. }
+            | TlsError::NoPrivateKey { .. }
+            | TlsError::BadPrivateKey { .. }
+            | TlsError::KeyMismatch { .. } => "tls.key",
+            TlsError::BadCaRoots { .. } => "tls.acme.ca_roots",
+            TlsError::BadDirectory { .. } => "tls.acme.directory",
+            TlsError::CacheDir { .. } => "tls.acme.cache",
+            TlsError::NoNames | TlsError::BadAcmeName { .. } => "sni",
+            TlsError::Config(_)
+            | TlsError::NoRuntime
+            | TlsError::HandshakeTimeout(_)
+            | TlsError::Handshake(_)
+            | TlsError::NoCertificateYet { .. } => "tls",
+        }
+    }
 }
