@@ -247,6 +247,11 @@ pub enum Problem {
         /// Where the other definition is (`file:line:column`).
         other: String,
     },
+    /// `state.redis`, which needs the fleet mode.
+    #[error(
+        "a shared Redis state is not supported yet; remove state.redis to keep state on this host"
+    )]
+    RedisUnsupported,
     /// `mtproto.ad_tag`, which needs middle-proxy mode.
     #[error(
         "middle-proxy mode (promoted channels) is not supported yet; remove ad_tag to run in \

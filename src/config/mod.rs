@@ -112,6 +112,9 @@ pub struct Config {
     /// Where the file writes each node, for faults found after loading (a certificate file
     /// that cannot be read) to be reported at their node.
     pub places: Places,
+    /// `state.dir`, resolved against the route file's directory: the users' usage is kept
+    /// there across restarts. `None`: usage lives in memory only.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -173,8 +176,11 @@ fn parse_in(text: &str, origin: &str, dir: Option<&Path>) -> Result<Config, Conf
     // the slipped line and its real error.
     serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text)
         .map_err(|e| yaml_error(e, origin, &spans))?;
-    let file: RouteFile =
+    let mut file: RouteFile =
         serde_yaml_ng::from_str(text).map_err(|e| yaml_error(e, origin, &spans))?;
+    if let Some(state_dir) = file.state.as_mut().and_then(|s| s.dir.as_mut()) {
+        *state_dir = resolve(dir, state_dir);
+    }
     let users_file = match file.mtproto.as_ref().and_then(|m| m.users_file.as_ref()) {
         Some(path) => Some(users_file::read(&resolve(dir, path))?),
         None => None,
@@ -434,6 +440,13 @@ fn compile(
     }
 
     let warnings = warnings(mtproto.as_ref(), users_file, metrics, &places);
+    let state_dir = match file.state {
+        Some(state) if state.redis.is_some() => {
+            return Err(Fault::key("state.redis", Problem::RedisUnsupported));
+        }
+        Some(state) => state.dir,
+        None => None,
+    };
     Ok(Config {
         listen,
         trusted_proxies: file
@@ -448,6 +461,7 @@ fn compile(
         mtproto,
         warnings,
         places,
+        state_dir,
     })
 }
 

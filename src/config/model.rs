@@ -29,6 +29,17 @@ pub struct RouteFile {
     pub routes: Option<Vec<RouteSection>>,
     pub default: Option<TargetSection>,
     pub non_tls: Option<TargetSection>,
+    pub state: Option<StateSection>,
+}
+
+/// `state:`: where frontgate keeps what must survive a restart.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSection {
+    /// The state directory (usage counters).
+    pub dir: Option<PathBuf>,
+    /// A fleet-wide store: not supported yet.
+    pub redis: Option<String>,
 }
 
 /// `timeouts:`; every key optional.

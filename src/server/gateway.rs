@@ -22,10 +22,10 @@ use crate::conn::context::{Context, Snapshot};
 use crate::forward::shutdown::ShutdownSwitch;
 use crate::mtproto::{probe, users};
 use crate::ops::metrics::{self, LiveValues, Metrics};
-use crate::server::listener;
 use crate::server::port_holder;
 use crate::server::registry::{self, TerminatorError};
 use crate::server::shutdown::ShutdownReport;
+use crate::server::{listener, usage};
 
 /// A listen address could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -239,6 +239,7 @@ impl Gateway {
             .clone()
             .unwrap_or_else(|| config.listen.clone());
         let snapshot = build_snapshot(config, None).await?;
+        usage::restore(&snapshot).await;
         let gateway = Gateway {
             ctx: Arc::new(Context {
                 current: ArcSwap::from_pointee(snapshot),
@@ -261,6 +262,7 @@ impl Gateway {
         drop(listeners);
         report_backends(gateway.ctx.current.load_full());
         tokio::spawn(enforce_user_policies(Arc::downgrade(&gateway.ctx)));
+        tokio::spawn(usage::keep_saving(Arc::downgrade(&gateway.ctx)));
         Ok(gateway)
     }
 
@@ -431,6 +433,7 @@ impl Gateway {
         self.shutdown.cut_all();
         // Cut connections end at their next poll; wait for them to log their last line.
         self.connections.wait().await;
+        usage::save_now(&self.ctx.current.load_full()).await;
         let (cut, finished) = self.shutdown.counts();
         ShutdownReport {
             cut,
