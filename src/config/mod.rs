@@ -7,6 +7,7 @@ pub mod datacenters;
 mod error;
 mod model;
 pub mod mtproto;
+pub mod netpolicy;
 pub mod secret;
 mod spans;
 pub mod table;
@@ -17,6 +18,7 @@ mod values;
 pub use datacenters::DcTable;
 pub use error::{ConfigError, Problem};
 pub use mtproto::MtprotoSettings;
+pub use netpolicy::{AccessLists, AddressSet};
 pub use secret::Secret;
 pub use spans::Position;
 pub use table::{
@@ -28,7 +30,7 @@ pub use upstream::Upstream;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -100,6 +102,12 @@ pub struct Config {
     pub routes: RouteTable,
     /// The built-in MTProto proxy, when `mtproto:` is configured.
     pub mtproto: Option<MtprotoSettings>,
+    /// The global `allow`/`deny` lists, checked at accept (after the inbound PROXY header
+    /// for trusted balancers).
+    pub access: AccessLists,
+    /// The FireHOL-format file of further denied networks; the gateway reads it (and re-reads
+    /// it when it changes).
+    pub deny_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -312,7 +320,13 @@ fn compile(file: RouteFile) -> Result<Config, Fault> {
                 forward,
             }),
         };
-        routes.add(&names, Route { label, action }).map_err(|dup| {
+        let access = netpolicy::access_lists(&route.allow, &route.deny);
+        let route = Route {
+            label,
+            action,
+            access,
+        };
+        routes.add(&names, route).map_err(|dup| {
             // A name listed twice in one route is at fault where it repeats.
             let at = names.iter().rposition(|n| *n == dup.name).unwrap_or(0);
             Fault::value(format!("{key}.sni[{at}]"), dup)
@@ -325,6 +339,12 @@ fn compile(file: RouteFile) -> Result<Config, Fault> {
     if let Some(target) = &file.non_tls {
         if target.mtproto {
             return Err(Fault::value("non_tls.mtproto", Problem::MtprotoOnNonTls));
+        }
+        if let Some(key) = [("allow", &target.allow), ("deny", &target.deny)]
+            .iter()
+            .find_map(|(key, list)| list.is_some().then_some(*key))
+        {
+            return Err(Fault::key(format!("non_tls.{key}"), Problem::AccessListsOnNonTls));
         }
         routes.set_non_tls(target_route("non_tls", target, has_mtproto, &listen)?);
     }
@@ -341,6 +361,8 @@ fn compile(file: RouteFile) -> Result<Config, Fault> {
         metrics: file.metrics.map(|m| m.listen.0),
         routes,
         mtproto,
+        access: netpolicy::access_lists(&file.allow, &file.deny),
+        deny_file: file.deny_file,
     })
 }
 
@@ -495,6 +517,7 @@ fn target_route(
     Ok(Route {
         label: key.to_string(),
         action,
+        access: netpolicy::access_lists(&target.allow, &target.deny),
     })
 }
 

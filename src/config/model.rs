@@ -28,6 +28,10 @@ pub struct RouteFile {
     pub routes: Option<Vec<RouteSection>>,
     pub default: Option<TargetSection>,
     pub non_tls: Option<TargetSection>,
+    /// Network policy of the whole gateway (`config::netpolicy`).
+    pub allow: Option<OneOrMany<Network>>,
+    pub deny: Option<OneOrMany<Network>>,
+    pub deny_file: Option<PathBuf>,
 }
 
 /// `timeouts:`; every key optional.
@@ -89,6 +93,9 @@ pub struct RouteSection {
     #[serde(default)]
     pub proxy_protocol: ProxyProtocolValue,
     pub tls: Option<TlsSection>,
+    /// The route's own network policy.
+    pub allow: Option<OneOrMany<Network>>,
+    pub deny: Option<OneOrMany<Network>>,
 }
 
 /// `tls:` of a route: terminate TLS here with an ACME or a file certificate.
@@ -124,4 +131,7 @@ pub struct TargetSection {
     pub mtproto: bool,
     /// With `mtproto: true`: how the fake server flight is shaped.
     pub mimic: Option<MimicValue>,
+    /// `default:` only: the route's own network policy.
+    pub allow: Option<OneOrMany<Network>>,
+    pub deny: Option<OneOrMany<Network>>,
 }

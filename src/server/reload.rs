@@ -2,8 +2,10 @@
 //!
 //! The route file is read and validated on SIGHUP and when its contents change on disk; a
 //! valid one is applied, an invalid one is refused with its error logged while the running
-//! table keeps serving. The certificate files of the running `tls:` routes are re-read on
-//! SIGHUP and when they change, and served to new handshakes when they load.
+//! table keeps serving. The route file's `deny_file` is part of the configuration: a change
+//! of it reloads the configuration the same way (a bad line refuses it, and the running list
+//! keeps serving). The certificate files of the running `tls:` routes are re-read on SIGHUP
+//! and when they change, and served to new handshakes when they load.
 //!
 //! One OS watch (inotify through `notify`) covers the directories that hold these files: the
 //! file's own directory, so editors' write-and-rename and certbot's or Kubernetes' symlink
@@ -80,13 +82,13 @@ async fn load_and_apply(path: &Path, gateway: &Gateway) -> Result<usize, ReloadE
     Ok(routes)
 }
 
-/// Watches for SIGHUP and for changes of the route file and the running certificate files,
-/// until the task is dropped.
+/// Watches for SIGHUP and for changes of the route file, its deny file and the running
+/// certificate files, until the task is dropped.
 pub async fn watch(path: PathBuf, gateway: Arc<Gateway>) -> std::io::Result<()> {
     let mut hangup = signal(SignalKind::hangup())?;
     let changed = Arc::new(Notify::new());
     let dirs = Arc::new(Mutex::new(WatchedDirs::new(Changed(changed.clone()))));
-    let mut last_seen = read(&path).await;
+    let mut last_seen = read_configuration(&path, &gateway).await;
     loop {
         follow(&dirs, &path, &gateway).await;
         // Also catches a change made before its directory was watched (a route just added).
@@ -95,7 +97,7 @@ pub async fn watch(path: PathBuf, gateway: Arc<Gateway>) -> std::io::Result<()> 
             _ = hangup.recv() => "SIGHUP",
             () = settled(&changed) => "file changed",
         };
-        let now = read(&path).await;
+        let now = read_configuration(&path, &gateway).await;
         // A file briefly missing while being replaced is not a change.
         if trigger == "file changed" && (now.is_none() || now == last_seen) {
             continue;
@@ -106,13 +108,27 @@ pub async fn watch(path: PathBuf, gateway: Arc<Gateway>) -> std::io::Result<()> 
     }
 }
 
-/// The file's contents, read on the blocking pool; `None` if it cannot be read.
-async fn read(path: &Path) -> Option<Vec<u8>> {
-    let owned = path.to_owned();
-    tokio::task::spawn_blocking(move || std::fs::read(owned).ok())
-        .await
-        .ok()
-        .flatten()
+/// What the configuration is read from: the route file and the running deny file.
+#[derive(PartialEq, Eq)]
+struct ConfigurationFiles {
+    routes: Vec<u8>,
+    deny_file: Option<Vec<u8>>,
+}
+
+/// The contents of the route file and of the running configuration's deny file, read on the
+/// blocking pool; `None` if either cannot be read.
+async fn read_configuration(path: &Path, gateway: &Gateway) -> Option<ConfigurationFiles> {
+    let (routes, deny_file) = (path.to_owned(), gateway.deny_file());
+    let read = move || {
+        Some(ConfigurationFiles {
+            routes: std::fs::read(routes).ok()?,
+            deny_file: match deny_file {
+                Some(file) => Some(std::fs::read(file).ok()?),
+                None => None,
+            },
+        })
+    };
+    tokio::task::spawn_blocking(read).await.ok().flatten()
 }
 
 /// Resolves once a change has been signalled and [`SETTLE`] has then passed without another,
@@ -149,10 +165,12 @@ async fn refresh_certificates(gateway: &Gateway) {
     }
 }
 
-/// Points the watch at the directories of the route file and of the running certificate
-/// files (they change with the configuration, and symlink targets with each renewal).
+/// Points the watch at the directories of the route file, of its deny file and of the running
+/// certificate files (they change with the configuration, and symlink targets with each
+/// renewal).
 async fn follow(dirs: &Arc<Mutex<WatchedDirs>>, path: &Path, gateway: &Gateway) {
     let mut files = vec![path.to_owned()];
+    files.extend(gateway.deny_file());
     for terminator in gateway.terminators() {
         files.extend(terminator.files().into_iter().flatten().map(Path::to_owned));
     }
