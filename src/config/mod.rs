@@ -344,7 +344,10 @@ fn compile(file: RouteFile) -> Result<Config, Fault> {
             .iter()
             .find_map(|(key, list)| list.is_some().then_some(*key))
         {
-            return Err(Fault::key(format!("non_tls.{key}"), Problem::AccessListsOnNonTls));
+            return Err(Fault::key(
+                format!("non_tls.{key}"),
+                Problem::AccessListsOnNonTls,
+            ));
         }
         routes.set_non_tls(target_route("non_tls", target, has_mtproto, &listen)?);
     }

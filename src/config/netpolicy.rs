@@ -36,9 +36,7 @@ impl AddressSet {
             written += 1;
             match canonical_net(net) {
                 IpNet::V4(net) => v4.push((u32::from(net.network()), u32::from(net.broadcast()))),
-                IpNet::V6(net) => {
-                    v6.push((u128::from(net.network()), u128::from(net.broadcast())))
-                }
+                IpNet::V6(net) => v6.push((u128::from(net.network()), u128::from(net.broadcast()))),
             }
         }
         AddressSet {
@@ -71,7 +69,9 @@ impl AddressSet {
 fn canonical_net(net: IpNet) -> IpNet {
     match net {
         IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
-            Some(v4) => Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, |n| IpNet::V4(n.trunc())),
+            Some(v4) => {
+                Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, |n| IpNet::V4(n.trunc()))
+            }
             None => IpNet::V6(v6.trunc()),
         },
         other => other.trunc(),
@@ -245,10 +245,23 @@ mod tests {
     #[test]
     fn networks_and_bare_addresses_match_what_they_cover() {
         let s = set(&["10.0.0.0/8", "192.0.2.7", "2001:db8::/32", "::1"]);
-        for inside in ["10.0.0.0", "10.255.255.255", "192.0.2.7", "2001:db8:ffff::1", "::1"] {
+        for inside in [
+            "10.0.0.0",
+            "10.255.255.255",
+            "192.0.2.7",
+            "2001:db8:ffff::1",
+            "::1",
+        ] {
             assert!(s.contains(ip(inside)), "{inside}");
         }
-        for outside in ["9.255.255.255", "11.0.0.0", "192.0.2.6", "192.0.2.8", "2001:db9::", "::2"] {
+        for outside in [
+            "9.255.255.255",
+            "11.0.0.0",
+            "192.0.2.6",
+            "192.0.2.8",
+            "2001:db9::",
+            "::2",
+        ] {
             assert!(!s.contains(ip(outside)), "{outside}");
         }
         assert_eq!(s.len(), 4);
@@ -265,7 +278,11 @@ mod tests {
     #[test]
     fn host_bits_are_cleared_and_overlaps_merge() {
         let s = set(&["10.1.2.3/8", "10.0.0.0/9", "11.0.0.0/8", "0.0.0.0/0"]);
-        assert_eq!(s.v4.0, vec![(0, u32::MAX)], "everything, merged into one range");
+        assert_eq!(
+            s.v4.0,
+            vec![(0, u32::MAX)],
+            "everything, merged into one range"
+        );
         let touching = set(&["192.0.2.0/25", "192.0.2.128/25", "192.0.3.1"]);
         assert_eq!(touching.v4.0.len(), 2);
         assert!(touching.contains(ip("192.0.2.200")));
@@ -276,7 +293,8 @@ mod tests {
 
     #[test]
     fn netset_comments_blanks_and_crlf_are_skipped() {
-        let text = b"#\n# FireHOL list\n\n192.0.2.0/24\r\n  198.51.100.7  # one host\n2001:db8::/48\n";
+        let text =
+            b"#\n# FireHOL list\n\n192.0.2.0/24\r\n  198.51.100.7  # one host\n2001:db8::/48\n";
         let s = parse_netset(text, "deny.netset").unwrap();
         assert_eq!(s.len(), 3);
         assert!(s.contains(ip("192.0.2.9")) && s.contains(ip("198.51.100.7")));
@@ -300,6 +318,65 @@ mod tests {
         assert!(err.len() < 400, "{err}");
     }
 
+    fn config(text: &str) -> Result<crate::config::Config, String> {
+        crate::config::parse(text, "routes.yaml").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_route_file_lists_compile_per_scope() {
+        let c = config(
+            "listen: 127.0.0.1:1\nallow: [10.0.0.0/8, \"::1\"]\ndeny: 10.9.0.0/16\n\
+             deny_file: /etc/frontgate/deny.netset\n\
+             routes:\n  - sni: a.example.com\n    to: 127.0.0.1:2\n    deny: [127.0.0.3]\n\
+             default: { to: 127.0.0.1:2, allow: 127.0.0.0/8 }\n",
+        )
+        .unwrap();
+        let allow = c.access.allow.as_ref().expect("a global allow list");
+        assert!(allow.contains(ip("10.1.1.1")) && allow.contains(ip("::1")));
+        assert!(c.access.deny.contains(ip("10.9.0.1")));
+        assert_eq!(
+            c.deny_file.as_deref(),
+            Some(std::path::Path::new("/etc/frontgate/deny.netset"))
+        );
+        let route = c.routes.for_server_name(Some("a.example.com")).unwrap();
+        assert!(route.access.allow.is_none() && route.access.deny.contains(ip("127.0.0.3")));
+        let default = c.routes.for_server_name(None).unwrap();
+        assert!(default
+            .access
+            .allow
+            .as_ref()
+            .unwrap()
+            .contains(ip("127.1.2.3")));
+        let plain = config("listen: 127.0.0.1:1\ndefault: { to: 127.0.0.1:2 }\n").unwrap();
+        assert!(plain.access.is_open() && plain.deny_file.is_none());
+    }
+
+    #[test]
+    fn a_bad_network_is_reported_at_its_line_and_column() {
+        let err = config(
+            "listen: 127.0.0.1:1\ndeny: [10.0.0.0/8, 10.0.0.0/40]\ndefault: { to: 127.0.0.1:2 }\n",
+        )
+        .unwrap_err();
+        assert!(err.starts_with("routes.yaml:2:20: "), "{err}");
+        assert!(err.contains("invalid network `10.0.0.0/40`"), "{err}");
+        let err = config(
+            "listen: 127.0.0.1:1\nroutes:\n  - sni: a.example.com\n    to: 127.0.0.1:2\n    allow:\n      - 192.0.2.0/24\n      - nonsense\n",
+        )
+        .unwrap_err();
+        assert!(err.starts_with("routes.yaml:7:9: "), "{err}");
+        assert!(err.contains("routes[0].allow"), "{err}");
+        let err =
+            config("listen: 127.0.0.1:1\nallow: []\ndefault: { to: 127.0.0.1:2 }\n").unwrap_err();
+        assert!(err.contains("the list is empty"), "{err}");
+    }
+
+    #[test]
+    fn non_tls_has_no_lists_of_its_own() {
+        let err = config("listen: 127.0.0.1:1\nnon_tls:\n  to: 127.0.0.1:2\n  deny: [192.0.2.1]\n")
+            .unwrap_err();
+        assert!(err.starts_with("routes.yaml:4:3: non_tls.deny: "), "{err}");
+    }
+
     /// A FireHOL-sized list (100k entries) answers a lookup in a binary search: measured
     /// here, not asserted (no timing assertions), printed with `--nocapture`.
     #[test]
@@ -314,7 +391,8 @@ mod tests {
         let started = std::time::Instant::now();
         let mut hits = 0;
         for i in 0..300_000u32 {
-            hits += usize::from(s.contains(IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i))));
+            hits +=
+                usize::from(s.contains(IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i))));
         }
         let looked = started.elapsed();
         assert_eq!(hits, 100_000, "every third address is listed");

@@ -4,8 +4,8 @@ use std::fmt::Write;
 
 use crate::config::CertSource;
 use crate::config::Config;
-use crate::config::{AccessLists, AddressSet};
 use crate::config::ProxyProtocol;
+use crate::config::{AccessLists, AddressSet};
 use crate::config::{Action, Forward, Route};
 
 /// Renders the listeners and every route of `config`, one line per route.
