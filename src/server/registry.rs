@@ -96,12 +96,13 @@ fn read_deny_file(config: &Config) -> Result<Option<AddressSet>, DenyFileError> 
     let Some(path) = &config.deny_file else {
         return Ok(None);
     };
-    let bytes = read_bounded(path)?;
+    let bytes = read_deny_file_bytes(path)?;
     netpolicy::parse_netset(&bytes, &path.display().to_string()).map(Some)
 }
 
-/// The file's bytes, refused past [`DENY_FILE_MAX_BYTES`] without reading further.
-fn read_bounded(path: &Path) -> Result<Vec<u8>, DenyFileError> {
+/// A deny file's bytes, refused past [`DENY_FILE_MAX_BYTES`] without reading further
+/// (blocking file I/O).
+pub(crate) fn read_deny_file_bytes(path: &Path) -> Result<Vec<u8>, DenyFileError> {
     let failed = |source| DenyFileError::Read {
         path: path.display().to_string(),
         source,
@@ -117,4 +118,29 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, DenyFileError> {
         });
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deny_file_is_read_within_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deny.netset");
+        let missing = read_deny_file_bytes(&path).unwrap_err().to_string();
+        assert!(missing.starts_with("cannot read deny_file "), "{missing}");
+        let file = std::fs::File::create(&path).unwrap();
+        // Sparse: no disk is spent on the zeros.
+        file.set_len(DENY_FILE_MAX_BYTES).unwrap();
+        assert_eq!(
+            read_deny_file_bytes(&path).unwrap().len() as u64,
+            DENY_FILE_MAX_BYTES
+        );
+        file.set_len(DENY_FILE_MAX_BYTES + 1).unwrap();
+        assert!(matches!(
+            read_deny_file_bytes(&path),
+            Err(DenyFileError::TooLarge { .. })
+        ));
+    }
 }

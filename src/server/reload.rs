@@ -29,6 +29,7 @@ use tokio::sync::Notify;
 
 use crate::config;
 use crate::server::gateway::Gateway;
+use crate::server::registry;
 
 /// How long the watched directories must stay quiet after a change before the files are
 /// read: an editor's save, or certbot's swap of both links, is then acted on once, complete.
@@ -115,15 +116,15 @@ struct ConfigurationFiles {
     deny_file: Option<Vec<u8>>,
 }
 
-/// The contents of the route file and of the running configuration's deny file, read on the
-/// blocking pool; `None` if either cannot be read.
+/// The contents of the route file and of the running configuration's deny file (bounded as
+/// loading it is), read on the blocking pool; `None` if either cannot be read.
 async fn read_configuration(path: &Path, gateway: &Gateway) -> Option<ConfigurationFiles> {
     let (routes, deny_file) = (path.to_owned(), gateway.deny_file());
     let read = move || {
         Some(ConfigurationFiles {
             routes: std::fs::read(routes).ok()?,
             deny_file: match deny_file {
-                Some(file) => Some(std::fs::read(file).ok()?),
+                Some(file) => Some(registry::read_deny_file_bytes(&file).ok()?),
                 None => None,
             },
         })
