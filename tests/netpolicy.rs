@@ -46,6 +46,14 @@ async fn closed_without_a_byte(stream: &mut TcpStream) -> bool {
     }
 }
 
+/// Whether a client at `127.0.0.<last>` that sends a hello for `sni` is closed without a byte.
+async fn refused_after_hello(last: u8, addr: SocketAddr, sni: &str) -> bool {
+    let mut stream = connect_from(last, addr).await;
+    // The gateway may already have closed (a global refusal does not wait for the hello).
+    let _ = stream.write_all(&client_hello(sni)).await;
+    closed_without_a_byte(&mut stream).await
+}
+
 /// The body of `GET path` on the metrics endpoint.
 async fn get(metrics: SocketAddr, path: &str) -> String {
     let mut stream = TcpStream::connect(metrics).await.unwrap();
@@ -95,9 +103,7 @@ async fn a_denied_address_is_closed_at_accept_and_others_are_routed() {
         "127.0.0.5 is not allowed"
     );
     // A denied client that does send its hello gets no byte back either.
-    let mut talker = connect_from(2, addr).await;
-    let _ = talker.write_all(&client_hello("denied.test")).await;
-    assert!(closed_without_a_byte(&mut talker).await);
+    assert!(refused_after_hello(2, addr, "denied.test").await);
 
     // Allowed: routed as usual; the first connection the backend saw is this one.
     let (name, mut allowed) = identify_from(3, addr, "allowed.test").await;
@@ -139,12 +145,7 @@ async fn a_route_denies_once_it_is_chosen() {
     .await;
     let metrics = gw.metrics_addr().unwrap();
 
-    let mut refused_here = connect_from(3, addr).await;
-    refused_here
-        .write_all(&client_hello("a.test"))
-        .await
-        .unwrap();
-    assert!(closed_without_a_byte(&mut refused_here).await);
+    assert!(refused_after_hello(3, addr, "a.test").await);
     assert_eq!(
         identify_from(3, addr, "b.test").await.0,
         "b",
@@ -157,12 +158,7 @@ async fn a_route_denies_once_it_is_chosen() {
     );
     // `default:` allows 127.0.0.3 only.
     assert_eq!(identify_from(3, addr, "other.test").await.0, "b");
-    let mut outside = connect_from(2, addr).await;
-    outside
-        .write_all(&client_hello("other.test"))
-        .await
-        .unwrap();
-    assert!(closed_without_a_byte(&mut outside).await);
+    assert!(refused_after_hello(2, addr, "other.test").await);
 
     assert_eq!(
         refused(metrics).await,
@@ -236,9 +232,7 @@ async fn the_deny_file_applies_live_and_a_bad_one_is_refused() {
     for revision in 0.. {
         replace(&deny, &format!("# revision {revision}\n127.0.0.3/32\n"));
         tokio::time::sleep(reload::SETTLE * 2).await;
-        let mut probe = connect_from(3, addr).await;
-        let _ = probe.write_all(&client_hello("a.test")).await;
-        if closed_without_a_byte(&mut probe).await {
+        if refused_after_hello(3, addr, "a.test").await {
             break;
         }
         assert!(
