@@ -194,6 +194,12 @@ pub enum Problem {
          check; to serve plain obfuscated2 clients, set `mtproto.allow_plain: true` instead"
     )]
     MtprotoOnNonTls,
+    /// `allow`/`deny` on `non_tls:`.
+    #[error(
+        "`non_tls:` has no lists of its own (plain MTProto clients never reach a route); \
+         use the top-level `allow`/`deny`, which every connection passes"
+    )]
+    AccessListsOnNonTls,
     /// `mtproto.users` is empty.
     #[error("add at least one user (name: secret), here or in `mtproto.users_file`")]
     NoUsers,

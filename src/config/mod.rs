@@ -8,6 +8,7 @@ pub mod datacenters;
 mod error;
 mod model;
 pub mod mtproto;
+pub mod netpolicy;
 mod places;
 pub mod secret;
 mod spans;
@@ -22,6 +23,7 @@ pub mod warning;
 pub use datacenters::DcTable;
 pub use error::{ConfigError, Problem};
 pub use mtproto::MtprotoSettings;
+pub use netpolicy::{AccessLists, AddressSet};
 pub use places::{Located, Places};
 pub use secret::Secret;
 pub use spans::Position;
@@ -115,16 +117,20 @@ pub struct Config {
     /// `state.dir`, resolved against the route file's directory: the users' usage is kept
     /// there across restarts. `None`: usage lives in memory only.
     pub state_dir: Option<PathBuf>,
+    /// The global `allow`/`deny` lists, checked at accept (after the inbound PROXY header
+    /// for trusted balancers).
+    pub access: AccessLists,
+    /// The FireHOL-format file of further denied networks; the gateway reads it (and re-reads
+    /// it when it changes).
+    pub deny_file: Option<PathBuf>,
 }
 
 impl Config {
     /// The files besides the route file that this configuration was read from (a change of
     /// one reloads like a change of the route file).
     pub fn input_files(&self) -> Vec<PathBuf> {
-        self.mtproto
-            .iter()
-            .filter_map(|m| m.users_file.clone())
-            .collect()
+        let users_file = self.mtproto.iter().filter_map(|m| m.users_file.clone());
+        users_file.chain(self.deny_file.clone()).collect()
     }
 
     /// Whether `peer` is a balancer allowed to send an inbound PROXY header.
@@ -410,7 +416,13 @@ fn compile(
                 forward,
             }),
         };
-        routes.add(&names, Route { label, action }).map_err(|dup| {
+        let access = netpolicy::access_lists(&route.allow, &route.deny);
+        let route = Route {
+            label,
+            action,
+            access,
+        };
+        routes.add(&names, route).map_err(|dup| {
             // A name listed twice in one route is at fault where it repeats.
             let at = names.iter().rposition(|n| *n == dup.name).unwrap_or(0);
             Fault::value(format!("{key}.sni[{at}]"), dup)
@@ -423,6 +435,15 @@ fn compile(
     if let Some(target) = &file.non_tls {
         if target.mtproto {
             return Err(Fault::value("non_tls.mtproto", Problem::MtprotoOnNonTls));
+        }
+        if let Some(key) = [("allow", &target.allow), ("deny", &target.deny)]
+            .iter()
+            .find_map(|(key, list)| list.is_some().then_some(*key))
+        {
+            return Err(Fault::key(
+                format!("non_tls.{key}"),
+                Problem::AccessListsOnNonTls,
+            ));
         }
         routes.set_non_tls(target_route("non_tls", target, has_mtproto, &listen)?);
     }
@@ -462,6 +483,8 @@ fn compile(
         warnings,
         places,
         state_dir,
+        access: netpolicy::access_lists(&file.allow, &file.deny),
+        deny_file: file.deny_file,
     })
 }
 
@@ -720,6 +743,7 @@ fn target_route(
     Ok(Route {
         label: key.to_string(),
         action,
+        access: netpolicy::access_lists(&target.allow, &target.deny),
     })
 }
 

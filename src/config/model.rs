@@ -29,6 +29,10 @@ pub struct RouteFile {
     pub routes: Option<Vec<RouteSection>>,
     pub default: Option<TargetSection>,
     pub non_tls: Option<TargetSection>,
+    /// Network policy of the whole gateway (`config::netpolicy`).
+    pub allow: Option<OneOrMany<Network>>,
+    pub deny: Option<OneOrMany<Network>>,
+    pub deny_file: Option<PathBuf>,
     pub state: Option<StateSection>,
 }
 
@@ -104,6 +108,9 @@ pub struct RouteSection {
     #[serde(default)]
     pub proxy_protocol: ProxyProtocolValue,
     pub tls: Option<TlsSection>,
+    /// The route's own network policy.
+    pub allow: Option<OneOrMany<Network>>,
+    pub deny: Option<OneOrMany<Network>>,
 }
 
 /// `tls:` of a route: terminate TLS here with an ACME or a file certificate.
@@ -139,4 +146,7 @@ pub struct TargetSection {
     pub mtproto: bool,
     /// With `mtproto: true`: how the fake server flight is shaped.
     pub mimic: Option<MimicValue>,
+    /// `default:` only: the route's own network policy.
+    pub allow: Option<OneOrMany<Network>>,
+    pub deny: Option<OneOrMany<Network>>,
 }

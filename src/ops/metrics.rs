@@ -1,6 +1,7 @@
 //! Counters and the HTTP endpoint of `metrics.listen`: `GET /metrics` (Prometheus text),
 //! `GET /stats` (JSON) and `GET /healthz` (200 or 503). Connection counts by route and
-//! outcome, bytes by route and direction, open connections, and per-user MTProto counters.
+//! outcome, bytes by route and direction, network-policy refusals by rule and scope, open
+//! connections, and per-user MTProto counters.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -53,14 +54,24 @@ struct BytesLabels {
     direction: String,
 }
 
+/// Labels of `frontgate_refused_connections_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    rule: String,
+    scope: String,
+}
+
 /// Process-wide counters; live values (open connections, MTProto users) are read at scrape.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     connections: Family<ConnectionLabels, Counter>,
     bytes: Family<BytesLabels, Counter>,
+    refused: Family<RefusalLabels, Counter>,
     /// The same counts for `/stats`: route -> outcome -> connections.
     by_route: Mutex<BTreeMap<String, BTreeMap<String, u64>>>,
+    /// Network-policy refusals for `/stats`: scope -> rule -> connections.
+    refused_by_scope: Mutex<BTreeMap<String, BTreeMap<String, u64>>>,
 }
 
 impl Default for Metrics {
@@ -68,6 +79,7 @@ impl Default for Metrics {
         let mut registry = Registry::default();
         let connections = Family::<ConnectionLabels, Counter>::default();
         let bytes = Family::<BytesLabels, Counter>::default();
+        let refused = Family::<RefusalLabels, Counter>::default();
         registry.register(
             "frontgate_connections",
             "Finished connections by route and outcome",
@@ -78,11 +90,19 @@ impl Default for Metrics {
             "Bytes relayed by route and direction (up = from clients)",
             bytes.clone(),
         );
+        registry.register(
+            "frontgate_refused_connections",
+            "Connections refused by a network policy, by rule (deny, deny_file, not_allowed) \
+             and scope (global or the route)",
+            refused.clone(),
+        );
         Self {
             registry,
             connections,
             bytes,
+            refused,
             by_route: Mutex::default(),
+            refused_by_scope: Mutex::default(),
         }
     }
 }
@@ -110,6 +130,25 @@ impl Metrics {
             .or_default() += 1;
     }
 
+    /// Counts one connection refused by the network policy `rule` of `scope` (`global` or a
+    /// route's label: both come from the route file, so the label set stays bounded).
+    pub fn refused(&self, rule: &str, scope: &str) {
+        let labels = RefusalLabels {
+            rule: rule.to_string(),
+            scope: scope.to_string(),
+        };
+        self.refused.get_or_create(&labels).inc();
+        let mut by_scope = self
+            .refused_by_scope
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *by_scope
+            .entry(scope.to_string())
+            .or_default()
+            .entry(rule.to_string())
+            .or_default() += 1;
+    }
+
     /// The Prometheus text exposition, live values included.
     pub fn prometheus(&self, values: &LiveValues) -> String {
         let mut live = Registry::default();
@@ -126,6 +165,11 @@ impl Metrics {
     pub fn stats(&self, values: &LiveValues) -> serde_json::Value {
         let by_route = self
             .by_route
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let refused = self
+            .refused_by_scope
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
@@ -146,6 +190,7 @@ impl Metrics {
         serde_json::json!({
             "connections_open": values.open,
             "connections": by_route,
+            "refused": refused,
             "mtproto_users": users,
         })
     }

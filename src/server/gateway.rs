@@ -23,7 +23,7 @@ use crate::forward::shutdown::ShutdownSwitch;
 use crate::mtproto::{probe, users};
 use crate::ops::metrics::{self, LiveValues, Metrics};
 use crate::server::port_holder;
-use crate::server::registry::{self, TerminatorError};
+use crate::server::registry::{self, BuildError};
 use crate::server::shutdown::ShutdownReport;
 use crate::server::{listener, usage};
 
@@ -210,9 +210,9 @@ pub enum ApplyError {
     /// A listen address could not be bound.
     #[error(transparent)]
     Bind(#[from] BindError),
-    /// A `tls:` route could not start.
+    /// A `tls:` route could not start, or the deny file could not be loaded.
     #[error(transparent)]
-    Tls(#[from] TerminatorError),
+    Build(#[from] BuildError),
     /// The task building the runtime resources did not finish (it panicked, or the runtime is
     /// shutting down).
     #[error("building the configuration's runtime resources failed: {0}")]
@@ -220,7 +220,8 @@ pub enum ApplyError {
 }
 
 /// [`registry::build`] on the blocking pool: starting a `tls:` route reads its certificate
-/// files or probes its ACME cache directory, which must not stall a runtime worker.
+/// files or probes its ACME cache directory, and the deny file is read, none of which may
+/// stall a runtime worker.
 async fn build_snapshot(
     config: Config,
     running: Option<Arc<Snapshot>>,
