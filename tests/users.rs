@@ -212,3 +212,58 @@ async fn the_rate_limit_holds_for_one_and_for_four_sessions() {
         "four sessions: {total:.0} B/s"
     );
 }
+
+/// `GET path` on the metrics listener; the body.
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    text.split_once("\r\n\r\n").unwrap().1.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_and_metrics_show_each_users_state_quota_and_refusals() {
+    let site = Backend::start("site").await;
+    let dc = fake_dc::spawn().await;
+    let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let (_gw, addr) = gateway(&format!(
+        "metrics: {{ listen: {metrics} }}\nmtproto:\n  datacenters: {{ 2: [{}] }}\n  users:\n    alice:\n      secret: {}\n      quota: {{ bytes: 10MB }}\n    bob:\n      secret: {}\n      enabled: false\nroutes:\n  - sni: {SNI}\n    mtproto: true\n    mimic: off\n    to: {}\n",
+        dc.addr,
+        hex(&ALICE),
+        hex(&BOB),
+        site.addr
+    ))
+    .await;
+    assert!(
+        session(addr, &BOB, SNI, LOCAL).await.is_none(),
+        "bob is disabled"
+    );
+    let (mut w, mut r) = session(addr, &ALICE, SNI, LOCAL).await.unwrap();
+    client::echo(&mut w, &mut r, 100_000).await;
+
+    let stats: serde_json::Value =
+        serde_json::from_str(&http_get(metrics, "/stats").await).unwrap();
+    let users = &stats["mtproto_users"];
+    assert_eq!(users["bob"]["state"], "disabled");
+    assert_eq!(users["bob"]["refusals"]["disabled"], 1);
+    assert_eq!(users["alice"]["state"], "active");
+    assert_eq!(users["alice"]["active"], 1);
+    assert_eq!(users["alice"]["ips"], 1);
+    let left = users["alice"]["quota_left"].as_u64().unwrap();
+    assert!(left <= 10_000_000 - 200_000, "{left}");
+
+    let text = http_get(metrics, "/metrics").await;
+    for line in [
+        "frontgate_mtproto_user_refusals_total{user=\"bob\",reason=\"disabled\"} 1",
+        "frontgate_mtproto_user_state{user=\"bob\",state=\"disabled\"} 1",
+        "frontgate_mtproto_user_state{user=\"alice\",state=\"active\"} 1",
+        "frontgate_mtproto_user_active{user=\"alice\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} missing:\n{text}");
+    }
+    assert!(text.contains("frontgate_mtproto_user_quota_left_bytes{user=\"alice\"}"));
+    assert!(!text.contains("frontgate_mtproto_user_quota_left_bytes{user=\"bob\"}"));
+}

@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::conn::context::{Context, Snapshot};
 use crate::forward::shutdown::ShutdownSwitch;
 use crate::mtproto::{probe, users};
-use crate::ops::metrics::{self, LiveValues, Metrics};
+use crate::ops::metrics::{self, LiveValues, Metrics, UserView};
 use crate::server::port_holder;
 use crate::server::registry::{self, BuildError};
 use crate::server::shutdown::ShutdownReport;
@@ -123,10 +123,21 @@ async fn enforce_user_policies(ctx: std::sync::Weak<Context>) {
 /// What the metrics endpoint shows of the running gateway now.
 fn live_values(ctx: &Context, serving: &ArcSwapOption<Serving>) -> LiveValues {
     let snapshot = ctx.current.load();
+    let now = users::unix_now();
     let users = match (&snapshot.config.mtproto, &snapshot.mtproto) {
-        (Some(settings), Some(state)) => state
-            .users(settings)
-            .map(|(name, counters)| (name.to_string(), counters.clone()))
+        (Some(settings), Some(state)) => settings
+            .users
+            .iter()
+            .zip(&state.users)
+            .map(|(user, runtime)| UserView {
+                name: user.name.clone(),
+                counters: runtime.counters.clone(),
+                quota: user.policy.quota.map(|q| q.bytes),
+                state: match runtime.standing(&user.policy, now) {
+                    Ok(()) => "active",
+                    Err(refusal) => refusal.label(),
+                },
+            })
             .collect(),
         _ => Vec::new(),
     };
