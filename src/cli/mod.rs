@@ -1,7 +1,8 @@
 //! The `frontgate` command line: `run` serves, `check` validates like `nginx -t`, `link` and
-//! `secret` hand out MTProto access. One file per subcommand; this one parses and dispatches.
+//! `secret` hand out MTProto access, `import-nginx` translates an nginx stream block. One file per subcommand; this one parses and dispatches.
 
 mod check;
+mod import_nginx;
 mod link;
 mod logging;
 mod run;
@@ -28,6 +29,9 @@ enum Command {
     Check(check::CheckArgs),
     /// Print each MTProto user's tg:// and t.me links (and QR codes) for the route file.
     Link(link::LinkArgs),
+    /// Translate an nginx `stream { }` configuration (ssl_preread map, upstreams, PROXY
+    /// protocol) into a commented route file, then check it.
+    ImportNginx(import_nginx::ImportNginxArgs),
     /// Generate a new random MTProto user secret (OS RNG) to paste into mtproto.users.
     Secret(secret::SecretArgs),
 }
@@ -52,5 +56,6 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check::main(args),
         Command::Link(args) => link::main(args),
         Command::Secret(args) => secret::main(args),
+        Command::ImportNginx(args) => import_nginx::main(args),
     }
 }
