@@ -704,6 +704,11 @@ impl Mapper<'_> {
                 }
             )));
         }
+        if resolved.value.proxy_protocol {
+            resolved.comments.push(Comment::Note(
+                "nginx's header named the hop's own connection (from nginx, on 127.0.0.1); frontgate's names the client".to_string(),
+            ));
+        }
         Some(Some(resolved))
     }
 }
