@@ -5,7 +5,9 @@
 # of the fixture's map, plus an unknown name, no SNI, and bytes that are not TLS) go through
 # both, and recording backends say who got each: the same backend, the same PROXY header or
 # none, the client's bytes intact. Then the migration guide's rollback: frontgate takes
-# nginx's port, and nginx restarted on the saved original configuration serves again.
+# nginx's port, and nginx restarted on the saved original configuration serves again. Last,
+# the guide's final route file (MTProto users moved onto the built-in core) passes check and
+# keeps the users' links, and unparsable nginx input fails with file:line.
 #
 #   integration/import-nginx.sh                   # uses target/release/frontgate
 #   FRONTGATE=/path/to/frontgate integration/import-nginx.sh
@@ -63,7 +65,7 @@ stop() {
 
 # start_nginx DIR CONF: nginx in the foreground of a background job; NGINX_PID.
 start_nginx() {
-    nginx -p "$1/" -e "$1/logs/error.log" -c "$2" 2>>"$1/logs/error.log" &
+    nginx -p "$1/" -e "$1/logs/error.log" -c "$2" 2>>"$1/logs/stderr.log" &
     NGINX_PID=$!
     PIDS+=("$NGINX_PID")
 }
@@ -110,7 +112,7 @@ run_fixture() {
 
     "$FRONTGATE" import-nginx "$import_conf" --out "$d/routes.yaml" 2>"$d/import.err"
     rc=$?
-    if [ "$rc" = 0 ] && grep -q 'passes `frontgate check`' "$d/import.err"; then
+    if [ "$rc" = 0 ] && grep -q "passes \`frontgate check\`" "$d/import.err"; then
         ok "$name: import-nginx exits 0 and its routes pass check"
     else
         fail "$name: import-nginx exits 0 and its routes pass check" "rc=$rc $(cat "$d/import.err")"
@@ -203,6 +205,33 @@ run_fixture remnawave "$DATA/remnawave-node.conf"
 run_fixture 3x-ui "$DATA/3x-ui-reality.conf"
 run_fixture site-xray "$DATA/site-xray.conf"
 run_fixture pools "$DATA/pools/nginx.conf"
+
+# The migration guide's final route file (MTProto users on the built-in core): it passes
+# check, and `link` prints the ee-secret the old proxy's link had: ee + secret + hex(domain).
+GUIDE="$ROOT/deploy/MIGRATING-FROM-NGINX.md"
+python3 - "$GUIDE" >"$T/guide.yaml" <<'PY'
+import sys
+lines = open(sys.argv[1]).read().split("\n")
+at = next(i for i, l in enumerate(lines) if "integration/import-nginx.sh checks the next block" in l)
+start = next(i for i in range(at, len(lines)) if lines[i].strip() == "```yaml")
+end = next(i for i in range(start + 1, len(lines)) if lines[i].strip() == "```")
+indent = len(lines[start]) - len(lines[start].lstrip())
+print("\n".join(l[indent:] for l in lines[start + 1 : end]))
+PY
+if "$FRONTGATE" check --config "$T/guide.yaml" >"$T/guide-check.out" 2>&1; then
+    ok "migration guide: its route file with the MTProto users passes check"
+else
+    fail "migration guide: its route file with the MTProto users passes check" "$(cat "$T/guide-check.out")"
+fi
+OLD_LINK_SECRET="$(python3 -c 'print("ee" + "3a1f6c9d0b7e24a85c1f03d9b6e7a4c2" + b"proxy.example.com".hex())')"
+"$FRONTGATE" link --config "$T/guide.yaml" --host 203.0.113.7 >"$T/guide-link.out" 2>&1
+if grep -q "tg://proxy?server=203.0.113.7&port=443&secret=$OLD_LINK_SECRET\b" "$T/guide-link.out" &&
+    grep -q "$OLD_LINK_SECRET" "$GUIDE"; then
+    ok "migration guide: the moved user's link keeps the old proxy's ee-secret"
+else
+    fail "migration guide: the moved user's link keeps the old proxy's ee-secret" \
+        "want $OLD_LINK_SECRET; link printed: $(cat "$T/guide-link.out")"
+fi
 
 # Unparsable input: a clear message with file:line, a non-zero exit, nothing written.
 printf 'stream {\n    server {\n        listen 443\n    }\n}\n' >"$T/broken.conf"

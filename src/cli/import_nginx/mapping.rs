@@ -1003,6 +1003,26 @@ mod tests {
     }
 
     #[test]
+    fn listen_addresses_read_as_nginx_reads_them() {
+        for (text, want) in [
+            ("443", Some("0.0.0.0:443")),
+            ("*:443", Some("0.0.0.0:443")),
+            ("[::]:443", Some("[::]:443")),
+            ("127.0.0.1:10443", Some("127.0.0.1:10443")),
+            ("10.0.0.1", Some("10.0.0.1:80")),
+            ("localhost:8443", Some("127.0.0.1:8443")),
+            ("unix:/run/nginx.sock", None),
+            ("example.com:443", None),
+        ] {
+            assert_eq!(
+                listen_socket(text).map(|s| s.to_string()).as_deref(),
+                want,
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
     fn durations_are_written_in_their_largest_exact_unit() {
         for (millis, text) in [
             (500, "500ms"),
