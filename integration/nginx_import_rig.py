@@ -35,9 +35,11 @@ import json
 import os
 import re
 import socket
-import ssl
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_tools import client_hello  # noqa: E402  (a real OpenSSL ClientHello)
 
 PROXY_V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 # What a balancer in front says about the client (documentation addresses: bytes only).
@@ -317,20 +319,6 @@ def record(args):
 
 
 # ---------------------------------------------------------------- compare
-def client_hello(sni):
-    """The first flight of a real TLS client (Python's ssl, OpenSSL) for `sni`."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = ctx.wrap_bio(incoming, outgoing, server_hostname=sni)
-    try:
-        tls.do_handshake()
-    except ssl.SSLWantReadError:
-        pass
-    return outgoing.read()
-
-
 def send(port, payload):
     """Sends payload, half-closes, reads to the end; the client's local port."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
