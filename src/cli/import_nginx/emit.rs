@@ -23,7 +23,10 @@ pub fn route_file(plan: &Plan) -> String {
         "Every nginx directive without an equivalent is a `# not mapped:` comment; review them,",
     );
     line(&mut out, 0, "then: frontgate check --config routes.yaml");
-    comments(&mut out, 0, &plan.comments);
+    if !plan.comments.is_empty() {
+        line(&mut out, 0, "");
+        comments(&mut out, 0, &plan.comments);
+    }
     out.push('\n');
 
     out.push_str("listen:\n");
@@ -95,7 +98,8 @@ fn line(out: &mut String, indent: usize, text: &str) {
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    let _ = writeln!(out, "{}# {}", " ".repeat(indent), clean.trim_end());
+    let comment = format!("# {clean}");
+    let _ = writeln!(out, "{}{}", " ".repeat(indent), comment.trim_end());
 }
 
 fn one_or_list(values: &[String]) -> String {
