@@ -148,14 +148,23 @@ pub fn plan(stream: &Stream, source: &str) -> Result<Plan, String> {
                 at: proxy_pass.at.clone(),
             };
             let mut target = mapper.resolve_entry(&entry, settings);
-            if let Some(t) = &mut target {
-                t.comments.insert(
+            match &mut target {
+                Some(t) => t.comments.insert(
                     0,
                     Comment::Note(format!(
                         "{}: `{}`: nginx forwarded every connection here without looking at its name",
                         proxy_pass.at, proxy_pass.text
                     )),
-                );
+                ),
+                None => plan.comments.push(Comment::NotMapped(Unmapped {
+                    at: proxy_pass.at.clone(),
+                    text: proxy_pass.text.clone(),
+                    why: if proxy_pass.value.starts_with('$') {
+                        "no map of $ssl_preread_server_name sets this variable: write the routes by hand".to_string()
+                    } else {
+                        "not an upstream of this stream block nor a host:port".to_string()
+                    },
+                })),
             }
             plan.non_tls = target.clone();
             plan.default = target;
@@ -386,7 +395,10 @@ fn accept_proxy_protocol(
             .or_else(|_| from.value.parse::<IpAddr>().map(ipnet::IpNet::from));
         match net {
             Ok(net) => {
-                comments.push(Comment::Note(format!("{}: `{}`", from.at, from.text)));
+                comments.push(Comment::Note(format!(
+                    "{}: `{}`: TODO: check that this is your balancer's address",
+                    from.at, from.text
+                )));
                 networks.push(net.to_string());
             }
             Err(_) => comments.push(Comment::NotMapped(Unmapped {
@@ -991,6 +1003,21 @@ mod tests {
         assert!(unmapped
             .iter()
             .any(|u| u.text.starts_with("server { listen 80;")));
+    }
+
+    #[test]
+    fn a_proxy_pass_of_a_variable_no_name_map_sets_is_reported() {
+        let plan = plan_of(
+            "stream {\n map $ssl_preread_protocol $up {\n \"\" 127.0.0.1:22;\n default 127.0.0.1:443;\n }\n server { listen 443; ssl_preread on; proxy_pass $up; }\n}\n",
+        );
+        assert!(plan.default.is_none() && plan.routes.is_empty());
+        let unmapped = plan.not_mapped();
+        assert!(unmapped
+            .iter()
+            .any(|u| u.text == "proxy_pass $up;" && u.why.contains("no map")));
+        assert!(unmapped
+            .iter()
+            .any(|u| u.text.starts_with("map $ssl_preread_protocol")));
     }
 
     #[test]
