@@ -243,4 +243,18 @@ else
     fail "unparsable nginx config: exit non-zero, file:line in the message, nothing written" "rc=$rc $(cat "$T/broken.out")"
 fi
 
+# A stream block that routes by something other than the server name: nothing translates,
+# so the import says so and fails instead of writing a file that closes every connection.
+# shellcheck disable=SC2016 # nginx variables, not shell ones
+printf 'stream {\n    map $ssl_preread_protocol $up {\n        "" 127.0.0.1:22;\n        default 127.0.0.1:8443;\n    }\n    server { listen 443; ssl_preread on; proxy_pass $up; }\n}\n' >"$T/protocol.conf"
+"$FRONTGATE" import-nginx "$T/protocol.conf" >"$T/protocol.yaml" 2>"$T/protocol.err"
+rc=$?
+# shellcheck disable=SC2016 # nginx variables, not shell ones
+if [ "$rc" != 0 ] && grep -q "no route could be translated" "$T/protocol.err" &&
+    grep -q '^# not mapped: .*protocol.conf:2: `map $ssl_preread_protocol' "$T/protocol.yaml"; then
+    ok "a stream block routing by protocol: exit $rc, the map reported as not mapped"
+else
+    fail "a stream block routing by protocol: exit non-zero, the map reported as not mapped" "rc=$rc $(cat "$T/protocol.err")"
+fi
+
 finish

@@ -63,6 +63,12 @@ pub(super) fn main(args: ImportNginxArgs) -> ExitCode {
         if plan.default.is_some() { ", default" } else { "" },
         if plan.non_tls.is_some() { ", non_tls" } else { "" },
     );
+    if plan.routes.is_empty() && plan.default.is_none() && plan.non_tls.is_none() {
+        eprintln!(
+            "frontgate: no route could be translated, so every connection would be closed: the `# not mapped:` comments say why"
+        );
+        return ExitCode::FAILURE;
+    }
     match checked {
         Ok(_) => {
             eprintln!("frontgate: {origin} passes `frontgate check`");
