@@ -4,7 +4,8 @@
 # runs it and frontgate runs its import; the same TLS ClientHellos (Python's ssl, one per name
 # of the fixture's map, plus an unknown name, no SNI, and bytes that are not TLS) go through
 # both, and recording backends say who got each: the same backend, the same PROXY header or
-# none, the client's bytes intact. Then the migration guide's rollback: frontgate takes
+# none, the client's bytes intact; for the pools, again with their first servers refusing
+# (both fall back the same way, `backup` last). Then the migration guide's rollback: frontgate takes
 # nginx's port, and nginx restarted on the saved original configuration serves again. Last,
 # the guide's final route file (MTProto users moved onto the built-in core) passes check and
 # keeps the users' links, and unparsable nginx input fails with file:line.
@@ -87,7 +88,8 @@ compare() {
         printf 'fail\t%s: the probe rig\texited non-zero\n' "$name")
 }
 
-# run_fixture NAME FIXTURE [rollback]: the whole comparison for one configuration.
+# run_fixture NAME FIXTURE [rollback|failover]: the whole comparison for one configuration,
+# then the guide's rollback, or the pools with their first servers refusing.
 run_fixture() {
     local name=$1 fixture=$2 d="$T/$1" ports="" free i desc front fg regex rc
     mkdir -p "$d/rec"
@@ -146,9 +148,25 @@ run_fixture() {
     fi
     compare "$name" "$desc" "$d" "$front" "$fg"
 
-    if [ "${3:-}" = rollback ]; then
-        rollback "$name" "$d" "$desc" "$run_conf" "$front" "$fg"
-    fi
+    case "${3:-}" in
+    rollback) rollback "$name" "$d" "$desc" "$run_conf" "$front" "$fg" ;;
+    failover)
+        # The pools' first servers refuse: nginx falls back (weight order, then `backup`),
+        # and so must the imported `to:` lists.
+        stop "$rec_pid"
+        local dead
+        dead="$(python3 "$RIG" get "$desc" port:8101),$(python3 "$RIG" get "$desc" port:8102),$(python3 "$RIG" get "$desc" port:8201)"
+        rm -f "$d/rec/ready"
+        python3 "$RIG" record "$desc" "$d/rec" --dead "$dead" >>"$d/rec/log" 2>&1 &
+        PIDS+=("$!")
+        rec_pid=$!
+        if wait_until 10 test -e "$d/rec/ready"; then
+            compare "$name (primaries refuse)" "$desc" "$d" "$front" "$fg" --only "example.net,vpn.example.net"
+        else
+            fail "$name: the backends restart without the primaries" "$(tail -n 5 "$d/rec/log")"
+        fi
+        ;;
+    esac
     stop "$FG_PID"
     stop "$NGINX_PID"
     stop "$rec_pid"
@@ -204,7 +222,7 @@ run_fixture seed "$DATA/stream.conf" rollback
 run_fixture remnawave "$DATA/remnawave-node.conf"
 run_fixture 3x-ui "$DATA/3x-ui-reality.conf"
 run_fixture site-xray "$DATA/site-xray.conf"
-run_fixture pools "$DATA/pools/nginx.conf"
+run_fixture pools "$DATA/pools/nginx.conf" failover
 
 # The migration guide's final route file (MTProto users on the built-in core): it passes
 # check, and `link` prints the ee-secret the old proxy's link had: ee + secret + hex(domain).

@@ -11,16 +11,17 @@ and frontgate send the same connection. Standard library only; loopback only.
       under a main context of our own (daemon off, pid, error_log in OUT, the dynamic stream
       module), without the http block, whose servers the recording backends stand in for.
       Writes OUT/desc.json (read it with `get`): run_conf, import_conf, front_port,
-      front_proxy_in, backend_ports, hop_ports (the other stream servers' listens),
+      front_proxy_in, ports (old -> new), backend_ports, hop_ports (the other stream servers' listens),
       regex_keys and the probes: names from the fixture's
       server-name map (a `.x` key gives x, www.x and a.b.x; `*.x` gives www.x and x), a name
       no map has, a hello without SNI and bytes that are not TLS.
   get DESC KEY
-      Prints one value of desc.json (lists space-separated).
-  record DESC DIR
-      Listens on every backend port; each connection is read to its end (at most 64 KiB)
+      Prints one value of desc.json (lists space-separated); `port:N` is the port the
+      fixture's port N became.
+  record DESC DIR [--dead P1,P2]
+      Listens on every backend port but the dead ones; each connection is read to its end (at most 64 KiB)
       and appended to DIR/records.jsonl as {"port", "data" (hex)}; DIR/ready once bound.
-  compare DESC RECORDS --nginx PORT --frontgate PORT [--only LABEL]
+  compare DESC RECORDS --nginx PORT --frontgate PORT [--only LABEL,...]
       Sends each probe to nginx and to frontgate (a PROXY v1 header first when the fixture
       listens with proxy_protocol), then reads which backend got it and what it got. Prints
       `ok<TAB>what` or `fail<TAB>what<TAB>details` per probe: the same backend (for a pool
@@ -265,6 +266,7 @@ def prepare(args):
         "import_conf": import_conf,
         "front_port": listen_port(front_listen[1]),
         "front_proxy_in": "proxy_protocol" in front_listen[1][1:],
+        "ports": ports,
         "backend_ports": backends,
         "hop_ports": sorted(listen_ports - {listen_port(front_listen[1])}),
         "regex_keys": regex,
@@ -276,7 +278,11 @@ def prepare(args):
 
 def get(args):
     with open(args.desc) as f:
-        value = json.load(f)[args.key]
+        desc = json.load(f)
+    if args.key.startswith("port:"):
+        value = desc["ports"][args.key[5:]]
+    else:
+        value = desc[args.key]
     if isinstance(value, list):
         print(" ".join(str(v) for v in value))
     elif isinstance(value, bool):
@@ -310,8 +316,10 @@ def record(args):
 
             return handle
 
+        dead = {int(p) for p in args.dead.split(",") if p}
         for port in desc["backend_ports"]:
-            await asyncio.start_server(handler(port), "127.0.0.1", port)
+            if port not in dead:
+                await asyncio.start_server(handler(port), "127.0.0.1", port)
         open(os.path.join(args.dir, "ready"), "w").close()
         await asyncio.Event().wait()
 
@@ -391,7 +399,7 @@ def compare(args):
     prefix = INBOUND_HEADER if desc["front_proxy_in"] else b""
     hops = {str(p) for p in desc["hop_ports"]}
     for probe in desc["probes"]:
-        if args.only and probe["label"] != args.only:
+        if args.only and probe["label"] not in args.only.split(","):
             continue
         body = PLAIN_BYTES if probe["plain"] else client_hello(probe["sni"])
         seen = {}
@@ -447,6 +455,7 @@ def main():
     r = sub.add_parser("record")
     r.add_argument("desc")
     r.add_argument("dir")
+    r.add_argument("--dead", default="")
     r.set_defaults(run=record)
     c = sub.add_parser("compare")
     c.add_argument("desc")
