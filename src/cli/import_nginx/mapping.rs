@@ -63,15 +63,6 @@ pub fn plan(stream: &Stream, source: &str) -> Result<Plan, String> {
             plan.comments.push(Comment::NotMapped(other_server(server)));
         }
     }
-    for (i, server) in stream.servers.iter().enumerate() {
-        if internal.contains(&i) {
-            plan.comments.push(Comment::Note(format!(
-                "{}: the stream server listening on {} is an internal hop; the routes through it go straight to its backend",
-                server.at,
-                server.listens.iter().map(|l| l.address.as_str()).collect::<Vec<_>>().join(", ")
-            )));
-        }
-    }
     let settings = &first.settings;
     let mut mapper = Mapper {
         stream,
@@ -93,27 +84,8 @@ pub fn plan(stream: &Stream, source: &str) -> Result<Plan, String> {
             }));
         }
     }
-    for (i, hop) in stream.servers.iter().enumerate() {
-        if !internal.contains(&i) {
-            continue;
-        }
-        plan.comments
-            .extend(hop.unmapped.iter().cloned().map(Comment::NotMapped));
-        let own = [
-            (&hop.settings.connect_timeout, &settings.connect_timeout),
-            (&hop.settings.timeout, &settings.timeout),
-        ];
-        for (hop_value, front_value) in own {
-            if let Some(setting) = hop_value.as_ref().filter(|_| hop_value != front_value) {
-                plan.comments.push(Comment::NotMapped(Unmapped {
-                    at: setting.at.clone(),
-                    text: setting.text.clone(),
-                    why: "a timeout of an internal hop: frontgate has one set of timeouts (above)"
-                        .to_string(),
-                }));
-            }
-        }
-    }
+    plan.comments
+        .extend(hop_comments(stream, &internal, settings));
     plan.timeouts = timeouts(settings);
     if let Some(setting) = &settings.ssl_preread {
         plan.comments.push(Comment::Note(format!(
@@ -189,6 +161,39 @@ pub fn plan(stream: &Stream, source: &str) -> Result<Plan, String> {
         }
     }
     Ok(plan)
+}
+
+/// What the internal hop servers say that the routes through them do not carry: that they
+/// exist, their directives without an equivalent, and timeouts of their own.
+fn hop_comments(stream: &Stream, internal: &HashSet<usize>, front: &Settings) -> Vec<Comment> {
+    let mut comments = Vec::new();
+    for (i, hop) in stream.servers.iter().enumerate() {
+        if !internal.contains(&i) {
+            continue;
+        }
+        let listens: Vec<&str> = hop.listens.iter().map(|l| l.address.as_str()).collect();
+        comments.push(Comment::Note(format!(
+            "{}: the stream server listening on {} is an internal hop; the routes through it go straight to its backend",
+            hop.at,
+            listens.join(", ")
+        )));
+        comments.extend(hop.unmapped.iter().cloned().map(Comment::NotMapped));
+        let own = [
+            (&hop.settings.connect_timeout, &front.connect_timeout),
+            (&hop.settings.timeout, &front.timeout),
+        ];
+        for (hop_value, front_value) in own {
+            if let Some(setting) = hop_value.as_ref().filter(|_| hop_value != front_value) {
+                comments.push(Comment::NotMapped(Unmapped {
+                    at: setting.at.clone(),
+                    text: setting.text.clone(),
+                    why: "a timeout of an internal hop: frontgate has one set of timeouts (above)"
+                        .to_string(),
+                }));
+            }
+        }
+    }
+    comments
 }
 
 /// The front servers that become the route file: the first one that routes by server name
