@@ -3,16 +3,19 @@
 //! which is then checked the way `frontgate check` reads it.
 //!
 //! The translation reads the nginx text ([`lexer`], [`syntax`], [`includes`]), keeps what the
-//! stream block says as typed values ([`stream`]), decides the routes ([`mapping`]) and
-//! writes them with a comment for every directive that has no equivalent ([`emit`]).
+//! stream block says as typed values ([`stream`]), decides the routes ([`mapping`], with
+//! [`listeners`] and [`timeouts`]) into a [`plan`], and writes it with a comment for every
+//! directive that has no equivalent ([`emit`]).
 
 mod emit;
 mod includes;
 mod lexer;
+mod listeners;
 mod mapping;
 mod plan;
 mod stream;
 mod syntax;
+mod timeouts;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
