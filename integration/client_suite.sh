@@ -43,6 +43,8 @@ suite_inner_init() {
     port DC_PORT
     port BACKEND_PORT
     SECRET="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+    # A second user, disabled: a valid secret the gateway must not serve.
+    DISABLED_SECRET="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 }
 
 # suite_start_nginx: nginx (Debian's /usr/sbin/nginx) on 127.0.0.1:$NGINX_PORT (set here)
@@ -93,7 +95,8 @@ EOF
     fi
 }
 
-# suite_frontgate_config PORT FAST_MODE MIMIC [ALLOW_PLAIN]: one user `u` with $SECRET, an
+# suite_frontgate_config PORT FAST_MODE MIMIC [ALLOW_PLAIN]: user `u` with $SECRET (and `off`
+# with $DISABLED_SECRET, disabled), an
 # `mtproto: true` route for $DOMAIN with `mimic: MIMIC` to 127.0.0.1:$BACKEND_PORT (the
 # backend of check.py), every DC id to the fake DC on
 # 127.0.0.1:$DC_PORT. The config refuses negative ids; media (negative) and test (+10000)
@@ -106,6 +109,7 @@ listen:
 mtproto:
   users:
     u: $SECRET
+    off: { secret: $DISABLED_SECRET, enabled: false }
   fast_mode: $2
 EOF
     [ -n "${4:-}" ] && echo "  allow_plain: $4"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The shipped fail2ban filter matches frontgate's real "mtproto auth failed" lines (from
 # probes with a wrong digest) and nothing else: not the "network policy refused" line of a
-# connection a route's deny list refuses. Needs fail2ban-regex and openssl.
+# connection a route's deny list refuses, nor the "mtproto user refused" line of a disabled
+# user's valid hello (no attack). Needs fail2ban-regex, openssl and python3.
 # dir and port are set by lib.sh's make_temp and port (printf -v):
 # shellcheck disable=SC2154
 set -u
@@ -18,7 +19,10 @@ check() { if eval "$2"; then ok "$1"; else fail "$1"; fi; }
 port port
 cat > "$dir/routes.yaml" <<YAML
 listen: 127.0.0.1:$port
-mtproto: { users: { alice: 0123456789abcdef0123456789abcdef } }
+mtproto:
+  users:
+    alice: 0123456789abcdef0123456789abcdef
+    carol: { secret: c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0, enabled: false }
 routes:
   - sni: proxy.example.test
     mtproto: true
@@ -26,6 +30,10 @@ routes:
   - sni: other.example.test
     to: 127.0.0.1:9
     deny: [127.0.0.1]
+  - sni: proxy.test               # the name in TDLib's recorded hello
+    mtproto: true
+    mimic: off
+    to: 127.0.0.1:9
 YAML
 "$FRONTGATE" run --config "$dir/routes.yaml" 2> "$dir/log" &
 PIDS+=("$!")
@@ -33,10 +41,24 @@ wait_until 5 grep -q listening "$dir/log"
 for name in proxy.example.test proxy.example.test other.example.test; do
     timeout 5 openssl s_client -connect "127.0.0.1:$port" -servername "$name" </dev/null >/dev/null 2>&1
 done
+# carol's own hello (TDLib's recorded one, signed with her secret): valid, but she is disabled.
+python3 - "$port" "$HERE" "$HERE/../tests/data/tdlib/client-hello-tdlib-1.8.66.json" <<'PY'
+import socket, sys
+sys.path.insert(0, sys.argv[2])
+import faketls_client as ft
+record, _ = ft.sign_hello(ft.load_hello(sys.argv[3]), bytes.fromhex("c0" * 16))
+with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5) as s:
+    s.sendall(record)
+    try:
+        s.recv(100)
+    except OSError:
+        pass
+PY
 sleep 0.3
 out=$(fail2ban-regex "$dir/log" "$FILTER" 2>&1)
 check "the filter matches both failed MTProto checks" 'grep -qE "^Failregex: 2 total" <<<"$out"'
 check "the matched address is the client's" 'grep -q "mtproto auth failed from 127.0.0.1 " "$dir/log"'
 check "a non-mtproto route logs no auth failure" '[ "$(grep -c "auth failed" "$dir/log")" -eq 2 ]'
 check "the denied connection logs its refusal, unmatched" 'grep -q "network policy refused 127.0.0.1 .*rule=\"deny\" scope=\"other.example.test\"" "$dir/log"'
+check "the disabled user's hello logs its refusal, unmatched" 'grep -q "mtproto user refused: disabled user=carol from 127.0.0.1" "$dir/log"'
 finish

@@ -326,7 +326,9 @@ def describe_connection(c):
 def judge_probes(checks, mode, conns, probes, domain, is_own_hello):
     """frontgate's start-up probe: with mimic live/learned each of `probes` frontgates asks
     the backend once, with rustls's own ClientHello for the route's name (one record, not a
-    client's hello: `is_own_hello` false), reads the answer and closes; with off, none."""
+    client's hello: `is_own_hello` false), reads the answer and closes; then, the site being
+    TLS 1.3, downloads `/` from it once to learn its record sizes (a whole TLS connection:
+    the hello, the client's Finished, the request); with off, none of either."""
     if mode == "off":
         what = "mimic: off: no start-up probe reaches the backend"
         if not conns:
@@ -349,8 +351,17 @@ def judge_probes(checks, mode, conns, probes, domain, is_own_hello):
         and c.answered > 0
         and c.closed_by == "frontgate"
     ]
-    if len(conns) == probes and len(good) == probes:
-        checks.ok(f"{what} ({'; '.join(describe_connection(c) for c in conns)})")
+    downloads = [
+        c
+        for c in conns
+        if c not in good
+        and len(tls_records(c.received)) > 1
+        and hello_sni(c.received) == domain
+        and not is_own_hello(c.received)
+        and c.answered > 0
+    ]
+    if len(good) == probes and len(downloads) <= probes and len(conns) == probes + len(downloads):
+        checks.ok(f"{what}; site downloads: {len(downloads)} ({'; '.join(describe_connection(c) for c in conns)})")
     else:
         checks.fail(what, f"{len(conns)} connection(s): {[describe_connection(c) for c in conns]}")
 

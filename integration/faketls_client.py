@@ -32,8 +32,6 @@ import os
 import struct
 import time
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
 CCS = b"\x14\x03\x03\x00\x01\x01"
 RANDOM_AT = 11  # 5 record header + 4 handshake header + 2 version
 TAG_PADDED_INTERMEDIATE = b"\xdd" * 4
@@ -125,6 +123,10 @@ def obfuscated2_init(secret, tag=TAG_PADDED_INTERMEDIATE, dc=2):
     init[56:60] = tag
     init[60:62] = struct.pack("<h", dc)
     key = hashlib.sha256(bytes(init[8:40]) + secret).digest()
+    # Imported here: everything else in this module is standard library only, so a script
+    # that only signs hellos (integration/fail2ban.sh) needs no third-party package.
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
     enc = Cipher(algorithms.AES(key), modes.CTR(bytes(init[40:56]))).encryptor()
     encrypted = enc.update(bytes(init))
     return bytes(init[:56]) + encrypted[56:64]

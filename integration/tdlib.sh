@@ -57,7 +57,7 @@ if [ "${1:-}" = "--inner" ]; then
             suite_check_start "$variant" "$fg.check.out" "$fg.check.err" \
                 timeout -k 5 240 "$PY" "$HERE/tdlib/check.py" --libtdjson "$LIBTDJSON" --label "$variant" \
                 --proxy-port "$port" --plain-port "$plain_port" --dc-port "$DC_PORT" \
-                --backend-port "$BACKEND_PORT" --secret "$SECRET" --domain "$DOMAIN" \
+                --backend-port "$BACKEND_PORT" --secret "$SECRET" --disabled-secret "$DISABLED_SECRET" --domain "$DOMAIN" \
                 --tdlib-verbosity "${TDLIB_VERBOSITY:-0}" --tdlib-log "$T/tdlib-$mimic-fast_$fast.log" \
                 --mimic "$mimic" --upstream-port "$NGINX_PORT" --probes 2 || continue
             fg_pid="" plain_pid=""

@@ -30,7 +30,9 @@ Checks (one `ok   ...` / `FAIL ...` line each):
      nothing;
   3. a wrong ee-secret: pingProxy answers an error and nothing reaches the fake DC;
   4. ... and the route's backend got TDLib's ClientHello unchanged (its digest is valid for
-     the wrong secret, so not one byte of it was altered), on one connection.
+     the wrong secret, so not one byte of it was altered), on one connection;
+  5. a disabled user's ee-secret (a valid secret, `enabled: false`): pingProxy answers an
+     error and nothing reaches the fake DC.
 """
 
 import argparse
@@ -171,6 +173,7 @@ async def main():
     ap.add_argument("--dc-port", type=int, required=True)
     ap.add_argument("--backend-port", type=int, required=True)
     ap.add_argument("--secret", required=True, help="32 hex chars (frontgate's user secret)")
+    ap.add_argument("--disabled-secret", required=True, help="32 hex chars of a disabled user")
     ap.add_argument("--domain", required=True)
     ap.add_argument("--timeout", type=float, default=20, help="seconds to wait for each answer")
     ap.add_argument("--label", default="", help="prefix for the check names")
@@ -327,6 +330,14 @@ async def main():
             f"backend connections {len(got)}, first bytes {[g[:16].hex() for g in got]}, "
             f"digest valid for the wrong secret: {[fake_tls_digest_valid(g, wrong) for g in got]}",
         )
+
+    # ---------------------------------------------------------------- (4) disabled user
+    p = await ping(args.proxy_port, "ee" + args.disabled_secret + args.domain.encode().hex())
+    what = "disabled user's secret: pingProxy answers an error and nothing reaches the fake DC"
+    if p.answer.get("@type") == "error" and p.answer.get("code") != -1 and p.dc_connections == 0:
+        checks.ok(f"{what} ({describe(p.answer)})")
+    else:
+        checks.fail(what, f"answer {describe(p.answer)}; fake DC connections {p.dc_connections}")
 
     if not await td.close(10):
         print("# TDLib did not report authorizationStateClosed within 10 s", flush=True)
