@@ -1,6 +1,6 @@
 //! The `frontgate` command line: `run` serves, `check` validates like `nginx -t`, `health`
-//! asks a running gateway whether it serves, `link` and `secret` hand out MTProto access. One
-//! file per subcommand; this one parses and dispatches.
+//! asks a running gateway whether it serves, `link` and `secret` hand out MTProto access,
+//! `user` manages the users file. One file per subcommand; this one parses and dispatches.
 
 mod check;
 mod health;
@@ -8,6 +8,7 @@ mod link;
 mod logging;
 mod run;
 mod secret;
+mod user;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +36,9 @@ enum Command {
     Link(link::LinkArgs),
     /// Generate a new random MTProto user secret (OS RNG) to paste into mtproto.users.
     Secret(secret::SecretArgs),
+    /// Manage the MTProto users of mtproto.users_file: add, remove, enable, disable,
+    /// rotate, reset, list; a running gateway picks each change up by itself.
+    User(user::UserArgs),
 }
 
 /// The route file argument every command that reads it shares.
@@ -58,5 +62,6 @@ pub fn main() -> ExitCode {
         Command::Health(args) => health::main(args),
         Command::Link(args) => link::main(args),
         Command::Secret(args) => secret::main(args),
+        Command::User(args) => user::main(args),
     }
 }
