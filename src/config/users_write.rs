@@ -54,3 +54,49 @@ pub fn load_with_users(route: &Path, users_text: &str) -> Result<Config, ConfigE
         read_users,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROUTE: &str = "listen: 127.0.0.1:8443\nmtproto:\n  users:\n    alice: a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1\n  users_file: users.yaml\nroutes:\n  - sni: a.test\n    mtproto: true\n    to: 127.0.0.1:8080\n";
+
+    fn route_in(dir: &Path) -> PathBuf {
+        let route = dir.join("routes.yaml");
+        std::fs::write(&route, ROUTE).unwrap();
+        route
+    }
+
+    #[test]
+    fn the_sources_are_the_resolved_users_file_and_the_inline_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let route = route_in(dir.path());
+        // The users file need not exist.
+        assert_eq!(
+            user_sources(&route).unwrap(),
+            UserSources {
+                users_file: Some(dir.path().join("users.yaml")),
+                inline: vec!["alice".to_string()],
+            }
+        );
+    }
+
+    #[test]
+    fn the_given_users_text_is_validated_with_the_route_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let route = route_in(dir.path());
+        let users = "users:\n  bob:\n    secret: b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0\n    usage_reset: 2027-01-01T00:00:00Z\n";
+        let config = load_with_users(&route, users).unwrap();
+        let bob = &config.mtproto.unwrap().users[1];
+        assert_eq!(bob.policy.usage_reset, Some(1_798_761_600));
+        // Errors are placed in the users file, at the given text's line and column.
+        let bad =
+            "users:\n  bob:\n    secret: b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0\n    routes: [z.test]\n";
+        let err = load_with_users(&route, bad).unwrap_err().to_string();
+        let at = format!("{}:4:14:", dir.path().join("users.yaml").display());
+        assert!(err.starts_with(&at), "{err}");
+        assert!(err.contains("z.test"), "{err}");
+        let clash = "users:\n  alice: b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0\n";
+        assert!(load_with_users(&route, clash).is_err());
+    }
+}
