@@ -204,9 +204,13 @@ async fn changes_apply_by_hot_reload_and_other_sessions_keep_relaying() {
     still_relays(&mut alice_live).await;
     still_relays(&mut carol_live).await;
 
-    // Disabled: bob's hello is a visitor's; enabled again: served.
+    // Disabled: bob's live session is closed and his hello is a visitor's; enabled
+    // again: served.
+    let (_bob_w, mut bob_live) = session(addr, &bob).await.expect("bob served");
     user_ok(&route, &["disable", "bob"]).await;
     until_served(addr, &bob, false, "bob fronted after `user disable`").await;
+    let cut = tokio::time::timeout(SOON, bob_live.recv_exact(1)).await;
+    assert!(matches!(cut, Ok(Err(_))), "bob's live session still open");
     still_relays(&mut alice_live).await;
     still_relays(&mut carol_live).await;
     user_ok(&route, &["enable", "bob"]).await;
