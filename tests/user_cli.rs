@@ -255,9 +255,13 @@ async fn changes_apply_by_hot_reload_and_other_sessions_keep_relaying() {
     assert_eq!(row("alice")[7], "1", "{list}");
     assert_eq!(row("carol")[7], "1", "{list}");
 
-    // Removed: the (new) secret is fronted; the others still relay.
+    // Removed: bob's live session is closed, his (new) secret fronted; the others still
+    // relay.
+    let (_bob_w, mut bob_live) = session(addr, &rotated).await.expect("bob served");
     user_ok(&route, &["remove", "bob"]).await;
     until_served(addr, &rotated, false, "bob fronted after `user remove`").await;
+    let cut = tokio::time::timeout(SOON, bob_live.recv_exact(1)).await;
+    assert!(matches!(cut, Ok(Err(_))), "bob's live session still open");
     still_relays(&mut alice_live).await;
     still_relays(&mut carol_live).await;
     assert!(!user_ok(&route, &["list"]).await.contains("bob"));

@@ -65,3 +65,13 @@ pub fn main() -> ExitCode {
         Command::User(args) => user::main(args),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

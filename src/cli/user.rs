@@ -191,9 +191,11 @@ fn rotate(args: RotateArgs) -> Result<ExitCode, String> {
     let secret = hex::encode(Secret::generate().as_bytes());
     let name = args.name;
     let (config, path) = edit(&args.config.path, |doc, sources| {
-        existing(doc, sources, &name)?;
-        doc.set(&name, "secret", Some(Value::from(secret.clone())));
-        Ok(())
+        if doc.set(&name, "secret", Some(Value::from(secret))) {
+            Ok(())
+        } else {
+            Err(missing(sources, &name))
+        }
     })?;
     announce(
         &args.output,
@@ -214,9 +216,11 @@ fn change(
 ) -> Result<(), String> {
     let name = &args.name;
     let (_, path) = edit(&args.config.path, |doc, sources| {
-        existing(doc, sources, name)?;
-        apply(doc, name);
-        Ok(())
+        if apply(doc, name) {
+            Ok(())
+        } else {
+            Err(missing(sources, name))
+        }
     })?;
     println!("{done} user {name} in {}", path.display());
     Ok(())
@@ -231,19 +235,16 @@ fn announce(output: &LinkOutput, what: &str) {
     }
 }
 
-/// Whether `name` is in the users file; if not, says why it cannot be changed.
-fn existing(doc: &UsersDocument, sources: &UserSources, name: &str) -> Result<(), String> {
-    if doc.has(name) {
-        return Ok(());
-    }
+/// Why `name`, not in the users file, cannot be changed.
+fn missing(sources: &UserSources, name: &str) -> String {
     if sources.inline.iter().any(|n| n == name) {
-        return Err(format!(
+        return format!(
             "user `{name}` is defined inline in the route file's mtproto.users, which \
              `frontgate user` never rewrites: change it there by hand, or move the entry \
              into the users file to manage it here"
-        ));
+        );
     }
-    Err(format!("there is no user `{name}`"))
+    format!("there is no user `{name}`")
 }
 
 /// The read-modify-write of the users file of the route file at `route`: under the lock,
