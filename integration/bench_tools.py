@@ -33,8 +33,11 @@ def addr(text):
 
 
 def client_hello(sni):
-    """The bytes of a real ClientHello for `sni`, produced by OpenSSL through a memory BIO."""
+    """The bytes of a real ClientHello for `sni` (None: a hello without SNI), produced by
+    OpenSSL through a memory BIO."""
     ctx = ssl.create_default_context()
+    if sni is None:
+        ctx.check_hostname = False
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     tls = ctx.wrap_bio(incoming, outgoing, server_hostname=sni)
     try:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The shipped fail2ban filter matches frontgate's real "mtproto auth failed" lines (from
-# probes with a wrong digest) and nothing else. Needs fail2ban-regex and openssl.
+# probes with a wrong digest) and nothing else: not the "network policy refused" line of a
+# connection a route's deny list refuses. Needs fail2ban-regex and openssl.
 # dir and port are set by lib.sh's make_temp and port (printf -v):
 # shellcheck disable=SC2154
 set -u
@@ -24,6 +25,7 @@ routes:
     to: 127.0.0.1:9
   - sni: other.example.test
     to: 127.0.0.1:9
+    deny: [127.0.0.1]
 YAML
 "$FRONTGATE" run --config "$dir/routes.yaml" 2> "$dir/log" &
 PIDS+=("$!")
@@ -36,4 +38,5 @@ out=$(fail2ban-regex "$dir/log" "$FILTER" 2>&1)
 check "the filter matches both failed MTProto checks" 'grep -qE "^Failregex: 2 total" <<<"$out"'
 check "the matched address is the client's" 'grep -q "mtproto auth failed from 127.0.0.1 " "$dir/log"'
 check "a non-mtproto route logs no auth failure" '[ "$(grep -c "auth failed" "$dir/log")" -eq 2 ]'
+check "the denied connection logs its refusal, unmatched" 'grep -q "network policy refused 127.0.0.1 .*rule=\"deny\" scope=\"other.example.test\"" "$dir/log"'
 finish

@@ -11,7 +11,8 @@
 //!   half-close and idle timeout, the buffer policy of every relay direction, the stream that
 //!   replays peeked bytes, and the shutdown value every connection and relay holds.
 //! - [`admission`]: what is decided before a byte is interpreted: connection limits, the
-//!   fronting-loop guard, the inbound PROXY header of trusted balancers.
+//!   fronting-loop guard, the inbound PROXY header of trusted balancers, the network
+//!   policies (`allow`/`deny`/`deny_file`).
 //! - [`tls`]: TLS termination for `tls:` routes (certificate files or ACME TLS-ALPN-01).
 //! - [`mtproto`]: the built-in MTProto proxy: the gate (digest check), fake-TLS, records,
 //!   obfuscated2, the session relay to the DC, the users' running state, their links.

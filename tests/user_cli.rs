@@ -249,11 +249,18 @@ async fn changes_apply_by_hot_reload_and_other_sessions_keep_relaying() {
             .map(String::from)
             .collect::<Vec<_>>()
     };
-    assert_eq!(row("alice")[1..3], ["inline", "enabled"], "{list}");
-    assert_eq!(row("carol")[1..3], ["file", "enabled"], "{list}");
+    assert_eq!(row("alice")[1..3], ["inline", "active"], "{list}");
+    assert_eq!(row("carol")[1..3], ["file", "active"], "{list}");
     // USER FROM STATE QUOTA USED LEFT EXPIRES LIVE: LIVE is the eighth column.
     assert_eq!(row("alice")[7], "1", "{list}");
     assert_eq!(row("carol")[7], "1", "{list}");
+    // USED (the period's bytes) and TRAFFIC come from the gateway too: alice moved some.
+    for column in [4, 8] {
+        assert!(
+            !["-", "0B"].contains(&row("alice")[column].as_str()),
+            "{list}"
+        );
+    }
 
     // Removed: bob's live session is closed, his (new) secret fronted; the others still
     // relay.
@@ -435,12 +442,12 @@ async fn list_shows_state_quota_expiry_and_note_without_a_gateway() {
     assert_eq!(words(0)[..3], ["USER", "FROM", "STATE"], "{list}");
     assert_eq!(
         words(1)[..4],
-        ["alice", "inline", "enabled", "unlimited"],
+        ["alice", "inline", "active", "unlimited"],
         "{list}"
     );
     assert_eq!(
         words(2)[..4],
-        ["bob", "file", "enabled", "50GiB/week"],
+        ["bob", "file", "active", "50GiB/week"],
         "{list}"
     );
     assert!(

@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::fake_dc;
 use common::mtproto_client as client;
+use common::sessions::{echo_until_closed, session, LOCAL};
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpSocket;
 
 const ALICE: [u8; 16] = [0xa1; 16];
 const BOB: [u8; 16] = [0xb0; 16];
@@ -33,80 +32,6 @@ async fn users_gateway(
 
 fn hex(secret: &[u8; 16]) -> String {
     secret.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A fake-TLS session for `secret` on `sni` from `source`, or `None` when the gateway
-/// fronted the hello to the site (which answers `site\n`).
-async fn session(
-    gateway: SocketAddr,
-    secret: &[u8; 16],
-    sni: &str,
-    source: IpAddr,
-) -> Option<(client::Writer, client::Reader)> {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::new(source, 0)).unwrap();
-    let mut sock = socket.connect(gateway).await.unwrap();
-    sock.set_nodelay(true).unwrap();
-    let hello = client::build_hello(secret, sni, &[0x1301], client::now_unix() as u32);
-    sock.write_all(&hello.record).await.unwrap();
-    let mut first = [0u8; 5];
-    tokio::time::timeout(SOON, sock.read_exact(&mut first))
-        .await
-        .expect("an answer")
-        .unwrap();
-    if &first == b"site\n" {
-        return None;
-    }
-    // The fake flight: the rest of its records, then the init as the kit's client sends it.
-    let mut rest = vec![0u8; usize::from(u16::from_be_bytes([first[3], first[4]]))];
-    sock.read_exact(&mut rest).await.unwrap();
-    for _ in 0..2 {
-        let mut head = [0u8; 5];
-        sock.read_exact(&mut head).await.unwrap();
-        let mut body = vec![0u8; usize::from(u16::from_be_bytes([head[3], head[4]]))];
-        sock.read_exact(&mut body).await.unwrap();
-    }
-    let obf = client::obfuscated2(secret, client::PADDED, 2);
-    let mut init = vec![0x14, 3, 3, 0, 1, 1];
-    init.extend(client::records(&obf.wire_init, 64));
-    sock.write_all(&init).await.unwrap();
-    let (r, w) = sock.into_split();
-    let writer = client::ClientWriter {
-        w,
-        encrypt: obf.encrypt.clone(),
-        tls: true,
-    };
-    Some((
-        writer,
-        client::ClientReader::new(r, obf.decrypt.clone(), true),
-    ))
-}
-
-const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-
-/// Echoes `chunk`-byte pieces until the session ends; returns the payload bytes moved both
-/// ways and when the total first reached `mark` (if it did).
-async fn echo_until_closed(
-    (mut w, mut r): (client::Writer, client::Reader),
-    chunk: usize,
-    mark: usize,
-) -> (usize, Option<Instant>) {
-    let data = vec![0x5au8; chunk];
-    let mut moved = 0;
-    let mut reached = None;
-    loop {
-        if w.send(&data).await.is_err() {
-            break;
-        }
-        match tokio::time::timeout(SOON, r.recv_exact(chunk)).await {
-            Ok(Ok(_)) => moved += 2 * chunk,
-            _ => break,
-        }
-        if moved >= mark && reached.is_none() {
-            reached = Some(Instant::now());
-        }
-    }
-    (moved, reached)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,4 +211,59 @@ async fn the_rate_limit_holds_for_one_and_for_four_sessions() {
         (total - rate).abs() <= 0.1 * rate,
         "four sessions: {total:.0} B/s"
     );
+}
+
+/// `GET path` on the metrics listener; the body.
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    text.split_once("\r\n\r\n").unwrap().1.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_and_metrics_show_each_users_state_quota_and_refusals() {
+    let site = Backend::start("site").await;
+    let dc = fake_dc::spawn().await;
+    let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let (_gw, addr) = gateway(&format!(
+        "metrics: {{ listen: {metrics} }}\nmtproto:\n  datacenters: {{ 2: [{}] }}\n  users:\n    alice:\n      secret: {}\n      quota: {{ bytes: 10MB }}\n    bob:\n      secret: {}\n      enabled: false\nroutes:\n  - sni: {SNI}\n    mtproto: true\n    mimic: off\n    to: {}\n",
+        dc.addr,
+        hex(&ALICE),
+        hex(&BOB),
+        site.addr
+    ))
+    .await;
+    assert!(
+        session(addr, &BOB, SNI, LOCAL).await.is_none(),
+        "bob is disabled"
+    );
+    let (mut w, mut r) = session(addr, &ALICE, SNI, LOCAL).await.unwrap();
+    client::echo(&mut w, &mut r, 100_000).await;
+
+    let stats: serde_json::Value =
+        serde_json::from_str(&http_get(metrics, "/stats").await).unwrap();
+    let users = &stats["mtproto_users"];
+    assert_eq!(users["bob"]["state"], "disabled");
+    assert_eq!(users["bob"]["refusals"]["disabled"], 1);
+    assert_eq!(users["alice"]["state"], "active");
+    assert_eq!(users["alice"]["active"], 1);
+    assert_eq!(users["alice"]["ips"], 1);
+    let left = users["alice"]["quota_left"].as_u64().unwrap();
+    assert!(left <= 10_000_000 - 200_000, "{left}");
+
+    let text = http_get(metrics, "/metrics").await;
+    for line in [
+        "frontgate_mtproto_user_refusals_total{user=\"bob\",reason=\"disabled\"} 1",
+        "frontgate_mtproto_user_state{user=\"bob\",state=\"disabled\"} 1",
+        "frontgate_mtproto_user_state{user=\"alice\",state=\"active\"} 1",
+        "frontgate_mtproto_user_active{user=\"alice\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} missing:\n{text}");
+    }
+    assert!(text.contains("frontgate_mtproto_user_quota_left_bytes{user=\"alice\"}"));
+    assert!(!text.contains("frontgate_mtproto_user_quota_left_bytes{user=\"bob\"}"));
 }

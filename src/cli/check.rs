@@ -9,7 +9,7 @@ use super::ConfigArg;
 use crate::config;
 use crate::mtproto::probe;
 use crate::ops::summary;
-use crate::server::registry;
+use crate::server::registry::{self, BuildError};
 
 /// `frontgate check` options.
 #[derive(Args)]
@@ -60,7 +60,10 @@ pub(super) fn main(args: CheckArgs) -> ExitCode {
 /// the node naming it.
 fn load_and_build(path: &Path) -> Result<config::Config, String> {
     let config = config::load(path).map_err(|e| e.to_string())?;
-    registry::probe(&config).map_err(|e| config.places.locate(&e.key, e.source).to_string())?;
+    registry::probe(&config).map_err(|e| match e {
+        BuildError::Tls(e) => config.places.locate(&e.key, e.source).to_string(),
+        other => other.to_string(),
+    })?;
     Ok(config)
 }
 

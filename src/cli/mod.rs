@@ -1,9 +1,11 @@
 //! The `frontgate` command line: `run` serves, `check` validates like `nginx -t`, `health`
 //! asks a running gateway whether it serves, `link` and `secret` hand out MTProto access,
-//! `user` manages the users file. One file per subcommand; this one parses and dispatches.
+//! `user` manages the users file, `import-nginx` translates an nginx stream block. One file
+//! per subcommand; this one parses and dispatches.
 
 mod check;
 mod health;
+mod import_nginx;
 mod link;
 mod logging;
 mod run;
@@ -34,6 +36,9 @@ enum Command {
     Health(health::HealthArgs),
     /// Print each MTProto user's tg:// and t.me links (and QR codes) for the route file.
     Link(link::LinkArgs),
+    /// Translate an nginx `stream { }` configuration (ssl_preread map, upstreams, PROXY
+    /// protocol) into a commented route file, then check it.
+    ImportNginx(import_nginx::ImportNginxArgs),
     /// Generate a new random MTProto user secret (OS RNG) to paste into mtproto.users.
     Secret(secret::SecretArgs),
     /// Manage the MTProto users of mtproto.users_file: add, remove, enable, disable,
@@ -63,6 +68,7 @@ pub fn main() -> ExitCode {
         Command::Link(args) => link::main(args),
         Command::Secret(args) => secret::main(args),
         Command::User(args) => user::main(args),
+        Command::ImportNginx(args) => import_nginx::main(args),
     }
 }
 

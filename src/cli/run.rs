@@ -12,6 +12,7 @@ use super::logging::{self, LogFormat};
 use super::ConfigArg;
 use crate::config::{self, addresses, Config};
 use crate::server::gateway::{ApplyError, Gateway};
+use crate::server::registry::BuildError;
 use crate::server::{reload, shutdown};
 
 /// `frontgate run` options.
@@ -103,7 +104,9 @@ fn serve(path: PathBuf, listen: Vec<SocketAddr>) -> anyhow::Result<()> {
             .await
             .map_err(|e| match e {
                 // A `tls:` route's fault is about a node of the file: say which, as `check`.
-                ApplyError::Tls(e) => anyhow::Error::new(places.locate(&e.key, e.source)),
+                ApplyError::Build(BuildError::Tls(e)) => {
+                    anyhow::Error::new(places.locate(&e.key, e.source))
+                }
                 other => other.into(),
             })?;
         let gateway = Arc::new(gateway);

@@ -194,6 +194,12 @@ pub enum Problem {
          check; to serve plain obfuscated2 clients, set `mtproto.allow_plain: true` instead"
     )]
     MtprotoOnNonTls,
+    /// `allow`/`deny` on `non_tls:`.
+    #[error(
+        "`non_tls:` has no lists of its own (plain MTProto clients never reach a route); \
+         use the top-level `allow`/`deny`, which every connection passes"
+    )]
+    AccessListsOnNonTls,
     /// `mtproto.users` is empty.
     #[error("add at least one user (name: secret), here or in `mtproto.users_file`")]
     NoUsers,
@@ -247,6 +253,11 @@ pub enum Problem {
         /// Where the other definition is (`file:line:column`).
         other: String,
     },
+    /// `state.redis`, which needs the fleet mode.
+    #[error(
+        "a shared Redis state is not supported yet; remove state.redis to keep state on this host"
+    )]
+    RedisUnsupported,
     /// `mtproto.ad_tag`, which needs middle-proxy mode.
     #[error(
         "middle-proxy mode (promoted channels) is not supported yet; remove ad_tag to run in \

@@ -8,6 +8,7 @@ pub mod datacenters;
 mod error;
 mod model;
 pub mod mtproto;
+pub mod netpolicy;
 mod places;
 pub mod secret;
 mod spans;
@@ -23,6 +24,7 @@ pub mod warning;
 pub use datacenters::DcTable;
 pub use error::{ConfigError, Problem};
 pub use mtproto::MtprotoSettings;
+pub use netpolicy::{AccessLists, AddressSet};
 pub use places::{Located, Places};
 pub use secret::Secret;
 pub use spans::Position;
@@ -113,16 +115,23 @@ pub struct Config {
     /// Where the file writes each node, for faults found after loading (a certificate file
     /// that cannot be read) to be reported at their node.
     pub places: Places,
+    /// `state.dir`, resolved against the route file's directory: the users' usage is kept
+    /// there across restarts. `None`: usage lives in memory only.
+    pub state_dir: Option<PathBuf>,
+    /// The global `allow`/`deny` lists, checked at accept (after the inbound PROXY header
+    /// for trusted balancers).
+    pub access: AccessLists,
+    /// The FireHOL-format file of further denied networks; the gateway reads it (and re-reads
+    /// it when it changes).
+    pub deny_file: Option<PathBuf>,
 }
 
 impl Config {
     /// The files besides the route file that this configuration was read from (a change of
     /// one reloads like a change of the route file).
     pub fn input_files(&self) -> Vec<PathBuf> {
-        self.mtproto
-            .iter()
-            .filter_map(|m| m.users_file.clone())
-            .collect()
+        let users_file = self.mtproto.iter().filter_map(|m| m.users_file.clone());
+        users_file.chain(self.deny_file.clone()).collect()
     }
 
     /// Whether `peer` is a balancer allowed to send an inbound PROXY header.
@@ -184,8 +193,11 @@ fn parse_with(
     // the slipped line and its real error.
     serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text)
         .map_err(|e| yaml_error(e, origin, &spans))?;
-    let file: RouteFile =
+    let mut file: RouteFile =
         serde_yaml_ng::from_str(text).map_err(|e| yaml_error(e, origin, &spans))?;
+    if let Some(state_dir) = file.state.as_mut().and_then(|s| s.dir.as_mut()) {
+        *state_dir = resolve(dir, state_dir);
+    }
     let users_file = match file.mtproto.as_ref().and_then(|m| m.users_file.as_ref()) {
         Some(path) => Some(read_users(&resolve(dir, path))?),
         None => None,
@@ -415,7 +427,13 @@ fn compile(
                 forward,
             }),
         };
-        routes.add(&names, Route { label, action }).map_err(|dup| {
+        let access = netpolicy::access_lists(&route.allow, &route.deny);
+        let route = Route {
+            label,
+            action,
+            access,
+        };
+        routes.add(&names, route).map_err(|dup| {
             // A name listed twice in one route is at fault where it repeats.
             let at = names.iter().rposition(|n| *n == dup.name).unwrap_or(0);
             Fault::value(format!("{key}.sni[{at}]"), dup)
@@ -428,6 +446,15 @@ fn compile(
     if let Some(target) = &file.non_tls {
         if target.mtproto {
             return Err(Fault::value("non_tls.mtproto", Problem::MtprotoOnNonTls));
+        }
+        if let Some(key) = [("allow", &target.allow), ("deny", &target.deny)]
+            .iter()
+            .find_map(|(key, list)| list.is_some().then_some(*key))
+        {
+            return Err(Fault::key(
+                format!("non_tls.{key}"),
+                Problem::AccessListsOnNonTls,
+            ));
         }
         routes.set_non_tls(target_route("non_tls", target, has_mtproto, &listen)?);
     }
@@ -445,6 +472,13 @@ fn compile(
     }
 
     let warnings = warnings(mtproto.as_ref(), users_file, metrics, &places);
+    let state_dir = match file.state {
+        Some(state) if state.redis.is_some() => {
+            return Err(Fault::key("state.redis", Problem::RedisUnsupported));
+        }
+        Some(state) => state.dir,
+        None => None,
+    };
     Ok(Config {
         listen,
         trusted_proxies: file
@@ -459,6 +493,9 @@ fn compile(
         mtproto,
         warnings,
         places,
+        state_dir,
+        access: netpolicy::access_lists(&file.allow, &file.deny),
+        deny_file: file.deny_file,
     })
 }
 
@@ -717,6 +754,7 @@ fn target_route(
     Ok(Route {
         label: key.to_string(),
         action,
+        access: netpolicy::access_lists(&target.allow, &target.deny),
     })
 }
 

@@ -29,6 +29,21 @@ pub struct RouteFile {
     pub routes: Option<Vec<RouteSection>>,
     pub default: Option<TargetSection>,
     pub non_tls: Option<TargetSection>,
+    /// Network policy of the whole gateway (`config::netpolicy`).
+    pub allow: Option<OneOrMany<Network>>,
+    pub deny: Option<OneOrMany<Network>>,
+    pub deny_file: Option<PathBuf>,
+    pub state: Option<StateSection>,
+}
+
+/// `state:`: where frontgate keeps what must survive a restart.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSection {
+    /// The state directory (usage counters).
+    pub dir: Option<PathBuf>,
+    /// A fleet-wide store: not supported yet.
+    pub redis: Option<String>,
 }
 
 /// `timeouts:`; every key optional.
@@ -93,6 +108,9 @@ pub struct RouteSection {
     #[serde(default)]
     pub proxy_protocol: ProxyProtocolValue,
     pub tls: Option<TlsSection>,
+    /// The route's own network policy.
+    pub allow: Option<OneOrMany<Network>>,
+    pub deny: Option<OneOrMany<Network>>,
 }
 
 /// `tls:` of a route: terminate TLS here with an ACME or a file certificate.
@@ -128,4 +146,7 @@ pub struct TargetSection {
     pub mtproto: bool,
     /// With `mtproto: true`: how the fake server flight is shaped.
     pub mimic: Option<MimicValue>,
+    /// `default:` only: the route's own network policy.
+    pub allow: Option<OneOrMany<Network>>,
+    pub deny: Option<OneOrMany<Network>>,
 }

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+use super::netpolicy::AccessLists;
 use super::tls::TlsSettings;
 use super::upstream::Upstream;
 
@@ -193,6 +194,8 @@ pub struct Route {
     pub label: String,
     /// What the route does.
     pub action: Action,
+    /// The route's own `allow`/`deny` lists, checked once a connection is routed here.
+    pub access: AccessLists,
 }
 
 /// A server name claimed by a route that is added while an earlier route (or the same route,
@@ -327,6 +330,7 @@ mod tests {
                 upstreams: Vec::new(),
                 proxy_protocol: ProxyProtocol::None,
             }),
+            access: AccessLists::default(),
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -90,15 +90,15 @@ from_text!(
     }
 );
 
-/// A network in `accept_proxy_protocol_from`: CIDR, or a bare address meaning that one host.
+/// A network in `accept_proxy_protocol_from`, `allow` or `deny`: CIDR, or a bare address
+/// meaning that one host.
 #[derive(Debug, Clone, Copy)]
 pub struct Network(pub IpNet);
 
 from_text!(Network, "a network like 10.0.0.0/8 or an address", |text| {
-    text.parse::<IpNet>()
-        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+    crate::config::netpolicy::parse_network(text)
         .map(Network)
-        .map_err(|_| format!("invalid network `{text}`: expected CIDR like 10.0.0.0/8, \"::1/128\", or an address"))
+        .ok_or_else(|| format!("invalid network `{text}`: expected CIDR like 10.0.0.0/8, \"::1/128\", or an address"))
 });
 
 /// A backend address in `to`.

@@ -8,7 +8,7 @@ use arc_swap::ArcSwap;
 
 use crate::admission::limits::ConnectionCounts;
 use crate::admission::loop_guard::OutboundAddrs;
-use crate::config::{Config, TlsSettings};
+use crate::config::{AddressSet, Config, TlsSettings};
 use crate::mtproto::state::MtprotoState;
 use crate::ops::metrics::Metrics;
 use crate::tls::TlsTerminator;
@@ -24,6 +24,8 @@ pub struct Snapshot {
     pub terminators: HashMap<TlsSettings, Arc<TlsTerminator>>,
     /// The MTProto core's replay cache and counters, when `mtproto:` is configured.
     pub mtproto: Option<MtprotoState>,
+    /// The networks of the configuration's `deny_file`, as read when the snapshot was built.
+    pub deny_file: Option<AddressSet>,
 }
 
 /// Shared by the gateway and every connection task.

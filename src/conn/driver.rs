@@ -11,6 +11,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::admission::loop_guard::Registration;
+use crate::admission::netpolicy::{self, Refusal};
 use crate::admission::proxy_in;
 use crate::config::{Action, Config, Forward, Terminate};
 use crate::conn::context::{Context, Snapshot};
@@ -41,6 +42,8 @@ pub enum Outcome {
     OverIpLimit,
     /// The connection came from frontgate's own backend connection.
     Loop,
+    /// A network policy (`allow`/`deny`/`deny_file`) refuses the client's address.
+    Refused(Refusal),
     /// A trusted balancer sent no valid PROXY header.
     BadProxyHeader(proxy_in::InboundError),
     /// The ClientHello did not arrive within `timeouts.client_hello`.
@@ -89,6 +92,7 @@ impl Outcome {
             Outcome::OverTotalLimit => "refused_max_connections",
             Outcome::OverIpLimit => "refused_max_connections_per_ip",
             Outcome::Loop => "refused_loop",
+            Outcome::Refused(_) => "refused_network_policy",
             Outcome::BadProxyHeader(_) => "refused_proxy_header",
             Outcome::HelloTimeout => "client_hello_timeout",
             Outcome::ClientGone(_) => "client_gone",
@@ -115,6 +119,7 @@ impl fmt::Display for Outcome {
             Outcome::Loop => f.write_str(
                 "refused: connection from frontgate's own backend connection (fronting loop)",
             ),
+            Outcome::Refused(refusal) => write!(f, "refused: network policy {refusal}"),
             Outcome::BadProxyHeader(e) => write!(f, "refused: {e}"),
             Outcome::HelloTimeout => f.write_str("client_hello_timeout"),
             Outcome::ClientGone(e) => write!(f, "client_gone ({e})"),
@@ -197,6 +202,9 @@ pub async fn handle(
         () = shutdown.interrupted() => Outcome::Shutdown,
     };
     record.log(&outcome);
+    if let Outcome::Refused(refusal) = &outcome {
+        refused(refusal, &record, &ctx);
+    }
     let route = record.route.as_deref().unwrap_or("-");
     ctx.metrics.connection_closed(
         route,
@@ -215,6 +223,14 @@ async fn serve(
     record: &mut Record,
 ) -> Outcome {
     let config = &*snapshot.config;
+    // A direct client is checked at accept, before anything else is spent on it; a trusted
+    // balancer's client once its PROXY header has said who the client is.
+    let balancer = config.is_trusted_proxy(record.peer.ip());
+    if !balancer {
+        if let Err(refused) = check_global(snapshot, record) {
+            return refused;
+        }
+    }
     let Some(_total) = ctx.counts.admit(config.limits.max_connections) else {
         return Outcome::OverTotalLimit;
     };
@@ -225,9 +241,14 @@ async fn serve(
     let _ = stream.set_nodelay(true);
 
     let deadline = deadline_after(config.timeouts.client_hello);
-    let already_read = match read_proxy_header(&mut stream, config, deadline, record).await {
-        Ok(already_read) => already_read,
-        Err(outcome) => return outcome,
+    let already_read = if balancer {
+        let header = read_proxy_header(&mut stream, deadline, record).await;
+        match header.and_then(|rest| check_global(snapshot, record).map(|()| rest)) {
+            Ok(already_read) => already_read,
+            Err(outcome) => return outcome,
+        }
+    } else {
+        Vec::new()
     };
     let Some(_per_ip) = ctx
         .counts
@@ -254,6 +275,9 @@ async fn serve(
         return Outcome::NoRoute;
     };
     record.route = Some(route.label.clone());
+    if let Err(refusal) = netpolicy::check_route(&route, record.client.ip()) {
+        return Outcome::Refused(refusal);
+    }
     let conn = Conn {
         local,
         config,
@@ -272,17 +296,30 @@ async fn serve(
     .await
 }
 
-/// Reads the inbound PROXY header when the peer is a trusted balancer (its client address
-/// goes into `record`); returns the bytes read past the header.
+/// The global network policy for the client in `record` (the peer, or the address a trusted
+/// balancer's PROXY header gave).
+fn check_global(snapshot: &Snapshot, record: &Record) -> Result<(), Outcome> {
+    let config = &snapshot.config;
+    let deny_file = snapshot.deny_file.as_ref();
+    netpolicy::check_global(&config.access, deny_file, record.client.ip()).map_err(Outcome::Refused)
+}
+
+/// Logs a network-policy refusal in a line of its own (for fail2ban or a firewall script;
+/// it is not the MTProto auth-failure line) and counts it by rule and scope.
+fn refused(refusal: &Refusal, record: &Record, ctx: &Context) {
+    let client = record.client.ip();
+    let (rule, scope) = (refusal.rule.as_str(), refusal.scope.label());
+    tracing::info!(%client, rule, scope, "network policy refused {client}");
+    ctx.metrics.refused(rule, scope);
+}
+
+/// Reads the inbound PROXY header of a trusted balancer (its client address goes into
+/// `record`); returns the bytes read past the header.
 async fn read_proxy_header(
     stream: &mut TcpStream,
-    config: &Config,
     deadline: tokio::time::Instant,
     record: &mut Record,
 ) -> Result<Vec<u8>, Outcome> {
-    if !config.is_trusted_proxy(record.peer.ip()) {
-        return Ok(Vec::new());
-    }
     match tokio::time::timeout_at(deadline, proxy_in::read_inbound(stream)).await {
         Err(_) => Err(Outcome::HelloTimeout),
         Ok(Err(e)) => Err(Outcome::BadProxyHeader(e)),

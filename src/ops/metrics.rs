@@ -1,8 +1,10 @@
 //! Counters and the HTTP endpoint of `metrics.listen`: `GET /metrics` (Prometheus text),
 //! `GET /stats` (JSON) and `GET /healthz` (200 or 503). Connection counts by route and
-//! outcome, bytes by route and direction, open connections, and per-user MTProto counters.
+//! outcome, bytes by route and direction, network-policy refusals by rule and scope, open
+//! connections, and per-user MTProto counters.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -26,18 +28,53 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::mtproto::state::UserCounters;
+use crate::mtproto::users::Refusal;
 
 /// What the endpoint reads from the running gateway at each request.
 #[derive(Debug, Clone, Default)]
 pub struct LiveValues {
     /// Connections open now.
     pub open: usize,
-    /// Each configured MTProto user with their counters.
-    pub users: Vec<(String, Arc<UserCounters>)>,
+    /// Each configured MTProto user.
+    pub users: Vec<UserView>,
     /// Whether the gateway serves now: its configuration is loaded and every listen address it
     /// should serve has a running listener. `/healthz` answers 200 only when true.
     pub healthy: bool,
 }
+
+/// One MTProto user as the metrics endpoint shows them.
+#[derive(Debug, Clone)]
+pub struct UserView {
+    /// The user's name.
+    pub name: String,
+    /// Their counters.
+    pub counters: Arc<UserCounters>,
+    /// Their quota per period, bytes, if they have one.
+    pub quota: Option<u64>,
+    /// `active`, `disabled`, `expired` or `over_quota`.
+    pub state: &'static str,
+}
+
+impl UserView {
+    /// A user with no quota, served now (tests, and users of the short form).
+    pub fn active(name: &str, counters: Arc<UserCounters>) -> UserView {
+        UserView {
+            name: name.to_string(),
+            counters,
+            quota: None,
+            state: "active",
+        }
+    }
+
+    /// Bytes left of the quota this period.
+    fn quota_left(&self) -> Option<u64> {
+        let used = self.counters.period_bytes.load(Relaxed);
+        self.quota.map(|q| q.saturating_sub(used))
+    }
+}
+
+/// Every state a user can be in, for `frontgate_mtproto_user_state`.
+pub const USER_STATES: [&str; 4] = ["active", "disabled", "expired", "over_quota"];
 
 /// Labels of `frontgate_connections_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -53,14 +90,24 @@ struct BytesLabels {
     direction: String,
 }
 
+/// Labels of `frontgate_refused_connections_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    rule: String,
+    scope: String,
+}
+
 /// Process-wide counters; live values (open connections, MTProto users) are read at scrape.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     connections: Family<ConnectionLabels, Counter>,
     bytes: Family<BytesLabels, Counter>,
+    refused: Family<RefusalLabels, Counter>,
     /// The same counts for `/stats`: route -> outcome -> connections.
     by_route: Mutex<BTreeMap<String, BTreeMap<String, u64>>>,
+    /// Network-policy refusals for `/stats`: scope -> rule -> connections.
+    refused_by_scope: Mutex<BTreeMap<String, BTreeMap<String, u64>>>,
 }
 
 impl Default for Metrics {
@@ -68,6 +115,7 @@ impl Default for Metrics {
         let mut registry = Registry::default();
         let connections = Family::<ConnectionLabels, Counter>::default();
         let bytes = Family::<BytesLabels, Counter>::default();
+        let refused = Family::<RefusalLabels, Counter>::default();
         registry.register(
             "frontgate_connections",
             "Finished connections by route and outcome",
@@ -78,11 +126,19 @@ impl Default for Metrics {
             "Bytes relayed by route and direction (up = from clients)",
             bytes.clone(),
         );
+        registry.register(
+            "frontgate_refused_connections",
+            "Connections refused by a network policy, by rule (deny, deny_file, not_allowed) \
+             and scope (global or the route)",
+            refused.clone(),
+        );
         Self {
             registry,
             connections,
             bytes,
+            refused,
             by_route: Mutex::default(),
+            refused_by_scope: Mutex::default(),
         }
     }
 }
@@ -110,6 +166,25 @@ impl Metrics {
             .or_default() += 1;
     }
 
+    /// Counts one connection refused by the network policy `rule` of `scope` (`global` or a
+    /// route's label: both come from the route file, so the label set stays bounded).
+    pub fn refused(&self, rule: &str, scope: &str) {
+        let labels = RefusalLabels {
+            rule: rule.to_string(),
+            scope: scope.to_string(),
+        };
+        self.refused.get_or_create(&labels).inc();
+        let mut by_scope = self
+            .refused_by_scope
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *by_scope
+            .entry(scope.to_string())
+            .or_default()
+            .entry(rule.to_string())
+            .or_default() += 1;
+    }
+
     /// The Prometheus text exposition, live values included.
     pub fn prometheus(&self, values: &LiveValues) -> String {
         let mut live = Registry::default();
@@ -129,23 +204,39 @@ impl Metrics {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
+        let refused = self
+            .refused_by_scope
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let users: BTreeMap<&str, serde_json::Value> = values
             .users
             .iter()
-            .map(|(name, c)| {
-                use std::sync::atomic::Ordering::Relaxed;
+            .map(|user| {
+                let c = &user.counters;
+                let refusals: BTreeMap<&str, u64> = Refusal::ALL
+                    .iter()
+                    .map(|r| (r.label(), c.refusals[r.index()].load(Relaxed)))
+                    .collect();
                 let value = serde_json::json!({
+                    "state": user.state,
                     "connections": c.connections.load(Relaxed),
                     "active": c.active.load(Relaxed),
+                    "ips": c.ips.load(Relaxed),
                     "bytes_from_client": c.bytes_from_client.load(Relaxed),
                     "bytes_to_client": c.bytes_to_client.load(Relaxed),
+                    "period_bytes": c.period_bytes.load(Relaxed),
+                    "quota_bytes": user.quota,
+                    "quota_left": user.quota_left(),
+                    "refusals": refusals,
                 });
-                (name.as_str(), value)
+                (user.name.as_str(), value)
             })
             .collect();
         serde_json::json!({
             "connections_open": values.open,
             "connections": by_route,
+            "refused": refused,
             "mtproto_users": users,
         })
     }
@@ -160,6 +251,18 @@ struct UserLabels {
     user: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UserStateLabels {
+    user: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UserRefusalLabels {
+    user: String,
+    reason: String,
+}
+
 impl Collector for Live {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let open = ConstGauge::new(i64::try_from(self.0.open).unwrap_or(i64::MAX));
@@ -169,7 +272,6 @@ impl Collector for Live {
             None,
             open.metric_type(),
         )?)?;
-        use std::sync::atomic::Ordering::Relaxed;
         type Read = fn(&UserCounters) -> u64;
         let series: [(&str, &str, Read); 3] = [
             (
@@ -195,9 +297,103 @@ impl Collector for Live {
                 None,
                 prometheus_client::metrics::MetricType::Counter,
             )?;
-            for (user, counters) in &self.0.users {
-                let labels = UserLabels { user: user.clone() };
-                ConstCounter::new(read(counters)).encode(family.encode_family(&labels)?)?;
+            for user in &self.0.users {
+                let labels = UserLabels {
+                    user: user.name.clone(),
+                };
+                ConstCounter::new(read(&user.counters)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        self.encode_user_gauges(&mut encoder)?;
+        self.encode_user_refusals(&mut encoder)
+    }
+}
+
+fn gauge(n: u64) -> ConstGauge {
+    ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+impl Live {
+    /// Per-user values that go up and down: live sessions, addresses, the period's bytes,
+    /// quota left, and the user's state (1 for the state they are in).
+    fn encode_user_gauges(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        type Read = fn(&UserView) -> Option<u64>;
+        let series: [(&str, &str, Read); 4] = [
+            (
+                "frontgate_mtproto_user_active",
+                "MTProto sessions of each user now",
+                |u| Some(u.counters.active.load(Relaxed)),
+            ),
+            (
+                "frontgate_mtproto_user_ips",
+                "Distinct client addresses with a session of each user now",
+                |u| Some(u.counters.ips.load(Relaxed)),
+            ),
+            (
+                "frontgate_mtproto_user_period_bytes",
+                "Bytes both ways of each user in the current quota period",
+                |u| Some(u.counters.period_bytes.load(Relaxed)),
+            ),
+            (
+                "frontgate_mtproto_user_quota_left_bytes",
+                "Bytes left of each user's quota this period (users with a quota)",
+                UserView::quota_left,
+            ),
+        ];
+        for (name, help, read) in series {
+            // A family without samples is left out (no user has a quota, say).
+            if self.0.users.iter().all(|u| read(u).is_none()) {
+                continue;
+            }
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for user in &self.0.users {
+                if let Some(n) = read(user) {
+                    let labels = UserLabels {
+                        user: user.name.clone(),
+                    };
+                    gauge(n).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "frontgate_mtproto_user_state",
+            "Each user's state: 1 for the one they are in",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for user in &self.0.users {
+            for state in USER_STATES {
+                let labels = UserStateLabels {
+                    user: user.name.clone(),
+                    state: state.to_string(),
+                };
+                gauge(u64::from(user.state == state)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Valid secrets refused by user policy, per user and reason.
+    fn encode_user_refusals(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "frontgate_mtproto_user_refusals",
+            "Hellos with a user's valid secret fronted to the site because of the user's policy",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for user in &self.0.users {
+            for refusal in Refusal::ALL {
+                let labels = UserRefusalLabels {
+                    user: user.name.clone(),
+                    reason: refusal.label().to_string(),
+                };
+                let n = user.counters.refusals[refusal.index()].load(Relaxed);
+                ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
             }
         }
         Ok(())
@@ -360,8 +556,8 @@ mod tests {
         let values = LiveValues {
             open: 3,
             users: vec![
-                (hostile.to_string(), counters),
-                ("bob".to_string(), Arc::default()),
+                UserView::active(hostile, counters),
+                UserView::active("bob", Arc::default()),
             ],
             healthy: true,
         };

@@ -5,6 +5,7 @@ use std::fmt::Write;
 use crate::config::CertSource;
 use crate::config::Config;
 use crate::config::ProxyProtocol;
+use crate::config::{AccessLists, AddressSet};
 use crate::config::{Action, Forward, Route};
 
 /// Renders the listeners and every route of `config`, one line per route.
@@ -39,6 +40,13 @@ pub fn render(config: &Config) -> String {
         "limits: max_connections {}, max_connections_per_ip {}",
         l.max_connections, l.max_connections_per_ip
     );
+    if !config.access.is_open() || config.deny_file.is_some() {
+        let mut policy = describe_access(&config.access);
+        if let Some(file) = &config.deny_file {
+            policy.push(format!("deny_file {}", file.display()));
+        }
+        let _ = writeln!(out, "network policy: {}", policy.join(", "));
+    }
     if let Some(metrics) = config.metrics {
         let _ = writeln!(out, "metrics: http://{metrics}/metrics");
     }
@@ -76,6 +84,30 @@ pub fn render(config: &Config) -> String {
 }
 
 fn describe(route: &Route) -> String {
+    let action = describe_action(route);
+    if route.access.is_open() {
+        return action;
+    }
+    format!("{action} [{}]", describe_access(&route.access).join(", "))
+}
+
+/// `allow N networks`, `deny M networks`: what the lists hold, for one line.
+fn describe_access(lists: &AccessLists) -> Vec<String> {
+    let count = |set: &AddressSet| match set.len() {
+        1 => "1 network".to_string(),
+        n => format!("{n} networks"),
+    };
+    let mut parts = Vec::new();
+    if let Some(allow) = &lists.allow {
+        parts.push(format!("allow {}", count(allow)));
+    }
+    if !lists.deny.is_empty() {
+        parts.push(format!("deny {}", count(&lists.deny)));
+    }
+    parts
+}
+
+fn describe_action(route: &Route) -> String {
     match &route.action {
         Action::Forward(forward) => describe_forward(forward),
         Action::Mtproto(mtproto) => {

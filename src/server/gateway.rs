@@ -21,11 +21,11 @@ use crate::config::Config;
 use crate::conn::context::{Context, Snapshot};
 use crate::forward::shutdown::ShutdownSwitch;
 use crate::mtproto::{probe, users};
-use crate::ops::metrics::{self, LiveValues, Metrics};
-use crate::server::listener;
+use crate::ops::metrics::{self, LiveValues, Metrics, UserView};
 use crate::server::port_holder;
-use crate::server::registry::{self, TerminatorError};
+use crate::server::registry::{self, BuildError};
 use crate::server::shutdown::ShutdownReport;
+use crate::server::{listener, usage};
 
 /// A listen address could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -123,10 +123,21 @@ async fn enforce_user_policies(ctx: std::sync::Weak<Context>) {
 /// What the metrics endpoint shows of the running gateway now.
 fn live_values(ctx: &Context, serving: &ArcSwapOption<Serving>) -> LiveValues {
     let snapshot = ctx.current.load();
+    let now = users::unix_now();
     let users = match (&snapshot.config.mtproto, &snapshot.mtproto) {
-        (Some(settings), Some(state)) => state
-            .users(settings)
-            .map(|(name, counters)| (name.to_string(), counters.clone()))
+        (Some(settings), Some(state)) => settings
+            .users
+            .iter()
+            .zip(&state.users)
+            .map(|(user, runtime)| UserView {
+                name: user.name.clone(),
+                counters: runtime.counters.clone(),
+                quota: user.policy.quota.map(|q| q.bytes),
+                state: match runtime.standing(&user.policy, now) {
+                    Ok(()) => "active",
+                    Err(refusal) => refusal.label(),
+                },
+            })
             .collect(),
         _ => Vec::new(),
     };
@@ -210,9 +221,9 @@ pub enum ApplyError {
     /// A listen address could not be bound.
     #[error(transparent)]
     Bind(#[from] BindError),
-    /// A `tls:` route could not start.
+    /// A `tls:` route could not start, or the deny file could not be loaded.
     #[error(transparent)]
-    Tls(#[from] TerminatorError),
+    Build(#[from] BuildError),
     /// The task building the runtime resources did not finish (it panicked, or the runtime is
     /// shutting down).
     #[error("building the configuration's runtime resources failed: {0}")]
@@ -220,7 +231,8 @@ pub enum ApplyError {
 }
 
 /// [`registry::build`] on the blocking pool: starting a `tls:` route reads its certificate
-/// files or probes its ACME cache directory, which must not stall a runtime worker.
+/// files or probes its ACME cache directory, and the deny file is read, none of which may
+/// stall a runtime worker.
 async fn build_snapshot(
     config: Config,
     running: Option<Arc<Snapshot>>,
@@ -239,6 +251,7 @@ impl Gateway {
             .clone()
             .unwrap_or_else(|| config.listen.clone());
         let snapshot = build_snapshot(config, None).await?;
+        usage::restore(&snapshot).await;
         let gateway = Gateway {
             ctx: Arc::new(Context {
                 current: ArcSwap::from_pointee(snapshot),
@@ -261,6 +274,7 @@ impl Gateway {
         drop(listeners);
         report_backends(gateway.ctx.current.load_full());
         tokio::spawn(enforce_user_policies(Arc::downgrade(&gateway.ctx)));
+        tokio::spawn(usage::keep_saving(Arc::downgrade(&gateway.ctx)));
         Ok(gateway)
     }
 
@@ -431,6 +445,7 @@ impl Gateway {
         self.shutdown.cut_all();
         // Cut connections end at their next poll; wait for them to log their last line.
         self.connections.wait().await;
+        usage::save_now(&self.ctx.current.load_full()).await;
         let (cut, finished) = self.shutdown.counts();
         ShutdownReport {
             cut,

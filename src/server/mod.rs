@@ -7,3 +7,4 @@ pub mod port_holder;
 pub mod registry;
 pub mod reload;
 pub mod shutdown;
+pub mod usage;

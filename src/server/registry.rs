@@ -1,12 +1,16 @@
 //! The runtime resources a configuration needs, kept across reloads: a `tls:` route's
 //! terminator (and so its ACME state) while its settings stay the same, the MTProto users'
-//! counters while the user stays, the replay cache while its size stays. [`build`] makes the
-//! [`Snapshot`] for a new configuration from the running one.
+//! counters while the user stays, the replay cache while its size stays; and the networks of
+//! its `deny_file`, read from disk for each snapshot. [`build`] makes the [`Snapshot`] for a
+//! new configuration from the running one.
 
 use std::collections::HashMap;
+use std::io::Read;
+use std::path::Path;
 use std::sync::Arc;
 
-use crate::config::{Action, Config, Route, TlsSettings};
+use crate::config::netpolicy::{self, DenyFileError, DENY_FILE_MAX_BYTES};
+use crate::config::{Action, AddressSet, Config, Route, TlsSettings};
 use crate::conn::context::Snapshot;
 use crate::mtproto::state::MtprotoState;
 use crate::tls::{TlsError, TlsTerminator};
@@ -33,9 +37,22 @@ impl TerminatorError {
     }
 }
 
-/// Checks what the `tls:` routes name on disk (certificate files, ACME cache directories)
-/// as starting them would, without starting anything: `frontgate check`'s disk probe.
-pub fn probe(config: &Config) -> Result<(), TerminatorError> {
+/// Why a configuration's runtime resources could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A `tls:` route's terminator could not start.
+    #[error(transparent)]
+    Tls(#[from] TerminatorError),
+    /// The `deny_file` could not be read or has a bad line.
+    #[error(transparent)]
+    DenyFile(#[from] DenyFileError),
+}
+
+/// Checks what the configuration names on disk (certificate files, ACME cache directories,
+/// the deny file) as starting it would, without starting anything: `frontgate check`'s disk
+/// probe.
+pub fn probe(config: &Config) -> Result<(), BuildError> {
+    read_deny_file(config)?;
     // Named routes are in file order: the index is the one of `routes:`.
     for (index, route) in config.routes.routes().iter().enumerate() {
         if let Action::Terminate(terminate) = &route.action {
@@ -47,8 +64,9 @@ pub fn probe(config: &Config) -> Result<(), TerminatorError> {
 }
 
 /// The snapshot serving `config`, reusing what `running` (the snapshot serving now, if any)
-/// already has for equal settings.
-pub fn build(config: Config, running: Option<&Snapshot>) -> Result<Snapshot, TerminatorError> {
+/// already has for equal settings. Blocking file I/O: call it off the async runtime.
+pub fn build(config: Config, running: Option<&Snapshot>) -> Result<Snapshot, BuildError> {
+    let deny_file = read_deny_file(&config)?;
     let mut terminators = HashMap::new();
     for (index, route) in config.routes.routes().iter().enumerate() {
         let Action::Terminate(terminate) = &route.action else {
@@ -78,5 +96,61 @@ pub fn build(config: Config, running: Option<&Snapshot>) -> Result<Snapshot, Ter
         config: Arc::new(config),
         terminators,
         mtproto,
+        deny_file,
     })
+}
+
+/// The networks of `config`'s deny file, if it names one (blocking file I/O).
+fn read_deny_file(config: &Config) -> Result<Option<AddressSet>, DenyFileError> {
+    let Some(path) = &config.deny_file else {
+        return Ok(None);
+    };
+    let bytes = read_bounded(path)?;
+    netpolicy::parse_netset(&bytes, &path.display().to_string()).map(Some)
+}
+
+/// A configuration input file's bytes (the deny file; the reload watcher reads the users
+/// file so too), refused past [`DENY_FILE_MAX_BYTES`] without reading further
+/// (blocking file I/O).
+pub(crate) fn read_bounded(path: &Path) -> Result<Vec<u8>, DenyFileError> {
+    let failed = |source| DenyFileError::Read {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(failed)?;
+    let mut bytes = Vec::new();
+    file.take(DENY_FILE_MAX_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(failed)?;
+    if bytes.len() as u64 > DENY_FILE_MAX_BYTES {
+        return Err(DenyFileError::TooLarge {
+            path: path.display().to_string(),
+        });
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deny_file_is_read_within_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deny.netset");
+        let missing = read_bounded(&path).unwrap_err().to_string();
+        assert!(missing.starts_with("cannot read deny_file "), "{missing}");
+        let file = std::fs::File::create(&path).unwrap();
+        // Sparse: no disk is spent on the zeros.
+        file.set_len(DENY_FILE_MAX_BYTES).unwrap();
+        assert_eq!(
+            read_bounded(&path).unwrap().len() as u64,
+            DENY_FILE_MAX_BYTES
+        );
+        file.set_len(DENY_FILE_MAX_BYTES + 1).unwrap();
+        assert!(matches!(
+            read_bounded(&path),
+            Err(DenyFileError::TooLarge { .. })
+        ));
+    }
 }

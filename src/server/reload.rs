@@ -2,8 +2,10 @@
 //!
 //! The route file is read and validated on SIGHUP and when its contents change on disk; a
 //! valid one is applied, an invalid one is refused with its error logged while the running
-//! table keeps serving. The certificate files of the running `tls:` routes are re-read on
-//! SIGHUP and when they change, and served to new handshakes when they load.
+//! table keeps serving. The route file's `deny_file` is part of the configuration: a change
+//! of it reloads the configuration the same way (a bad line refuses it, and the running list
+//! keeps serving). The certificate files of the running `tls:` routes are re-read on SIGHUP
+//! and when they change, and served to new handshakes when they load.
 //!
 //! One OS watch (inotify through `notify`) covers the directories that hold these files: the
 //! file's own directory, so editors' write-and-rename and certbot's or Kubernetes' symlink
@@ -27,6 +29,7 @@ use tokio::sync::Notify;
 
 use crate::config;
 use crate::server::gateway::Gateway;
+use crate::server::registry;
 
 /// How long the watched directories must stay quiet after a change before the files are
 /// read: an editor's save, or certbot's swap of both links, is then acted on once, complete.
@@ -83,8 +86,8 @@ async fn load_and_apply(path: &Path, gateway: &Gateway) -> Result<usize, ReloadE
     Ok(routes)
 }
 
-/// Watches for SIGHUP and for changes of the route file and the running certificate files,
-/// until the task is dropped.
+/// Watches for SIGHUP and for changes of the route file, its deny file and the running
+/// certificate files, until the task is dropped.
 pub async fn watch(path: PathBuf, gateway: Arc<Gateway>) -> std::io::Result<()> {
     let mut hangup = signal(SignalKind::hangup())?;
     let changed = Arc::new(Notify::new());
@@ -110,14 +113,18 @@ pub async fn watch(path: PathBuf, gateway: Arc<Gateway>) -> std::io::Result<()> 
 }
 
 /// The contents of the route file and of the other files the running configuration was
-/// read from (`mtproto.users_file`), read on the blocking pool; `None` for one that cannot
-/// be read.
+/// read from (`mtproto.users_file`, `deny_file`), each read as loading reads it (bounded),
+/// on the blocking pool; `None` for one that cannot be read.
 async fn read_inputs(path: &Path, gateway: &Gateway) -> Vec<Option<Vec<u8>>> {
     let mut files = vec![path.to_owned()];
     files.extend(gateway.input_files());
-    tokio::task::spawn_blocking(move || files.iter().map(|f| std::fs::read(f).ok()).collect())
-        .await
-        .unwrap_or_default()
+    let read = move || {
+        files
+            .iter()
+            .map(|f| registry::read_bounded(f).ok())
+            .collect()
+    };
+    tokio::task::spawn_blocking(read).await.unwrap_or_default()
 }
 
 /// Resolves once a change has been signalled and [`SETTLE`] has then passed without another,
@@ -154,8 +161,9 @@ async fn refresh_certificates(gateway: &Gateway) {
     }
 }
 
-/// Points the watch at the directories of the route file and of the running certificate
-/// files (they change with the configuration, and symlink targets with each renewal).
+/// Points the watch at the directories of the route file, of its deny file and of the running
+/// certificate files (they change with the configuration, and symlink targets with each
+/// renewal).
 async fn follow(dirs: &Arc<Mutex<WatchedDirs>>, path: &Path, gateway: &Gateway) {
     let mut files = vec![path.to_owned()];
     files.extend(gateway.input_files());

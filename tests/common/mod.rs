@@ -5,6 +5,7 @@
 
 pub mod fuzz_harness;
 pub mod log_capture;
+pub mod sessions;
 
 use std::net::SocketAddr;
 

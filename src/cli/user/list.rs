@@ -78,7 +78,7 @@ fn row(user: &MtprotoUser, from: &str, live: Option<&UserStats>, now: i64) -> [S
         Some(state) => state,
         None if !policy.enabled => "disabled".to_string(),
         None if policy.expires.is_some_and(|at| at <= now) => "expired".to_string(),
-        None => "enabled".to_string(),
+        None => "active".to_string(),
     };
     let quota = policy.quota.map_or_else(
         || "unlimited".to_string(),
