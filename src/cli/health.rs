@@ -17,7 +17,7 @@ use super::ConfigArg;
 use crate::config;
 
 /// How much of the answer's body is read for the message: `/healthz` says a line.
-const BODY_LIMIT: usize = 1024;
+const HEALTHZ_LIMIT: usize = 1024;
 
 /// `frontgate health` options.
 #[derive(Args)]
@@ -56,7 +56,7 @@ pub(super) fn main(args: HealthArgs) -> ExitCode {
         }
     };
     let answer = runtime.block_on(async {
-        tokio::time::timeout(args.timeout, get(&url))
+        tokio::time::timeout(args.timeout, get(&url, HEALTHZ_LIMIT))
             .await
             .unwrap_or_else(|_| {
                 Err(format!(
@@ -84,8 +84,7 @@ pub(super) fn main(args: HealthArgs) -> ExitCode {
     }
 }
 
-/// `http://ADDR/healthz` for the route file's `metrics.listen`; an unspecified address
-/// (`0.0.0.0`, `[::]`) is asked on the loopback address of its family.
+/// `http://ADDR/healthz` for the route file's `metrics.listen`.
 fn url_from_config(config: &ConfigArg) -> Result<Uri, String> {
     let loaded = config::load(&config.path).map_err(|e| e.to_string())?;
     let Some(addr) = loaded.metrics else {
@@ -95,17 +94,24 @@ fn url_from_config(config: &ConfigArg) -> Result<Uri, String> {
             config.path.display()
         ));
     };
+    metrics_url(addr, "/healthz")
+}
+
+/// `http://ADDR{path}` for the metrics endpoint listening on `addr`; an unspecified address
+/// (`0.0.0.0`, `[::]`) is asked on the loopback address of its family.
+pub(super) fn metrics_url(addr: SocketAddr, path: &str) -> Result<Uri, String> {
     let ip = match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    let url = format!("http://{}/healthz", SocketAddr::new(ip, addr.port()));
+    let url = format!("http://{}{path}", SocketAddr::new(ip, addr.port()));
     url.parse().map_err(|e| format!("{url}: {e}"))
 }
 
-/// One `GET url` over HTTP/1.1: the status and the start of the body.
-async fn get(url: &Uri) -> Result<(StatusCode, String), String> {
+/// One `GET url` over HTTP/1.1: the status and the body's first `limit` bytes (a longer
+/// body reads as empty).
+pub(super) async fn get(url: &Uri, limit: usize) -> Result<(StatusCode, String), String> {
     if url.scheme_str() != Some("http") {
         return Err("only http:// URLs can be asked".to_string());
     }
@@ -134,7 +140,7 @@ async fn get(url: &Uri) -> Result<(StatusCode, String), String> {
         .await
         .map_err(|e| format!("no HTTP answer: {e}"))?;
     let status = response.status();
-    let body = Limited::new(response.into_body(), BODY_LIMIT)
+    let body = Limited::new(response.into_body(), limit)
         .collect()
         .await
         .map(|body| String::from_utf8_lossy(&body.to_bytes()).into_owned())

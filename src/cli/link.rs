@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::ConfigArg;
-use crate::config;
+use crate::config::{self, Config};
 use crate::mtproto::links::{self, UserLink};
 use crate::ops::qr;
 
@@ -19,15 +19,23 @@ use crate::ops::qr;
 pub(super) struct LinkArgs {
     #[command(flatten)]
     config: ConfigArg,
+    /// Only this user.
+    #[arg(long)]
+    user: Option<String>,
+    #[command(flatten)]
+    output: LinkOutput,
+}
+
+/// How links are printed: by `link`, and by `user add` and `user rotate` for the user they
+/// change.
+#[derive(Args)]
+pub(super) struct LinkOutput {
     /// Host clients connect to (default: the route's domain, which must resolve here).
     #[arg(long)]
     host: Option<String>,
     /// Port clients connect to, 1 to 65535 (default: the first listen address's port).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     port: Option<u16>,
-    /// Only this user.
-    #[arg(long)]
-    user: Option<String>,
     /// Also draw each tg:// link as a QR code (black on white whatever the terminal's
     /// colours).
     #[arg(long, conflicts_with = "json")]
@@ -41,6 +49,13 @@ pub(super) struct LinkArgs {
     json: bool,
 }
 
+impl LinkOutput {
+    /// Whether the links go out as JSON (then nothing else may be printed on stdout).
+    pub(super) fn is_json(&self) -> bool {
+        self.json
+    }
+}
+
 pub(super) fn main(args: LinkArgs) -> ExitCode {
     let config = match config::load(&args.config.path) {
         Ok(config) => config,
@@ -49,20 +64,25 @@ pub(super) fn main(args: LinkArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let links = match links::user_links(
-        &config,
-        args.host.as_deref(),
-        args.port,
-        args.user.as_deref(),
-    ) {
+    print_links(&config, args.user.as_deref(), &args.output)
+}
+
+/// Prints the links of every user of `config` (or only `user`) as `output` says, each user
+/// only with the names their `routes` allow.
+pub(super) fn print_links(config: &Config, user: Option<&str>, output: &LinkOutput) -> ExitCode {
+    let links = match links::user_links(config, output.host.as_deref(), output.port, user) {
         Ok(links) => links,
         Err(e) => {
             eprintln!("frontgate: {e}");
             return ExitCode::FAILURE;
         }
     };
+    let links: Vec<UserLink> = links
+        .into_iter()
+        .filter(|link| allowed(config, link))
+        .collect();
     let mut ok = true;
-    if args.json {
+    if output.json {
         // Serialising strings and numbers cannot fail.
         let json = serde_json::to_string_pretty(&links).unwrap_or_default();
         println!("{json}");
@@ -72,7 +92,7 @@ pub(super) fn main(args: LinkArgs) -> ExitCode {
                 "{} ({})\n  {}\n  {}",
                 link.user, link.domain, link.tg, link.tme
             );
-            if args.qr {
+            if output.qr {
                 match qr::terminal(&link.tg) {
                     Ok(code) => print!("{code}"),
                     Err(e) => {
@@ -83,14 +103,24 @@ pub(super) fn main(args: LinkArgs) -> ExitCode {
             }
         }
     }
-    if let Some(dir) = &args.qr_png {
-        ok &= write_pngs(dir, &links, !args.json);
+    if let Some(dir) = &output.qr_png {
+        ok &= write_pngs(dir, &links, !output.json);
     }
     if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Whether the link's user may use its domain (a link they cannot use is not handed out).
+fn allowed(config: &Config, link: &UserLink) -> bool {
+    config
+        .mtproto
+        .iter()
+        .flat_map(|m| &m.users)
+        .find(|u| u.name == link.user)
+        .is_none_or(|u| u.policy.allows_name(Some(&link.domain)))
 }
 
 /// Writes one PNG per link into `dir`; says which files it wrote when `announce`. False if

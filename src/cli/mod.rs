@@ -1,7 +1,7 @@
 //! The `frontgate` command line: `run` serves, `check` validates like `nginx -t`, `health`
 //! asks a running gateway whether it serves, `link` and `secret` hand out MTProto access,
-//! `import-nginx` translates an nginx stream block. One file per subcommand; this one parses
-//! and dispatches.
+//! `user` manages the users file, `import-nginx` translates an nginx stream block. One file
+//! per subcommand; this one parses and dispatches.
 
 mod check;
 mod health;
@@ -10,6 +10,7 @@ mod link;
 mod logging;
 mod run;
 mod secret;
+mod user;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +41,9 @@ enum Command {
     ImportNginx(import_nginx::ImportNginxArgs),
     /// Generate a new random MTProto user secret (OS RNG) to paste into mtproto.users.
     Secret(secret::SecretArgs),
+    /// Manage the MTProto users of mtproto.users_file: add, remove, enable, disable,
+    /// rotate, reset, list; a running gateway picks each change up by itself.
+    User(user::UserArgs),
 }
 
 /// The route file argument every command that reads it shares.
@@ -63,6 +67,17 @@ pub fn main() -> ExitCode {
         Command::Health(args) => health::main(args),
         Command::Link(args) => link::main(args),
         Command::Secret(args) => secret::main(args),
+        Command::User(args) => user::main(args),
         Command::ImportNginx(args) => import_nginx::main(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

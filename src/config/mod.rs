@@ -17,6 +17,7 @@ pub mod tls;
 pub mod upstream;
 pub mod users;
 pub mod users_file;
+pub mod users_write;
 mod values;
 pub mod warning;
 
@@ -162,6 +163,16 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
 
 /// [`parse`], with relative paths of other files taken from `dir`.
 fn parse_in(text: &str, origin: &str, dir: Option<&Path>) -> Result<Config, ConfigError> {
+    parse_with(text, origin, dir, users_file::read)
+}
+
+/// [`parse_in`], with the users file (at its resolved path) read by `read_users`.
+fn parse_with(
+    text: &str,
+    origin: &str,
+    dir: Option<&Path>,
+    read_users: impl FnOnce(&Path) -> Result<users_file::UsersFile, ConfigError>,
+) -> Result<Config, ConfigError> {
     if text.trim().is_empty() {
         return Err(ConfigError::Empty {
             origin: origin.to_string(),
@@ -188,7 +199,7 @@ fn parse_in(text: &str, origin: &str, dir: Option<&Path>) -> Result<Config, Conf
         *state_dir = resolve(dir, state_dir);
     }
     let users_file = match file.mtproto.as_ref().and_then(|m| m.users_file.as_ref()) {
-        Some(path) => Some(users_file::read(&resolve(dir, path))?),
+        Some(path) => Some(read_users(&resolve(dir, path))?),
         None => None,
     };
     let places = Places::new(origin, spans.clone());

@@ -62,6 +62,9 @@ pub struct UserPolicy {
     pub routes: Option<Vec<String>>,
     /// The operator's note.
     pub note: Option<String>,
+    /// When the operator last reset the user's usage (`frontgate user reset`; Unix seconds,
+    /// UTC): traffic counted before this moment does not count against the quota.
+    pub usage_reset: Option<i64>,
 }
 
 impl Default for UserPolicy {
@@ -75,6 +78,7 @@ impl Default for UserPolicy {
             rate: None,
             routes: None,
             note: None,
+            usage_reset: None,
         }
     }
 }
@@ -224,6 +228,9 @@ pub struct UserSection {
     pub routes: Option<Vec<String>>,
     /// Free text.
     pub note: Option<String>,
+    /// When the usage was last reset (`frontgate user reset` writes it): a date or an
+    /// RFC 3339 date-time, like `expires`.
+    pub usage_reset: Option<ExpiresValue>,
     /// Per-user promoted channel: refused until middle-proxy mode exists.
     pub ad_tag: Option<String>,
 }
@@ -240,7 +247,7 @@ pub struct QuotaSection {
     pub resets_on: Option<u8>,
 }
 
-/// `expires:` as Unix seconds, UTC.
+/// `expires:` (and `usage_reset:`) as Unix seconds, UTC.
 #[derive(Debug, Clone, Copy)]
 pub struct ExpiresValue(pub i64);
 
@@ -400,6 +407,7 @@ fn user_policy(key: &str, section: UserSection) -> Result<UserPolicy, Fault> {
         rate: limit(rate, "rate", bounds::USER_RATE)?.map(|r| r as u64),
         routes,
         note: section.note,
+        usage_reset: section.usage_reset.map(|at| at.0),
     })
 }
 

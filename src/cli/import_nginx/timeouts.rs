@@ -78,12 +78,12 @@ pub fn timeouts(settings: &Settings) -> Vec<Commented<(&'static str, String)>> {
 /// A duration in the largest unit that writes it exactly (`5s`, `24h` as `1d`, `500ms`).
 fn duration_text(duration: Duration) -> String {
     let millis = duration.as_millis();
-    if millis % 1000 != 0 {
+    if !millis.is_multiple_of(1000) {
         return format!("{millis}ms");
     }
     let secs = millis / 1000;
     for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
-        if secs >= size && secs % size == 0 {
+        if secs >= size && secs.is_multiple_of(size) {
             return format!("{}{unit}", secs / size);
         }
     }
