@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use common::fake_dc;
 use common::mtproto_client as client;
+use common::sessions;
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const ALICE: [u8; 16] = [0xa1; 16];
@@ -74,47 +74,12 @@ fn secret_of(json: &str) -> [u8; 16] {
     bytes.try_into().unwrap()
 }
 
-/// A fake-TLS session for `secret`, or `None` when the gateway fronted the hello to the
-/// site (which answers `site\n`).
+/// A fake-TLS session for `secret` on a.test, or `None` when the gateway fronted the hello.
 async fn session(
     gateway: SocketAddr,
     secret: &[u8; 16],
 ) -> Option<(client::Writer, client::Reader)> {
-    let mut sock = TcpStream::connect(gateway).await.unwrap();
-    sock.set_nodelay(true).unwrap();
-    let hello = client::build_hello(secret, SNI, &[0x1301], client::now_unix() as u32);
-    sock.write_all(&hello.record).await.unwrap();
-    let mut first = [0u8; 5];
-    tokio::time::timeout(SOON, sock.read_exact(&mut first))
-        .await
-        .expect("an answer")
-        .unwrap();
-    if &first == b"site\n" {
-        return None;
-    }
-    // The rest of the fake flight's first record, then its two others.
-    let mut rest = vec![0u8; usize::from(u16::from_be_bytes([first[3], first[4]]))];
-    sock.read_exact(&mut rest).await.unwrap();
-    for _ in 0..2 {
-        let mut head = [0u8; 5];
-        sock.read_exact(&mut head).await.unwrap();
-        let mut body = vec![0u8; usize::from(u16::from_be_bytes([head[3], head[4]]))];
-        sock.read_exact(&mut body).await.unwrap();
-    }
-    let obf = client::obfuscated2(secret, client::PADDED, 2);
-    let mut init = vec![0x14, 3, 3, 0, 1, 1];
-    init.extend(client::records(&obf.wire_init, 64));
-    sock.write_all(&init).await.unwrap();
-    let (r, w) = sock.into_split();
-    let writer = client::ClientWriter {
-        w,
-        encrypt: obf.encrypt.clone(),
-        tls: true,
-    };
-    Some((
-        writer,
-        client::ClientReader::new(r, obf.decrypt.clone(), true),
-    ))
+    sessions::session(gateway, secret, SNI, sessions::LOCAL).await
 }
 
 /// Waits until `secret` is served (`true`) or fronted (`false`): the reload that makes it
@@ -476,4 +441,37 @@ async fn list_shows_state_quota_expiry_and_note_without_a_gateway() {
         bob.policy.routes.as_deref(),
         Some(&["b.test".to_string()][..])
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_gives_an_over_quota_user_their_quota_back_once() {
+    let site = Backend::start("site").await;
+    let dc = fake_dc::spawn().await;
+    let (port, metrics) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let route = dir.path().join("routes.yaml");
+    std::fs::write(&route, route_file(port, metrics, site.addr, dc.addr)).unwrap();
+    let args = [
+        "add", "dave", "--quota", "256KiB", "--period", "total", "--json",
+    ];
+    let dave = secret_of(&user_ok(&route, &args).await);
+    let gw = Running::start(dir.path());
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + SOON;
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "never listened:\n{}", gw.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let live = session(addr, &dave).await.expect("dave served");
+    sessions::echo_until_closed(live, 16 * 1024, usize::MAX).await;
+    assert!(session(addr, &dave).await.is_none(), "over quota: fronted");
+
+    user_ok(&route, &["reset", "dave"]).await;
+    until_served(addr, &dave, true, "dave served after `user reset`").await;
+    // The reset is acted on once: a reload for another reason does not reset him again.
+    let live = session(addr, &dave).await.expect("dave served");
+    sessions::echo_until_closed(live, 16 * 1024, usize::MAX).await;
+    let erin = secret_of(&user_ok(&route, &["add", "erin", "--json"]).await);
+    until_served(addr, &erin, true, "erin served: the reload happened").await;
+    assert!(session(addr, &dave).await.is_none(), "over quota again");
 }

@@ -36,9 +36,22 @@ pub struct UserCounters {
     pub ips: AtomicU64,
     /// Refused sessions, by [`crate::mtproto::users::Refusal::index`].
     pub refusals: [AtomicU64; 5],
+    /// The user's `usage_reset` last acted on (Unix seconds), so a reset is done once.
+    pub reset_applied: AtomicI64,
 }
 
 impl UserCounters {
+    /// Acts on the user's `usage_reset` (`frontgate user reset`): a reset newer than the last
+    /// one acted on starts the quota period's count from zero; lifetime totals stay.
+    pub fn apply_usage_reset(&self, usage_reset: Option<i64>) {
+        let Some(at) = usage_reset else {
+            return;
+        };
+        if self.reset_applied.fetch_max(at, Ordering::Relaxed) < at {
+            self.period_bytes.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// Counts `n` bytes read from a client (and against the quota period).
     pub fn add_from_client(&self, n: u64) {
         self.bytes_from_client.fetch_add(n, Ordering::Relaxed);

@@ -118,6 +118,7 @@ impl UserRuntime {
     /// The same user after a reload gave them `policy`: counters, live sessions and the
     /// rate limiter's state stay (a new rate gets a new limiter).
     pub fn follow_policy(&self, policy: &UserPolicy) {
+        self.counters.apply_usage_reset(policy.usage_reset);
         let mut rate = self.rate.lock().unwrap_or_else(PoisonError::into_inner);
         let same = match (&*rate, policy.rate) {
             (Some(limits), Some(r)) => limits.up.rate == r,

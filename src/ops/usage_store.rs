@@ -36,6 +36,9 @@ pub struct SavedUsage {
     pub period_start: i64,
     /// Bytes both ways in that period.
     pub period_bytes: u64,
+    /// The user's `usage_reset` last acted on (absent in older files: none).
+    #[serde(default)]
+    pub reset_applied: i64,
 }
 
 /// The file.
@@ -130,6 +133,7 @@ pub fn snapshot(settings: &MtprotoSettings, state: &MtprotoState) -> BTreeMap<St
                 bytes_to_client: counters.bytes_to_client.load(Ordering::Relaxed),
                 period_start: counters.period_start.load(Ordering::Relaxed),
                 period_bytes: counters.period_bytes.load(Ordering::Relaxed),
+                reset_applied: counters.reset_applied.load(Ordering::Relaxed),
             };
             (name.to_string(), usage)
         })
@@ -137,7 +141,8 @@ pub fn snapshot(settings: &MtprotoSettings, state: &MtprotoState) -> BTreeMap<St
 }
 
 /// Puts the saved usage of each configured user into the running state (before any session
-/// of theirs). Saved users no longer configured are left out.
+/// of theirs), then acts on a `usage_reset` newer than the saved one (given while the
+/// gateway was down). Saved users no longer configured are left out.
 pub fn restore(
     settings: &MtprotoSettings,
     state: &MtprotoState,
@@ -157,7 +162,13 @@ pub fn restore(
             counters
                 .period_bytes
                 .store(usage.period_bytes, Ordering::Relaxed);
+            counters
+                .reset_applied
+                .store(usage.reset_applied, Ordering::Relaxed);
         }
+    }
+    for (user, (_, counters)) in settings.users.iter().zip(state.users(settings)) {
+        counters.apply_usage_reset(user.policy.usage_reset);
     }
 }
 
@@ -177,6 +188,7 @@ mod tests {
                 bytes_to_client: 2,
                 period_start: 3,
                 period_bytes: 4,
+                reset_applied: 5,
             },
         );
         save(dir.path(), &users).unwrap();
