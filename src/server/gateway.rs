@@ -213,6 +213,9 @@ pub struct Gateway {
     metrics_endpoint: std::sync::Mutex<Option<Listening>>,
     /// What `/healthz` reads of the listeners; `None` until the first ones are bound.
     serving: Arc<ArcSwapOption<Serving>>,
+    /// Connections open when [`stop_now`](Self::stop_now) cut them, for the shutdown report
+    /// (once cut, they may end before the report is made).
+    open_at_cut: std::sync::atomic::AtomicUsize,
 }
 
 /// A reload or start that could not be applied.
@@ -265,6 +268,7 @@ impl Gateway {
             shutdown: ShutdownSwitch::new(),
             metrics_endpoint: std::sync::Mutex::new(None),
             serving: Arc::default(),
+            open_at_cut: Default::default(),
         };
         let metrics_addr = gateway.ctx.current.load().config.metrics;
         gateway.sync_metrics_endpoint(metrics_addr)?;
@@ -438,9 +442,11 @@ impl Gateway {
         self.connections.close();
         self.shutdown.drain();
         let left = tokio::select! {
+            // A cut is reported as such even when its connections ended the moment after.
+            biased;
+            () = self.shutdown.all_cut() => self.open_at_cut.load(std::sync::atomic::Ordering::Relaxed),
             () = self.connections.wait() => 0,
             () = tokio::time::sleep(grace) => self.connections.len(),
-            () = self.shutdown.all_cut() => self.connections.len(),
         };
         self.shutdown.cut_all();
         // Cut connections end at their next poll; wait for them to log their last line.
@@ -457,6 +463,8 @@ impl Gateway {
     /// Cuts every connection now, ending a [`shutdown`](Self::shutdown) in progress without
     /// waiting for the rest of its grace period (a second stop signal).
     pub fn stop_now(&self) {
+        self.open_at_cut
+            .store(self.connections.len(), std::sync::atomic::Ordering::Relaxed);
         self.shutdown.cut_all();
     }
 }
