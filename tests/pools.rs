@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::fake_dc;
 use common::mtproto_client as client;
+use common::test_ca::TestCa;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -120,19 +121,7 @@ async fn visit(gateway: SocketAddr) -> (String, TcpStream, Duration) {
 
 /// `/stats`' view of one pool server of the `non_tls` route.
 async fn server_stats(metrics: SocketAddr, server: SocketAddr) -> serde_json::Value {
-    let mut stream = TcpStream::connect(metrics).await.unwrap();
-    stream
-        .write_all(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut answer = String::new();
-    tokio::time::timeout(SOON, stream.read_to_string(&mut answer))
-        .await
-        .unwrap()
-        .unwrap();
-    let body = answer.split_once("\r\n\r\n").unwrap().1;
-    let stats: serde_json::Value = serde_json::from_str(body).unwrap();
-    stats["backends"]["non_tls"]["servers"][server.to_string()].clone()
+    stats_json(metrics).await["backends"]["non_tls"]["servers"][server.to_string()].clone()
 }
 
 async fn is_up(metrics: SocketAddr, server: SocketAddr) -> bool {
@@ -430,4 +419,135 @@ async fn dc_session(
     client::echo(&mut w, &mut r, 1024).await;
     dc.seen.recv().await.expect("the fake DC saw the session");
     started.elapsed()
+}
+
+/// A TLS site that completes handshakes and reports the server name each one asked for.
+async fn tls_site(name: &str) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let leaf = TestCa::new().leaf(name);
+    let certs = vec![CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes()).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(stream).await {
+                    let asked = tls.get_ref().1.server_name().unwrap_or("").to_string();
+                    let _ = tx.send(asked);
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mtproto_routes_site_is_checked_with_a_tls_handshake() {
+    const SNI: &str = "proxy.example.com";
+    let (site, mut handshakes) = tls_site(SNI).await;
+    // Accepts TCP, but speaks no TLS: a TCP connect check would call it up.
+    let plain = Named::start("plain").await;
+    let pool = format!(
+        "{{ servers: [{{addr: '{}'}}, {{addr: '{site}'}}], check: {{interval: 200ms, timeout: 500ms, fall: 1, rise: 1}} }}",
+        plain.addr
+    );
+    let (gateway, _) = gateway(&format!(
+        "metrics: {{ listen: 127.0.0.1:0 }}\nmtproto:\n  users: {{ alice: {} }}\nroutes:\n  - sni: {SNI}\n    mtproto: true\n    mimic: off\n    to: {pool}\nnon_tls: {{ to: {pool} }}\n",
+        hex::encode([0xa1u8; 16]),
+    ))
+    .await;
+    let metrics = gateway.metrics_addr().unwrap();
+    let asked = tokio::time::timeout(SOON, handshakes.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(asked, SNI, "the check sends the route's name");
+    let route_server = |stats: &serde_json::Value, route: &str, server: SocketAddr| {
+        stats["backends"][route]["servers"][server.to_string()]["up"].clone()
+    };
+    let deadline = Instant::now() + SOON;
+    loop {
+        let stats = stats_json(metrics).await;
+        let plain_up = route_server(&stats, SNI, plain.addr);
+        if plain_up == false {
+            assert_eq!(route_server(&stats, SNI, site), true, "{stats}");
+            // The passthrough route checks the same servers by TCP connect: both up.
+            assert_eq!(route_server(&stats, "non_tls", plain.addr), true, "{stats}");
+            assert_eq!(route_server(&stats, "non_tls", site), true, "{stats}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the non-TLS server stayed up: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn stats_json(metrics: SocketAddr) -> serde_json::Value {
+    let mut stream = TcpStream::connect(metrics).await.unwrap();
+    stream
+        .write_all(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    serde_json::from_str(answer.split_once("\r\n\r\n").unwrap().1).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_an_unchanged_pools_health_and_resets_a_changed_one() {
+    let hole = Blackhole::new().await;
+    let b = Named::start("b").await;
+    let to = format!("[{}, {}]", hole.addr, b.addr);
+    let (gateway, addr, metrics) = gateway_to(&to).await;
+    let (_, _first, took) = visit(addr).await;
+    assert!(
+        took >= CONNECT,
+        "the first connection waited on the blackhole"
+    );
+    let reload = |to: &str, extra: &str| {
+        let text = format!(
+            "listen: 127.0.0.1:0\nmetrics: {{ listen: 127.0.0.1:0 }}\ntimeouts: {{ connect: {}s }}\n{extra}non_tls: {{ to: {to} }}\n",
+            CONNECT.as_secs()
+        );
+        frontgate::config::parse(&text, "test.yaml").unwrap()
+    };
+    let other = "default: { to: 127.0.0.1:9 }\n";
+    gateway.apply(reload(&to, other)).await.unwrap();
+    assert!(
+        !is_up(metrics, hole.addr).await,
+        "the same pool: still down"
+    );
+    let (name, _stream, took) = visit(addr).await;
+    assert_eq!(name, "b");
+    assert!(
+        took < CONNECT,
+        "after the reload a connection waited {took:?}"
+    );
+    assert_eq!(server_stats(metrics, hole.addr).await["failures"], 1);
+    let changed = format!(
+        "{{ balance: round_robin, servers: [{{addr: '{}'}}, {{addr: '{}'}}] }}",
+        hole.addr, b.addr
+    );
+    gateway.apply(reload(&changed, other)).await.unwrap();
+    let fresh = server_stats(metrics, hole.addr).await;
+    assert_eq!(
+        (fresh["up"].clone(), fresh["failures"].clone()),
+        (true.into(), 0.into()),
+        "{fresh}"
+    );
 }
