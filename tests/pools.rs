@@ -193,6 +193,7 @@ async fn the_active_check_marks_a_blackhole_down_before_any_client_waits_and_see
     );
     let (name, _stream, _) = visit(addr).await;
     assert_eq!(name, "a", "the first server takes traffic again");
+    let hole_failures_now = server_stats(metrics, hole.addr).await["failures"].clone();
     let exposition = metrics_text(metrics).await;
     for (server, up) in [(a_addr, 1), (hole.addr, 0), (b.addr, 1)] {
         let line = format!("frontgate_backend_up{{route=\"non_tls\",backend=\"{server}\"}} {up}");
@@ -204,6 +205,27 @@ async fn the_active_check_marks_a_blackhole_down_before_any_client_waits_and_see
     assert!(exposition.contains(&format!(
         "frontgate_backend_connect_seconds_count{{route=\"non_tls\",backend=\"{a_addr}\"}} 1"
     )));
+    assert!(
+        exposition.contains(&format!(
+        "frontgate_backend_failures_total{{route=\"non_tls\",backend=\"{}\"}} {hole_failures_now}",
+        hole.addr
+    )),
+        "{exposition}"
+    );
+    // The backend families parse as OpenMetrics (on their own: the parser refuses the empty
+    // per-user families a gateway without users writes).
+    let body: String = exposition
+        .split_once("\r\n\r\n")
+        .unwrap()
+        .1
+        .lines()
+        .filter(|line| line.contains("frontgate_backend_") || *line == "# EOF")
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert!(body.contains("# TYPE frontgate_backend_connect_seconds histogram"));
+    if let Err(e) = openmetrics_parser::openmetrics::parse_openmetrics(&body) {
+        panic!("not OpenMetrics text: {e:?}\n{body}");
+    }
 }
 
 async fn metrics_text(metrics: SocketAddr) -> String {
