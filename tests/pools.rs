@@ -172,8 +172,15 @@ async fn the_active_check_marks_a_blackhole_down_before_any_client_waits_and_see
          check: {{interval: 200ms, timeout: 300ms, fall: 2, rise: 3}} }}",
         hole.addr, b.addr
     );
+    let started = Instant::now();
     let (_gateway, addr, metrics) = gateway_to(&to).await;
     until_up_is(metrics, hole.addr, false).await;
+    // `interval × fall` plus the second check's own timeout, with room for a loaded machine.
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "marked down only after {took:?}"
+    );
     until_up_is(metrics, a_addr, false).await;
     let hole_failures = server_stats(metrics, hole.addr).await["failures"]
         .as_u64()
@@ -292,7 +299,7 @@ async fn least_conn_spreads_long_connections_and_fills_the_idle_server() {
     );
     let (_gateway, addr, metrics) = gateway_to(&to).await;
     let mut open: Vec<(String, TcpStream)> = Vec::new();
-    for _ in 0..99 {
+    for _ in 0..100 {
         let (name, stream, _) = visit(addr).await;
         open.push((name, stream));
     }

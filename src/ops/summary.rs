@@ -187,3 +187,26 @@ fn describe_pool(pool: &PoolSettings) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pool_is_described_with_its_rule_and_check_and_a_list_as_before() {
+        let config = crate::config::parse(
+            "listen: 127.0.0.1:443\nroutes:\n  - sni: a.example.com\n    to: {balance: round_robin, servers: [{addr: 127.0.0.1:1, weight: 2}, {addr: 127.0.0.1:2, backup: true}], check: {interval: 3s, fall: 2}}\ndefault: {to: [127.0.0.1:3, 127.0.0.1:4]}\n",
+            "test.yaml",
+        )
+        .unwrap();
+        let text = render(&config);
+        assert!(
+            text.contains(
+                "-> round_robin over 127.0.0.1:1 (weight 2), 127.0.0.1:2 (backup); TCP connect \
+                 check every 3s, down after 2 failures, up after 2 passes"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("-> 127.0.0.1:3, then 127.0.0.1:4"), "{text}");
+    }
+}
