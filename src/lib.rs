@@ -7,7 +7,8 @@
 //! - [`config`]: the route file: YAML model, validation with `file:line:column` errors, and
 //!   the pure values it compiles to (route table, upstreams, secrets, TLS and MTProto
 //!   settings). The only module that knows the file format; no runtime state.
-//! - [`forward`]: moving bytes to a backend: connect, outbound PROXY header, the relay with
+//! - [`forward`]: moving bytes to a backend: connect (through a route's pool: balancing,
+//!   passive and active health checks), outbound PROXY header, the relay with
 //!   half-close and idle timeout, the buffer policy of every relay direction, the stream that
 //!   replays peeked bytes, and the shutdown value every connection and relay holds.
 //! - [`admission`]: what is decided before a byte is interpreted: connection limits, the

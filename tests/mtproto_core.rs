@@ -69,10 +69,7 @@ fn no_mirror(route: &MtprotoRoute) -> Mirror<'_> {
 /// An `mtproto: true` route with no backend and `mimic: off`.
 fn offline_route() -> MtprotoRoute {
     MtprotoRoute {
-        forward: Forward {
-            upstreams: Vec::new(),
-            proxy_protocol: ProxyProtocol::None,
-        },
+        forward: Forward::in_order(Vec::new(), ProxyProtocol::None),
         mimic: MimicMode::Off,
     }
 }

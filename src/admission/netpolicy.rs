@@ -163,10 +163,10 @@ mod tests {
     fn a_route_refusal_names_the_route() {
         let route = Route {
             label: "a.example.com".into(),
-            action: crate::config::Action::Forward(crate::config::Forward {
-                upstreams: Vec::new(),
-                proxy_protocol: crate::config::ProxyProtocol::None,
-            }),
+            action: crate::config::Action::Forward(crate::config::Forward::in_order(
+                Vec::new(),
+                crate::config::ProxyProtocol::None,
+            )),
             access: AccessLists {
                 allow: None,
                 deny: set(&["127.0.0.3"]),

@@ -76,6 +76,27 @@ pub const MAX_CLOCK_SKEW: DurationRange = DurationRange {
     max: secs(86_400),
 };
 
+/// A pool's `check.interval`: from sub-second (tests, fast failover) to an hour.
+pub const CHECK_INTERVAL: DurationRange = DurationRange {
+    min: millis(100),
+    max: secs(3600),
+};
+
+/// A pool's `check.timeout`: one connect or TLS handshake.
+pub const CHECK_TIMEOUT: DurationRange = DurationRange {
+    min: millis(50),
+    max: secs(60),
+};
+
+/// A pool's `check.fall` and `check.rise`: consecutive results that flip a server's state.
+pub const CHECK_STREAK: CountRange = CountRange { min: 1, max: 100 };
+
+/// A pool server's `weight` (HAProxy's range is 0-256; 0 would be a server never used).
+pub const WEIGHT: CountRange = CountRange { min: 1, max: 1000 };
+
+/// The servers of one pool: each has a health checker and metric series.
+pub const POOL_SERVERS: CountRange = CountRange { min: 1, max: 256 };
+
 /// `limits.max_connections`: ten million open sockets is beyond what one process gets file
 /// descriptors and memory for.
 pub const MAX_CONNECTIONS: CountRange = CountRange {

@@ -168,6 +168,20 @@ pub enum Problem {
         /// The first wildcard's suffix.
         suffix: String,
     },
+    /// A pool whose servers are all `backup: true`.
+    #[error("every server of the pool is a backup: at least one must take traffic normally")]
+    OnlyBackups,
+    /// The same server twice in one pool.
+    #[error("server {addr} is already listed at {other}: list each server once (use `weight` for a larger share)")]
+    DuplicateServer {
+        /// The address.
+        addr: String,
+        /// The key path of the first one.
+        other: String,
+    },
+    /// `check.tls: true` on a route that terminates TLS here (its backend speaks plaintext).
+    #[error("the backend of a `tls:` route gets the decrypted stream, so a TLS handshake check cannot succeed: remove `check.tls`")]
+    TlsCheckOnTerminate,
     /// A route's `to` is one of frontgate's own listen addresses.
     #[error(
         "{upstream} is frontgate's own listen address {listen}: connections would loop back \

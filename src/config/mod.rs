@@ -10,6 +10,7 @@ mod model;
 pub mod mtproto;
 pub mod netpolicy;
 mod places;
+pub mod pool;
 pub mod secret;
 mod spans;
 pub mod table;
@@ -46,9 +47,10 @@ use ipnet::IpNet;
 use bounds::{CountRange, DurationRange};
 use datacenters::DcTableError;
 use model::{MtprotoSection, RouteFile, TargetSection, TlsSection};
+use pool::PoolSettings;
 use spans::Spans;
 use tls::DEFAULT_ACME_DIRECTORY;
-use values::{DurationValue, NameValue, UpstreamValue};
+use values::{DurationValue, NameValue, ToValue};
 
 /// Time limits for each stage of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -399,8 +401,17 @@ fn compile(
     for (index, route) in file.routes.unwrap_or_default().into_iter().enumerate() {
         let key = format!("routes[{index}]");
         let names: Vec<NamePattern> = route.sni.0.into_iter().map(|NameValue(n)| n).collect();
-        let forward = forward(&key, &route.to.0, route.proxy_protocol.0, &listen)?;
         let label = names.first().map(ToString::to_string).unwrap_or_default();
+        let exact = names
+            .iter()
+            .map(ToString::to_string)
+            .find(|n| !n.starts_with('*'));
+        let backend = match (&route.tls, route.mtproto) {
+            (Some(_), _) => pool::Backend::Plaintext,
+            (None, true) => pool::Backend::TlsSite(exact.as_deref()),
+            (None, false) => pool::Backend::Passthrough,
+        };
+        let forward = forward(&key, &route.to, route.proxy_protocol.0, &listen, backend)?;
         if route.mtproto {
             exact_name(&key, &names)?;
         }
@@ -734,7 +745,12 @@ fn target_route(
     has_mtproto: bool,
     listen: &[SocketAddr],
 ) -> Result<Route, Fault> {
-    let forward = forward(key, &target.to.0, target.proxy_protocol.0, listen)?;
+    let backend = if target.mtproto {
+        pool::Backend::TlsSite(None)
+    } else {
+        pool::Backend::Passthrough
+    };
+    let forward = forward(key, &target.to, target.proxy_protocol.0, listen, backend)?;
     let action = match (target.mtproto, has_mtproto) {
         (true, false) => {
             return Err(Fault::value(
@@ -764,24 +780,38 @@ fn mtproto_route(forward: Forward, mimic: Option<values::MimicValue>) -> Mtproto
     MtprotoRoute { forward, mimic }
 }
 
+/// A route's `to` (short forms or a pool) and `proxy_protocol`, at `key` (`routes[0]`).
 fn forward(
     key: &str,
-    to: &[UpstreamValue],
+    to: &ToValue,
     proxy_protocol: ProxyProtocol,
     listen: &[SocketAddr],
+    backend: pool::Backend<'_>,
 ) -> Result<Forward, Fault> {
-    let upstreams: Vec<Upstream> = to.iter().map(|u| u.0.clone()).collect();
-    for (at, upstream) in upstreams.iter().enumerate() {
-        if let Some(own) = listen.iter().find(|l| points_at(upstream, **l)) {
+    let (pool, at_key): (PoolSettings, fn(&str, usize) -> String) = match to {
+        ToValue::List(list) => {
+            let upstreams: Vec<Upstream> = list.0.iter().map(|u| u.0.clone()).collect();
+            (PoolSettings::in_order(&upstreams), |key, at| {
+                format!("{key}.to[{at}]")
+            })
+        }
+        ToValue::Pool(section) => (
+            pool::compile(&format!("{key}.to"), section, backend, proxy_protocol)?,
+            |key, at| format!("{key}.to.servers[{at}].addr"),
+        ),
+    };
+    for (at, server) in pool.servers.iter().enumerate() {
+        if let Some(own) = listen.iter().find(|l| points_at(&server.upstream, **l)) {
             let problem = Problem::FrontingLoop {
-                upstream: upstream.to_string(),
+                upstream: server.upstream.to_string(),
                 listen: own.to_string(),
             };
-            return Err(Fault::value(format!("{key}.to[{at}]"), problem));
+            return Err(Fault::value(at_key(key, at), problem));
         }
     }
     Ok(Forward {
-        upstreams,
+        upstreams: pool.servers.iter().map(|s| s.upstream.clone()).collect(),
+        pool,
         proxy_protocol,
     })
 }

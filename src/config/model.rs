@@ -8,8 +8,8 @@ use serde::Deserialize;
 
 use super::users::UserValue;
 use super::values::{
-    DurationValue, ListenAddr, MimicValue, NameValue, Network, OneOrMany, ProxyProtocolValue,
-    UpstreamValue,
+    BalanceValue, DurationValue, ListenAddr, MimicValue, NameValue, Network, OneOrMany,
+    ProxyProtocolValue, ToValue, UpstreamValue,
 };
 
 /// The whole file.
@@ -104,7 +104,7 @@ pub struct RouteSection {
     pub mtproto: bool,
     /// `mtproto: true` routes only: how the fake server flight is shaped.
     pub mimic: Option<MimicValue>,
-    pub to: OneOrMany<UpstreamValue>,
+    pub to: ToValue,
     #[serde(default)]
     pub proxy_protocol: ProxyProtocolValue,
     pub tls: Option<TlsSection>,
@@ -138,7 +138,7 @@ pub struct AcmeSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a mapping with `to:`")]
 pub struct TargetSection {
-    pub to: OneOrMany<UpstreamValue>,
+    pub to: ToValue,
     #[serde(default)]
     pub proxy_protocol: ProxyProtocolValue,
     /// `default:` only (refused on `non_tls:`, which has no ClientHello to check).
@@ -149,4 +149,40 @@ pub struct TargetSection {
     /// `default:` only: the route's own network policy.
     pub allow: Option<OneOrMany<Network>>,
     pub deny: Option<OneOrMany<Network>>,
+}
+
+/// `to:` written as a pool.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a pool: a mapping with `servers:` (and optional `balance:`, `check:`)"
+)]
+pub struct PoolSection {
+    pub balance: Option<BalanceValue>,
+    pub servers: Vec<ServerSection>,
+    pub check: Option<CheckSection>,
+}
+
+/// One entry of a pool's `servers:`.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a server: a mapping with `addr:` (and optional `weight:`, `backup:`)"
+)]
+pub struct ServerSection {
+    pub addr: UpstreamValue,
+    pub weight: Option<usize>,
+    #[serde(default)]
+    pub backup: bool,
+}
+
+/// A pool's `check:`; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckSection {
+    pub interval: Option<DurationValue>,
+    pub timeout: Option<DurationValue>,
+    pub fall: Option<usize>,
+    pub rise: Option<usize>,
+    pub tls: Option<bool>,
 }

@@ -10,11 +10,12 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::netpolicy::AccessLists;
+use super::pool::PoolSettings;
 use super::tls::TlsSettings;
 use super::upstream::Upstream;
 
 /// Which PROXY protocol header, if any, a route writes to its backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum ProxyProtocol {
     /// No header: the backend sees the client's bytes only.
     #[default]
@@ -104,10 +105,23 @@ pub(super) fn validate_host_name(name: &str) -> Result<(), &'static str> {
 /// Where a plain (not terminated here) connection goes.
 #[derive(Debug, Clone)]
 pub struct Forward {
-    /// Backends tried in order until one accepts the connection.
+    /// Every server's address, in the order written (the pool's servers, backups included).
     pub upstreams: Vec<Upstream>,
+    /// The servers with their weights, how one is picked, and the health check.
+    pub pool: PoolSettings,
     /// Header written to the backend before the client's bytes.
     pub proxy_protocol: ProxyProtocol,
+}
+
+impl Forward {
+    /// The short form's meaning: `upstreams` tried in order, no active check.
+    pub fn in_order(upstreams: Vec<Upstream>, proxy_protocol: ProxyProtocol) -> Forward {
+        Forward {
+            pool: PoolSettings::in_order(&upstreams),
+            upstreams,
+            proxy_protocol,
+        }
+    }
 }
 
 /// A route that terminates TLS here (its terminator is a runtime resource the gateway keeps,
@@ -326,10 +340,7 @@ mod tests {
     fn route(label: &str) -> Route {
         Route {
             label: label.to_string(),
-            action: Action::Forward(Forward {
-                upstreams: Vec::new(),
-                proxy_protocol: ProxyProtocol::None,
-            }),
+            action: Action::Forward(Forward::in_order(Vec::new(), ProxyProtocol::None)),
             access: AccessLists::default(),
         }
     }

@@ -707,3 +707,145 @@ fn later_faults_are_placed_at_the_node_they_are_about() {
     let located = config.places.locate("routes[0].tls.acme.cache", "x");
     assert_eq!(located.at, Some(Position { line: 6, column: 7 }));
 }
+
+#[test]
+fn a_pool_compiles_with_its_defaults_and_the_short_forms_keep_first_in_order() {
+    let config = parse_ok(
+        r#"
+listen: 127.0.0.1:443
+routes:
+  - sni: a.example.com
+    to:
+      balance: least_conn
+      servers:
+        - {addr: 127.0.0.1:8443, weight: 2}
+        - {addr: 127.0.0.1:8444, backup: true}
+      check: {interval: 3s, timeout: 1s, fall: 2, rise: 2}
+  - sni: m.example.com
+    mtproto: true
+    to: {servers: [{addr: 127.0.0.1:8445}], check: {}}
+default: { to: [127.0.0.1:1, 127.0.0.1:2] }
+mtproto:
+  users: { alice: 0123456789abcdef0123456789abcdef }
+"#,
+    );
+    use crate::config::pool::{Balance, HealthCheck};
+    let route = config
+        .routes
+        .for_server_name(Some("a.example.com"))
+        .unwrap();
+    let Action::Forward(forward) = &route.action else {
+        panic!("a forward route")
+    };
+    let pool = &forward.pool;
+    assert_eq!(pool.balance, Balance::LeastConn);
+    assert_eq!(
+        pool.servers
+            .iter()
+            .map(|s| (s.weight, s.backup))
+            .collect::<Vec<_>>(),
+        [(2, false), (1, true)]
+    );
+    assert_eq!(
+        pool.check,
+        Some(HealthCheck {
+            interval: Duration::from_secs(3),
+            timeout: Duration::from_secs(1),
+            fall: 2,
+            rise: 2,
+            tls: false,
+            proxy_protocol: ProxyProtocol::None,
+        })
+    );
+    assert_eq!(forward.upstreams.len(), 2, "every server, backups included");
+    let route = config
+        .routes
+        .for_server_name(Some("m.example.com"))
+        .unwrap();
+    let Action::Mtproto(mtproto) = &route.action else {
+        panic!("an mtproto route")
+    };
+    let check = mtproto.forward.pool.check.unwrap();
+    assert!(
+        check.tls,
+        "an mtproto route's site is checked with a TLS handshake"
+    );
+    assert_eq!((check.fall, check.rise), (3, 2), "HAProxy's defaults");
+    assert_eq!(
+        mtproto.forward.pool.check_name.as_deref(),
+        Some("m.example.com")
+    );
+    let default = config.routes.for_server_name(None).unwrap();
+    let Action::Forward(forward) = &default.action else {
+        panic!("a forward route")
+    };
+    assert_eq!(forward.pool.balance, Balance::First);
+    assert_eq!(forward.pool.check, None);
+    assert_eq!(forward.pool.servers.len(), 2);
+}
+
+#[test]
+fn bad_pools_are_refused_at_their_line_and_column() {
+    let route = |to: &str| {
+        format!("listen: 127.0.0.1:443\nroutes:\n  - sni: a.example.com\n    to: {to}\n")
+    };
+    let cases = [
+        (
+            "{balance: fastest, servers: [{addr: 127.0.0.1:1}]}",
+            "test.yaml:4:19: routes[0].to.balance: invalid balance `fastest`: expected first, round_robin, least_conn or client_hash",
+        ),
+        (
+            "{servers: []}",
+            "test.yaml:4:19: routes[0].to.servers: 0 is less than the minimum of 1",
+        ),
+        (
+            "{servers: [{addr: 127.0.0.1:1, weight: 0}]}",
+            "test.yaml:4:48: routes[0].to.servers[0].weight: 0 is less than the minimum of 1",
+        ),
+        (
+            "{servers: [{addr: 127.0.0.1:1, backup: true}]}",
+            "test.yaml:4:19: routes[0].to.servers: every server of the pool is a backup",
+        ),
+        (
+            "{servers: [{addr: 127.0.0.1:1}, {addr: 127.0.0.1:1}]}",
+            "test.yaml:4:48: routes[0].to.servers[1].addr: server 127.0.0.1:1 is already listed at routes[0].to.servers[0]",
+        ),
+        (
+            "{servers: [{addr: 127.0.0.1:1}], check: {interval: 10ms}}",
+            "test.yaml:4:60: routes[0].to.check.interval: 10ms is shorter than the minimum of 100ms",
+        ),
+        (
+            "{servers: [{addr: 127.0.0.1:1}], check: {fall: 0}}",
+            "test.yaml:4:56: routes[0].to.check.fall: 0 is less than the minimum of 1",
+        ),
+        (
+            "{servers: [{addr: 127.0.0.1:1}], check: {every: 1s}}",
+            "test.yaml:4:50: routes[0].to.check: unknown field `every`",
+        ),
+        (
+            "{servers: [{addr: 127.0.0.1:1, wieght: 2}]}",
+            "test.yaml:4:40: routes[0].to.servers[0]: unknown field `wieght`",
+        ),
+        (
+            "{servers: [{addr: '127.0.0.1:443'}]}",
+            "test.yaml:4:27: routes[0].to.servers[0].addr: 127.0.0.1:443 is frontgate's own listen address",
+        ),
+        (
+            "{servers: [{addr: 127.0.0.1}]}",
+            "test.yaml:4:27: routes[0].to.servers[0].addr: invalid address `127.0.0.1`",
+        ),
+    ];
+    for (to, expected) in cases {
+        let err = parse_err(&route(to));
+        assert!(
+            err.starts_with(expected),
+            "{to}:\n  got      {err}\n  expected {expected}"
+        );
+    }
+    let terminate = "listen: 127.0.0.1:443\nroutes:\n  - sni: a.example.com\n    tls: {cert: c.pem, key: k.pem}\n    to: {servers: [{addr: 127.0.0.1:1}], check: {tls: true}}\n";
+    let err = parse_err(terminate);
+    assert!(
+        err.starts_with("test.yaml:5:55: routes[0].to.check.tls: the backend of a `tls:` route"),
+        "{err}"
+    );
+}

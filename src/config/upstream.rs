@@ -8,7 +8,7 @@ use super::table::validate_host_name;
 
 /// One `host:port` backend as written in the route file; a host name is resolved at connect
 /// time, so DNS changes are picked up without a reload.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Upstream {
     host: String,
     port: u16,

@@ -7,9 +7,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use serde::de::{self, value::StrDeserializer, Deserializer, SeqAccess, Visitor};
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer, StrDeserializer};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use crate::config::model::PoolSection;
+use crate::config::pool::Balance;
 use crate::config::secret::Secret;
 use crate::config::ProxyProtocol;
 use crate::config::Upstream;
@@ -108,6 +111,59 @@ pub struct UpstreamValue(pub Upstream);
 from_text!(UpstreamValue, "a host:port address", |text| {
     Upstream::parse(text).map(UpstreamValue)
 });
+
+/// A route's `to`: an address, a list of addresses (tried in order), or a pool mapping.
+#[derive(Debug)]
+pub enum ToValue {
+    /// `to: addr` or `to: [a, b]`.
+    List(OneOrMany<UpstreamValue>),
+    /// `to: {balance: ..., servers: [...], check: {...}}`.
+    Pool(PoolSection),
+}
+
+impl<'de> Deserialize<'de> for ToValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ToVisitor;
+        impl<'de> Visitor<'de> for ToVisitor {
+            type Value = ToValue;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "a host:port address, a list of them, or a pool mapping with `servers:`",
+                )
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<ToValue, E> {
+                OneOrMany::deserialize(StrDeserializer::<E>::new(text)).map(ToValue::List)
+            }
+            fn visit_u64<E: de::Error>(self, number: u64) -> Result<ToValue, E> {
+                self.visit_str(&number.to_string())
+            }
+            fn visit_i64<E: de::Error>(self, number: i64) -> Result<ToValue, E> {
+                self.visit_str(&number.to_string())
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<ToValue, A::Error> {
+                OneOrMany::deserialize(SeqAccessDeserializer::new(seq)).map(ToValue::List)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ToValue, A::Error> {
+                PoolSection::deserialize(MapAccessDeserializer::new(map)).map(ToValue::Pool)
+            }
+        }
+        deserializer.deserialize_any(ToVisitor)
+    }
+}
+
+/// `balance: first | round_robin | least_conn | client_hash`.
+#[derive(Debug, Clone, Copy)]
+pub struct BalanceValue(pub Balance);
+
+from_text!(
+    BalanceValue,
+    "first, round_robin, least_conn or client_hash",
+    |text| Balance::parse(text)
+        .map(BalanceValue)
+        .ok_or_else(|| format!(
+            "invalid balance `{text}`: expected first, round_robin, least_conn or client_hash"
+        ))
+);
 
 /// A server name or `*.suffix` pattern in `sni`.
 #[derive(Debug, Clone)]

@@ -8,7 +8,9 @@ use arc_swap::ArcSwap;
 
 use crate::admission::limits::ConnectionCounts;
 use crate::admission::loop_guard::OutboundAddrs;
+use crate::config::pool::PoolSettings;
 use crate::config::{AddressSet, Config, TlsSettings};
+use crate::forward::pool::Pool;
 use crate::mtproto::state::MtprotoState;
 use crate::ops::metrics::Metrics;
 use crate::tls::TlsTerminator;
@@ -22,6 +24,9 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     /// The running terminator of every `tls:` route, by its settings.
     pub terminators: HashMap<TlsSettings, Arc<TlsTerminator>>,
+    /// The health and counts of every route's backends, by pool settings (routes with equal
+    /// pools share one).
+    pub pools: HashMap<PoolSettings, Arc<Pool>>,
     /// The MTProto core's replay cache and counters, when `mtproto:` is configured.
     pub mtproto: Option<MtprotoState>,
     /// The networks of the configuration's `deny_file`, as read when the snapshot was built.

@@ -18,6 +18,7 @@ use crate::conn::context::{Context, Snapshot};
 use crate::conn::hello::{self, ClientHello, FirstFlight, PeekError, Peeked};
 use crate::conn::router;
 use crate::forward::idle::deadline_after;
+use crate::forward::pool::{Lease, Pool};
 use crate::forward::prefixed::PrefixedStream;
 use crate::forward::proxy_out;
 use crate::forward::relay::{self, RelayEnd, RelayStats, Side, SideError};
@@ -283,6 +284,7 @@ async fn serve(
         config,
         ctx,
         shutdown,
+        snapshot,
     };
     dispatch(
         stream,
@@ -430,6 +432,15 @@ struct Conn<'a> {
     ctx: &'a Context,
     /// The connection's view of the gateway's shutdown, for its relay.
     shutdown: &'a Shutdown,
+    /// The snapshot taken at accept (its backend pools).
+    snapshot: &'a Snapshot,
+}
+
+/// What a backend connection holds until it ends: its loop-guard registration and its
+/// place in the pool server's live count.
+struct Held {
+    _registration: Registration,
+    _lease: Lease,
 }
 
 /// Records an MTProto session's facts and turns it into the connection's outcome.
@@ -469,27 +480,38 @@ fn mtproto_outcome(gate: Gate, record: &mut Record) -> Outcome {
     }
 }
 
-/// Connects to the route's backends and sends the PROXY header (if any) plus `first`.
+/// Connects to the route's backends (through its pool: balancing, health) and sends the
+/// PROXY header (if any) plus `first`.
 async fn open_backend(
     forward: &Forward,
     first: &[u8],
     conn: &Conn<'_>,
     record: &mut Record,
-) -> Result<(TcpStream, Registration), Outcome> {
+) -> Result<(TcpStream, Held), Outcome> {
     // Each attempt is announced to the loop guard before it connects: the other end of a
     // loop can be accepted before `connect` returns here.
     let outbound = &conn.ctx.outbound;
-    let (mut backend, reached, connecting) =
-        upstream::connect(&forward.upstreams, conn.config.timeouts.connect, |addr| {
+    // Every route's pool is built with its snapshot; a fresh one (no memory) is the safe
+    // answer should one be missing.
+    let pool = match conn.snapshot.pools.get(&forward.pool) {
+        Some(pool) => pool.clone(),
+        None => Pool::new(forward.pool.clone()),
+    };
+    let connected = pool
+        .connect(record.client.ip(), conn.config.timeouts.connect, |addr| {
             outbound.connecting(addr)
         })
         .await
         .map_err(Outcome::ConnectFailed)?;
-    record.backend = Some(reached);
+    let mut backend = connected.stream;
+    record.backend = Some(connected.addr);
     let local_of_backend = backend
         .local_addr()
         .map_err(|e| Outcome::RelayError(Side::Backend.error(e)))?;
-    let registration = connecting.connected(local_of_backend);
+    let held = Held {
+        _registration: connected.announced.connected(local_of_backend),
+        _lease: connected.lease,
+    };
     let mut head = proxy_out::encode(forward.proxy_protocol, record.client, conn.local);
     head.extend_from_slice(first);
     backend
@@ -497,7 +519,7 @@ async fn open_backend(
         .await
         .map_err(|e| Outcome::RelayError(Side::Backend.error(e)))?;
     record.upstream_bytes = first.len() as u64;
-    Ok((backend, registration))
+    Ok((backend, held))
 }
 
 /// Records the relay's counters and turns its end into the connection's outcome.
@@ -533,7 +555,7 @@ async fn terminate_tls(
         Ok(Accepted::AcmeChallenge) => return Outcome::AcmeChallenge,
         Err(e) => return Outcome::TlsFailed(e),
     };
-    let (backend, _registration) = match open_backend(&terminate.forward, &[], conn, record).await {
+    let (backend, _held) = match open_backend(&terminate.forward, &[], conn, record).await {
         Ok(opened) => opened,
         Err(outcome) => return outcome,
     };
@@ -550,7 +572,7 @@ async fn forward_tcp(
     conn: &Conn<'_>,
     record: &mut Record,
 ) -> Outcome {
-    let (backend, _registration) = match open_backend(forward, &peeked, conn, record).await {
+    let (backend, _held) = match open_backend(forward, &peeked, conn, record).await {
         Ok(opened) => opened,
         Err(outcome) => return outcome,
     };

@@ -1,10 +1,13 @@
-//! Moving bytes to a backend: connecting ([`upstream`]), the outbound PROXY header
+//! Moving bytes to a backend: connecting ([`upstream`]), a route's pool of servers with
+//! balancing and health ([`pool`]) and its active checks ([`health_check`]), the outbound PROXY header
 //! ([`proxy_out`]), the relay with half-close ([`relay`]), its idle clock ([`idle`]) and the
 //! buffer policy of every relay direction ([`buffer`]), the stream that replays peeked bytes
 //! ([`prefixed`]), and shutdown as every connection and relay sees it ([`shutdown`]).
 
 pub mod buffer;
+pub mod health_check;
 pub mod idle;
+pub mod pool;
 pub mod prefixed;
 pub mod proxy_out;
 pub mod relay;

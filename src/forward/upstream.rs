@@ -30,24 +30,12 @@ pub async fn connect<A>(
 ) -> Result<(TcpStream, SocketAddr, A), ConnectError> {
     let mut attempts = Vec::new();
     for upstream in upstreams {
-        let addrs: Vec<SocketAddr> = match upstream.literal() {
-            Some(addr) => vec![addr],
-            None => match tokio::time::timeout(
-                timeout,
-                tokio::net::lookup_host((upstream.host(), upstream.port())),
-            )
-            .await
-            {
-                Ok(Ok(found)) => found.collect(),
-                Ok(Err(e)) => {
-                    attempts.push(format!("{upstream}: cannot resolve: {e}"));
-                    continue;
-                }
-                Err(_) => {
-                    attempts.push(format!("{upstream}: name resolution timed out"));
-                    continue;
-                }
-            },
+        let addrs = match resolve(upstream, timeout).await {
+            Ok(addrs) => addrs,
+            Err(why) => {
+                attempts.push(why);
+                continue;
+            }
         };
         for addr in addrs {
             let announced = announce(addr);
@@ -61,6 +49,20 @@ pub async fn connect<A>(
         attempts.push("the route has no backend".to_string());
     }
     Err(ConnectError { attempts })
+}
+
+/// The addresses of `upstream`: its literal IP, or what its name resolves to within
+/// `timeout`; the error is `upstream: reason`.
+pub async fn resolve(upstream: &Upstream, timeout: Duration) -> Result<Vec<SocketAddr>, String> {
+    if let Some(addr) = upstream.literal() {
+        return Ok(vec![addr]);
+    }
+    let lookup = tokio::net::lookup_host((upstream.host(), upstream.port()));
+    match tokio::time::timeout(timeout, lookup).await {
+        Ok(Ok(found)) => Ok(found.collect()),
+        Ok(Err(e)) => Err(format!("{upstream}: cannot resolve: {e}")),
+        Err(_) => Err(format!("{upstream}: name resolution timed out")),
+    }
 }
 
 /// One connect attempt bounded by `timeout`, with Nagle off (handshakes are latency bound).

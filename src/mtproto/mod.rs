@@ -21,10 +21,12 @@
 //! - [`obfuscated2`]: the 64-byte init, key derivation and AES-256-CTR on both legs.
 //! - [`site_sample`]: one HTTPS download from a route's site, to learn its record sizes.
 //! - [`session`]: one client session: handshake, DC connect, relay, counters.
+//! - [`dc_health`]: which DC addresses answer, and how fast: the order a session dials them.
 //! - [`users`]: each user's running state and the enforcement of their policy.
 //! - [`state`]: the replay cache and the users' counters, kept across reloads.
 //! - [`links`]: the users' `tg://` / `t.me` links and QR codes.
 
+pub mod dc_health;
 pub mod faketls;
 pub mod gate;
 pub mod links;

@@ -33,6 +33,7 @@ use crate::forward::buffer::{ByteBuffer, ElasticBuffer};
 use crate::forward::idle::{deadline_after, IdleClock};
 use crate::forward::relay::{shutdown_write, write_all_tcp};
 use crate::forward::shutdown::{InFlight, Shutdown};
+use crate::mtproto::dc_health;
 use crate::mtproto::faketls::FakeTlsClient;
 use crate::mtproto::mimic::FlightProfile;
 use crate::mtproto::obfuscated2::{
@@ -487,10 +488,12 @@ async fn establish(
     }
 }
 
-/// Dials the addresses in order, each with its own timeout.
+/// Dials the addresses in the order DC health gives (healthy and fastest first, dead last),
+/// each with its own timeout.
 async fn connect_dc(addresses: &[DcAddr], timeout: Duration) -> io::Result<TcpStream> {
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no DC address configured");
-    for addr in addresses {
+    for addr in &dc_health::order(addresses) {
+        let started = std::time::Instant::now();
         let attempt = async {
             match addr {
                 DcAddr::Ip(sa) => TcpStream::connect(sa).await,
@@ -499,6 +502,7 @@ async fn connect_dc(addresses: &[DcAddr], timeout: Duration) -> io::Result<TcpSt
         };
         let error = match tokio::time::timeout(timeout, attempt).await {
             Ok(Ok(stream)) => {
+                dc_health::global().connected(addr, started.elapsed());
                 // Small MTProto messages must not wait for Nagle.
                 stream.set_nodelay(true).ok();
                 return Ok(stream);
@@ -506,6 +510,7 @@ async fn connect_dc(addresses: &[DcAddr], timeout: Duration) -> io::Result<TcpSt
             Ok(Err(e)) => e,
             Err(_) => io::Error::new(io::ErrorKind::TimedOut, "DC connect timed out"),
         };
+        dc_health::global().failed(addr);
         tracing::debug!(dc_addr = %addr, error = %error, "DC connect attempt failed");
         last = error;
     }

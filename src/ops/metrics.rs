@@ -1,7 +1,8 @@
 //! Counters and the HTTP endpoint of `metrics.listen`: `GET /metrics` (Prometheus text),
 //! `GET /stats` (JSON) and `GET /healthz` (200 or 503). Connection counts by route and
 //! outcome, bytes by route and direction, network-policy refusals by rule and scope, open
-//! connections, and per-user MTProto counters.
+//! connections, per-user MTProto counters, and per-backend pool health (up, live
+//! connections, failures, connect latency).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -27,6 +28,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::forward::pool::Pool;
 use crate::mtproto::state::UserCounters;
 use crate::mtproto::users::Refusal;
 
@@ -37,6 +39,8 @@ pub struct LiveValues {
     pub open: usize,
     /// Each configured MTProto user.
     pub users: Vec<UserView>,
+    /// Each route's backend pool, by route label.
+    pub pools: Vec<(String, Arc<Pool>)>,
     /// Whether the gateway serves now: its configuration is loaded and every listen address it
     /// should serve has a running listener. `/healthz` answers 200 only when true.
     pub healthy: bool,
@@ -238,8 +242,39 @@ impl Metrics {
             "connections": by_route,
             "refused": refused,
             "mtproto_users": users,
+            "backends": backends_json(&values.pools),
         })
     }
+}
+
+/// `/stats`' `backends`: route -> server -> its health and counters.
+fn backends_json(pools: &[(String, Arc<Pool>)]) -> BTreeMap<&str, serde_json::Value> {
+    pools
+        .iter()
+        .map(|(route, pool)| {
+            let servers: serde_json::Map<String, serde_json::Value> = pool
+                .servers()
+                .map(|(server, health)| {
+                    let latency = health.latency();
+                    let value = serde_json::json!({
+                        "up": health.is_up(),
+                        "backup": server.backup,
+                        "weight": server.weight,
+                        "active": health.active(),
+                        "failures": health.failures(),
+                        "connects": latency.count,
+                        "connect_seconds_sum": latency.sum_seconds,
+                    });
+                    (server.upstream.to_string(), value)
+                })
+                .collect();
+            let value = serde_json::json!({
+                "balance": pool.settings().balance.to_string(),
+                "servers": servers,
+            });
+            (route.as_str(), value)
+        })
+        .collect()
 }
 
 /// Values read from the running gateway at scrape time.
@@ -305,8 +340,15 @@ impl Collector for Live {
             }
         }
         self.encode_user_gauges(&mut encoder)?;
-        self.encode_user_refusals(&mut encoder)
+        self.encode_user_refusals(&mut encoder)?;
+        self.encode_backends(&mut encoder)
     }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    route: String,
+    backend: String,
 }
 
 fn gauge(n: u64) -> ConstGauge {
@@ -376,6 +418,73 @@ impl Live {
             }
         }
         Ok(())
+    }
+
+    /// Every pool server, by route and address: up (1) or down (0), connections now, failures
+    /// (connects and checks), and the connect latency histogram.
+    fn encode_backends(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::metrics::MetricType;
+        if self.0.pools.is_empty() {
+            return Ok(());
+        }
+        let each = |f: &mut dyn FnMut(
+            BackendLabels,
+            &crate::forward::pool::ServerHealth,
+        ) -> Result<(), std::fmt::Error>| {
+            for (route, pool) in &self.0.pools {
+                for (server, health) in pool.servers() {
+                    let labels = BackendLabels {
+                        route: route.clone(),
+                        backend: server.upstream.to_string(),
+                    };
+                    f(labels, health)?;
+                }
+            }
+            Ok(())
+        };
+        type Read = fn(&crate::forward::pool::ServerHealth) -> u64;
+        let gauges: [(&str, &str, Read); 2] = [
+            (
+                "frontgate_backend_up",
+                "Whether each pool server is marked up (1) or down (0)",
+                |h| u64::from(h.is_up()),
+            ),
+            (
+                "frontgate_backend_active",
+                "Connections to each pool server now (connecting or relaying)",
+                |h| h.active(),
+            ),
+        ];
+        for (name, help, read) in gauges {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            each(&mut |labels, health| gauge(read(health)).encode(family.encode_family(&labels)?))?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "frontgate_backend_failures",
+            "Failed connects and failed health checks of each pool server",
+            None,
+            MetricType::Counter,
+        )?;
+        each(&mut |labels, health| {
+            ConstCounter::new(health.failures()).encode(family.encode_family(&labels)?)
+        })?;
+        let mut family = encoder.encode_descriptor(
+            "frontgate_backend_connect_seconds",
+            "Time to connect to each pool server (successful connects)",
+            None,
+            MetricType::Histogram,
+        )?;
+        each(&mut |labels, health| {
+            let latency = health.latency();
+            family
+                .encode_family(&labels)?
+                .encode_histogram::<BackendLabels>(
+                    latency.sum_seconds,
+                    latency.count,
+                    &latency.buckets,
+                    None,
+                )
+        })
     }
 
     /// Valid secrets refused by user policy, per user and reason.
@@ -559,6 +668,7 @@ mod tests {
                 UserView::active(hostile, counters),
                 UserView::active("bob", Arc::default()),
             ],
+            pools: Vec::new(),
             healthy: true,
         };
         let metrics = Metrics::default();

@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 
+use crate::config::pool::PoolSettings;
 use crate::config::CertSource;
 use crate::config::Config;
 use crate::config::ProxyProtocol;
@@ -131,12 +132,81 @@ fn describe_action(route: &Route) -> String {
 }
 
 fn describe_forward(forward: &Forward) -> String {
-    let to: Vec<String> = forward.upstreams.iter().map(ToString::to_string).collect();
-    let mut text = to.join(", then ");
+    let mut text = describe_pool(&forward.pool);
     match forward.proxy_protocol {
         ProxyProtocol::None => {}
         ProxyProtocol::V1 => text.push_str(" (PROXY v1)"),
         ProxyProtocol::V2 => text.push_str(" (PROXY v2)"),
     }
     text
+}
+
+/// The short forms as before (`a, then b`); a pool with its balance, weights, backups and
+/// check.
+fn describe_pool(pool: &PoolSettings) -> String {
+    let plain = PoolSettings::in_order(
+        &pool
+            .servers
+            .iter()
+            .map(|s| s.upstream.clone())
+            .collect::<Vec<_>>(),
+    );
+    if *pool == plain {
+        let to: Vec<String> = pool
+            .servers
+            .iter()
+            .map(|s| s.upstream.to_string())
+            .collect();
+        return to.join(", then ");
+    }
+    let servers: Vec<String> = pool
+        .servers
+        .iter()
+        .map(|s| {
+            let mut text = s.upstream.to_string();
+            if s.weight != 1 {
+                text.push_str(&format!(" (weight {})", s.weight));
+            }
+            if s.backup {
+                text.push_str(" (backup)");
+            }
+            text
+        })
+        .collect();
+    let mut text = format!("{} over {}", pool.balance, servers.join(", "));
+    if let Some(check) = pool.check {
+        let how = if check.tls {
+            "TLS handshake"
+        } else {
+            "TCP connect"
+        };
+        text.push_str(&format!(
+            "; {how} check every {:?}, down after {} failures, up after {} passes",
+            check.interval, check.fall, check.rise
+        ));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pool_is_described_with_its_rule_and_check_and_a_list_as_before() {
+        let config = crate::config::parse(
+            "listen: 127.0.0.1:443\nroutes:\n  - sni: a.example.com\n    to: {balance: round_robin, servers: [{addr: 127.0.0.1:1, weight: 2}, {addr: 127.0.0.1:2, backup: true}], check: {interval: 3s, fall: 2}}\ndefault: {to: [127.0.0.1:3, 127.0.0.1:4]}\n",
+            "test.yaml",
+        )
+        .unwrap();
+        let text = render(&config);
+        assert!(
+            text.contains(
+                "-> round_robin over 127.0.0.1:1 (weight 2), 127.0.0.1:2 (backup); TCP connect \
+                 check every 3s, down after 2 failures, up after 2 passes"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("-> 127.0.0.1:3, then 127.0.0.1:4"), "{text}");
+    }
 }

@@ -141,9 +141,16 @@ fn live_values(ctx: &Context, serving: &ArcSwapOption<Serving>) -> LiveValues {
             .collect(),
         _ => Vec::new(),
     };
+    let pools = registry::forwards(&snapshot.config)
+        .filter_map(|(route, forward)| {
+            let pool = snapshot.pools.get(&forward.pool)?;
+            Some((route.to_string(), pool.clone()))
+        })
+        .collect();
     LiveValues {
         open: ctx.counts.open(),
         users,
+        pools,
         // A gateway holds a loaded configuration from `start` on (a refused reload keeps the
         // old one), so what is left to ask is whether every listener runs.
         healthy: serving.load().as_ref().is_some_and(|s| s.all_running()),

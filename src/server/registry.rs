@@ -1,7 +1,8 @@
 //! The runtime resources a configuration needs, kept across reloads: a `tls:` route's
 //! terminator (and so its ACME state) while its settings stay the same, the MTProto users'
 //! counters while the user stays, the replay cache while its size stays; and the networks of
-//! its `deny_file`, read from disk for each snapshot. [`build`] makes the [`Snapshot`] for a
+//! its `deny_file`, read from disk for each snapshot; and each route's backend pool (its
+//! servers' health, live counts and active checks) while the pool's settings stay the same. [`build`] makes the [`Snapshot`] for a
 //! new configuration from the running one.
 
 use std::collections::HashMap;
@@ -10,8 +11,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::netpolicy::{self, DenyFileError, DENY_FILE_MAX_BYTES};
-use crate::config::{Action, AddressSet, Config, Route, TlsSettings};
+use crate::config::pool::PoolSettings;
+use crate::config::{Action, AddressSet, Config, Forward, Route, TlsSettings};
 use crate::conn::context::Snapshot;
+use crate::forward::health_check;
+use crate::forward::pool::Pool;
 use crate::mtproto::state::MtprotoState;
 use crate::tls::{TlsError, TlsTerminator};
 
@@ -92,12 +96,53 @@ pub fn build(config: Config, running: Option<&Snapshot>) -> Result<Snapshot, Bui
             None => MtprotoState::new(settings),
         }
     });
+    let pools = pools(&config, running);
     Ok(Snapshot {
         config: Arc::new(config),
         terminators,
+        pools,
         mtproto,
         deny_file,
     })
+}
+
+/// The forward settings of every route of `config`, `default:` and `non_tls:` included.
+pub fn forwards(config: &Config) -> impl Iterator<Item = (&str, &Forward)> {
+    let table = &config.routes;
+    let extra = table.default_route().into_iter().chain(table.for_non_tls());
+    table.routes().iter().chain(extra).map(|route| {
+        let forward = match &route.action {
+            Action::Forward(forward) => forward,
+            Action::Terminate(terminate) => &terminate.forward,
+            Action::Mtproto(mtproto) => &mtproto.forward,
+        };
+        (route.label.as_str(), forward)
+    })
+}
+
+/// A pool for every distinct pool setting of `config`: the running one when `running` has
+/// it (its health and counts carry on), else a new one whose checks start now (on the
+/// current tokio runtime; without one, as in `frontgate check`, none are started).
+fn pools(config: &Config, running: Option<&Snapshot>) -> HashMap<PoolSettings, Arc<Pool>> {
+    let mut pools = HashMap::new();
+    let can_spawn = tokio::runtime::Handle::try_current().is_ok();
+    for (_, forward) in forwards(config) {
+        if pools.contains_key(&forward.pool) {
+            continue;
+        }
+        let pool = match running.and_then(|r| r.pools.get(&forward.pool)) {
+            Some(existing) => existing.clone(),
+            None => {
+                let pool = Pool::new(forward.pool.clone());
+                if can_spawn {
+                    health_check::spawn(&pool);
+                }
+                pool
+            }
+        };
+        pools.insert(forward.pool.clone(), pool);
+    }
+    pools
 }
 
 /// The networks of `config`'s deny file, if it names one (blocking file I/O).
