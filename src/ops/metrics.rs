@@ -307,6 +307,17 @@ impl Collector for Live {
             None,
             open.metric_type(),
         )?)?;
+        if !self.0.users.is_empty() {
+            self.encode_users(&mut encoder)?;
+        }
+        self.encode_backends(&mut encoder)
+    }
+}
+
+impl Live {
+    /// Every per-user family; only called with users (a family without samples is not
+    /// valid OpenMetrics).
+    fn encode_users(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         type Read = fn(&UserCounters) -> u64;
         let series: [(&str, &str, Read); 3] = [
             (
@@ -339,9 +350,8 @@ impl Collector for Live {
                 ConstCounter::new(read(&user.counters)).encode(family.encode_family(&labels)?)?;
             }
         }
-        self.encode_user_gauges(&mut encoder)?;
-        self.encode_user_refusals(&mut encoder)?;
-        self.encode_backends(&mut encoder)
+        self.encode_user_gauges(encoder)?;
+        self.encode_user_refusals(encoder)
     }
 }
 
@@ -653,6 +663,21 @@ mod tests {
 
         stop.cancel();
         server.await.unwrap();
+    }
+
+    /// Without MTProto users (no `mtproto:`), no empty user family makes the exposition
+    /// invalid.
+    #[test]
+    fn the_exposition_without_users_is_valid_openmetrics() {
+        let values = LiveValues {
+            open: 0,
+            users: Vec::new(),
+            healthy: true,
+            ..LiveValues::default()
+        };
+        let text = Metrics::default().prometheus(&values);
+        parse_openmetrics(&text).unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+        assert!(!text.contains("frontgate_mtproto_user"), "{text}");
     }
 
     /// Whatever a user is called, the exposition stays well-formed: label values are escaped,
