@@ -2,8 +2,10 @@
 //! balancing and health ([`pool`]) and its active checks ([`health_check`]), the outbound PROXY header
 //! ([`proxy_out`]), the relay with half-close ([`relay`]), its idle clock ([`idle`]) and the
 //! buffer policy of every relay direction ([`buffer`]), the stream that replays peeked bytes
-//! ([`prefixed`]), and shutdown as every connection and relay sees it ([`shutdown`]).
+//! ([`prefixed`]), shutdown as every connection and relay sees it ([`shutdown`]), and the
+//! TLS client of frontgate's own backend probes ([`any_chain`]).
 
+pub mod any_chain;
 pub mod buffer;
 pub mod health_check;
 pub mod idle;

@@ -10,7 +10,8 @@
 //!
 //! The certificate is not verified: the download only measures sizes, sends nothing secret,
 //! and the backend's certificate may name a host this machine cannot check (a loopback
-//! `to`). Its signatures are still checked, so the handshake is a real one.
+//! `to`). Its signatures are still checked, so the handshake is a real one
+//! ([`crate::forward::any_chain`]).
 
 use std::io;
 use std::pin::Pin;
@@ -18,15 +19,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 
 use crate::admission::loop_guard::OutboundAddrs;
 use crate::config::Forward;
+use crate::forward::any_chain;
 use crate::forward::upstream::{self, ConnectError};
 
 /// How long the sampler waits after the handshake for session tickets before it asks.
@@ -80,7 +79,8 @@ pub async fn response_records(
         upstream::connect(&forward.upstreams, budget, |addr| outbound.connecting(addr)).await?;
     let _registration = connecting.connected(backend.local_addr()?);
     within.run(backend.write_all(head)).await??;
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config()?));
+    let connector =
+        tokio_rustls::TlsConnector::from(Arc::new(any_chain::client_config(&[b"http/1.1"])?));
     let tapped = RecordTap::new(backend);
     let mut tls = within.run(connector.connect(name, tapped)).await??;
     // Session tickets come right after the handshake: read them (no plaintext comes yet).
@@ -128,67 +128,6 @@ impl Within {
         tokio::time::timeout_at(self.deadline, step)
             .await
             .map_err(|_| SampleError::Timeout(self.budget))
-    }
-}
-
-fn client_config() -> Result<rustls::ClientConfig, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = Arc::new(SizesOnly(provider.clone()));
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
-}
-
-/// Accepts any certificate chain but checks the handshake signatures (see the module doc).
-#[derive(Debug)]
-struct SizesOnly(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for SizesOnly {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
