@@ -117,6 +117,22 @@ impl Running {
         }
     }
 
+    /// [`start`](Self::start), then waits until it accepts on 127.0.0.1:`port`.
+    async fn listening(dir: &Path, port: u16) -> (Running, SocketAddr) {
+        let gw = Running::start(dir);
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = Instant::now() + SOON;
+        while TcpStream::connect(addr).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the gateway never listened:\n{}",
+                gw.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (gw, addr)
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
     }
@@ -144,17 +160,7 @@ async fn changes_apply_by_hot_reload_and_other_sessions_keep_relaying() {
     std::fs::write(&route, route_file(port, metrics, site.addr, dc.addr)).unwrap();
     // carol exists before the gateway starts: the CLI creates the users file.
     let carol = secret_of(&user_ok(&route, &["add", "carol", "--json"]).await);
-    let gw = Running::start(dir.path());
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + SOON;
-    while TcpStream::connect(addr).await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the gateway never listened:\n{}",
-            gw.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (gw, addr) = Running::listening(dir.path(), port).await;
     let mut alice_live = session(addr, &ALICE).await.expect("alice (inline) served");
     let mut carol_live = session(addr, &carol).await.expect("carol (file) served");
     still_relays(&mut alice_live).await;
@@ -455,13 +461,7 @@ async fn reset_gives_an_over_quota_user_their_quota_back_once() {
         "add", "dave", "--quota", "256KiB", "--period", "total", "--json",
     ];
     let dave = secret_of(&user_ok(&route, &args).await);
-    let gw = Running::start(dir.path());
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + SOON;
-    while TcpStream::connect(addr).await.is_err() {
-        assert!(Instant::now() < deadline, "never listened:\n{}", gw.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (_gw, addr) = Running::listening(dir.path(), port).await;
     let live = session(addr, &dave).await.expect("dave served");
     sessions::echo_until_closed(live, 16 * 1024, usize::MAX).await;
     assert!(session(addr, &dave).await.is_none(), "over quota: fronted");
