@@ -43,6 +43,7 @@ use crate::mtproto::record_sizing::{RecordSizing, SizingCursor};
 use crate::mtproto::records::{RecordDecoder, RecordEncoder, RecordError, FULL_RECORD_LEN};
 use crate::mtproto::replay::ReplayCache;
 use crate::mtproto::state::UserCounters;
+use crate::mtproto::upstreams;
 use crate::mtproto::users::{unix_now, Admission, RateLimits, Refusal, TokenBucket, UserRuntime};
 
 /// Raw client bytes allowed before the 64-byte init is complete (a real client needs ~75).
@@ -426,7 +427,7 @@ async fn establish(
     } = handshake;
     let dc_idx = client_obf.dc;
     let addresses = settings.datacenters.addresses(dc_idx, settings.prefer_ipv6);
-    let mut dc = match connect_dc(&addresses, settings.connect_timeout).await {
+    let mut dc = match connect_dc(&addresses, settings).await {
         Ok(stream) => stream,
         Err(error) => {
             return Committed::DcUnreachable {
@@ -487,8 +488,24 @@ async fn establish(
     }
 }
 
+/// Dials the client's DC: through `mtproto.via`'s SOCKS5 upstreams when there are any
+/// (directly only when none reached it and `via_fallback_direct` allows), else directly.
+async fn connect_dc(addresses: &[DcAddr], settings: &MtprotoSettings) -> io::Result<TcpStream> {
+    if settings.via.is_empty() {
+        return connect_direct(addresses, settings.connect_timeout).await;
+    }
+    let through = upstreams::connect_via(&settings.via, addresses, settings.connect_timeout).await;
+    match through {
+        Err(error) if settings.via_fallback_direct => {
+            tracing::warn!(error = %error, "dialling the DC directly (mtproto.via_fallback_direct)");
+            connect_direct(addresses, settings.connect_timeout).await
+        }
+        through => through,
+    }
+}
+
 /// Dials the addresses in order, each with its own timeout.
-async fn connect_dc(addresses: &[DcAddr], timeout: Duration) -> io::Result<TcpStream> {
+async fn connect_direct(addresses: &[DcAddr], timeout: Duration) -> io::Result<TcpStream> {
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no DC address configured");
     for addr in addresses {
         let attempt = async {
@@ -840,6 +857,8 @@ mod tests {
             idle_timeout: Duration::from_secs(600),
             handshake_timeout,
             prefer_ipv6: false,
+            via: Vec::new(),
+            via_fallback_direct: false,
         }
     }
 
