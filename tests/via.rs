@@ -228,7 +228,7 @@ async fn a_session_through_microsocks_echoes_and_the_dc_sees_the_socks_server() 
         let socks = microsocks(None).await;
         let mut dc = dc_on_its_own_address().await;
         let url = socks.url(None);
-        let (_gw, addr, _site) = gateway_via(&dc, &via(&[url.clone()]), "").await;
+        let (_gw, addr, _site) = gateway_via(&dc, &via(std::slice::from_ref(&url)), "").await;
         for _ in 0..2 {
             let seen = echo_session(addr, &mut dc, 1024 * 1024).await;
             assert_eq!(
@@ -252,7 +252,7 @@ async fn danted_with_username_auth_carries_the_session() {
         let socks = danted().await;
         let mut dc = dc_on_its_own_address().await;
         let url = socks.url(Some((DANTE_USER, DANTE_PASSWORD)));
-        let (_gw, addr, _site) = gateway_via(&dc, &via(&[url.clone()]), "").await;
+        let (_gw, addr, _site) = gateway_via(&dc, &via(std::slice::from_ref(&url)), "").await;
         let seen = echo_session(addr, &mut dc, 1024 * 1024).await;
         assert_eq!(
             seen.peer.ip(),
@@ -371,7 +371,10 @@ async fn with_via_fallback_direct_the_dc_is_dialled_directly() {
         let dead = RefusingPort::new();
         let mut dc = dc_on_its_own_address().await;
         let url = format!("socks5://{}", dead.addr());
-        let lines = format!("{}  via_fallback_direct: true\n", via(&[url.clone()]));
+        let lines = format!(
+            "{}  via_fallback_direct: true\n",
+            via(std::slice::from_ref(&url))
+        );
         let (_gw, addr, _site) = gateway_via(&dc, &lines, "").await;
         let seen = echo_session(addr, &mut dc, 100_000).await;
         assert_ne!(seen.peer.ip(), IpAddr::V4(SOCKS_OUT), "went direct");
