@@ -225,6 +225,7 @@ async fn bounded(body: impl std::future::Future<Output = ()>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_through_microsocks_echoes_and_the_dc_sees_the_socks_server() {
     bounded(async {
+        common::log_capture::start();
         let socks = microsocks(None).await;
         let mut dc = dc_on_its_own_address().await;
         let url = socks.url(None);
@@ -238,6 +239,18 @@ async fn a_session_through_microsocks_echoes_and_the_dc_sees_the_socks_server() 
             );
             assert_eq!(seen.dc, 2);
         }
+        // The sessions' lines name the DC they reached, not the upstream they went through.
+        let dc_named = format!("backend={} ", dc.addr);
+        eventually("the sessions' lines", || {
+            common::log_capture::text()
+                .lines()
+                .filter(|l| l.contains("connection closed") && l.contains(&dc_named))
+                .count()
+                == 2
+        })
+        .await;
+        let socks_named = format!("backend={} ", socks.addr);
+        assert!(!common::log_capture::text().contains(&socks_named));
         let health = health(&url);
         assert_eq!(count(&health.connections), 2);
         assert_eq!(count(&health.failures), 0);

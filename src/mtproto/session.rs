@@ -427,8 +427,8 @@ async fn establish(
     } = handshake;
     let dc_idx = client_obf.dc;
     let addresses = settings.datacenters.addresses(dc_idx, settings.prefer_ipv6);
-    let mut dc = match connect_dc(&addresses, settings).await {
-        Ok(stream) => stream,
+    let (mut dc, dc_addr) = match connect_dc(&addresses, settings).await {
+        Ok(dialled) => dialled,
         Err(error) => {
             return Committed::DcUnreachable {
                 user,
@@ -468,7 +468,6 @@ async fn establish(
         decoder,
         sizing,
     };
-    let dc_addr = dc.peer_addr().ok();
     let (up, down, reason) = relay(
         client,
         dc,
@@ -490,17 +489,26 @@ async fn establish(
 
 /// Dials the client's DC: through `mtproto.via`'s SOCKS5 upstreams when there are any
 /// (directly only when none reached it and `via_fallback_direct` allows), else directly.
-async fn connect_dc(addresses: &[DcAddr], settings: &MtprotoSettings) -> io::Result<TcpStream> {
+/// Returns the stream and the DC address it reaches (not the upstream's).
+async fn connect_dc(
+    addresses: &[DcAddr],
+    settings: &MtprotoSettings,
+) -> io::Result<(TcpStream, Option<SocketAddr>)> {
+    let direct = || async {
+        let stream = connect_direct(addresses, settings.connect_timeout).await?;
+        let peer = stream.peer_addr().ok();
+        Ok((stream, peer))
+    };
     if settings.via.is_empty() {
-        return connect_direct(addresses, settings.connect_timeout).await;
+        return direct().await;
     }
-    let through = upstreams::connect_via(&settings.via, addresses, settings.connect_timeout).await;
-    match through {
+    match upstreams::connect_via(&settings.via, addresses, settings.connect_timeout).await {
+        Ok((stream, target)) => Ok((stream, Some(target))),
         Err(error) if settings.via_fallback_direct => {
             tracing::warn!(error = %error, "dialling the DC directly (mtproto.via_fallback_direct)");
-            connect_direct(addresses, settings.connect_timeout).await
+            direct().await
         }
-        through => through,
+        Err(error) => Err(error),
     }
 }
 

@@ -80,13 +80,13 @@ enum Failure {
 }
 
 /// Opens a TCP stream to one of `addresses` (in order) through the first upstream of `via`
-/// that is up and reaches one; each attempt is bounded by `timeout`. The error names every
-/// upstream and why it was not used (never a password).
+/// that is up and reaches one, and says which address it reached; each attempt is bounded by
+/// `timeout`. The error names every upstream and why it was not used (never a password).
 pub async fn connect_via(
     via: &[ViaUpstream],
     addresses: &[DcAddr],
     timeout: Duration,
-) -> io::Result<TcpStream> {
+) -> io::Result<(TcpStream, SocketAddr)> {
     let targets = resolve(addresses).await;
     let mut why = Vec::with_capacity(via.len());
     for upstream in via {
@@ -96,9 +96,9 @@ pub async fn connect_via(
             continue;
         }
         match connect_one(upstream, &health, &targets, timeout).await {
-            Ok(stream) => {
+            Ok(dialled) => {
                 health.set_down(false);
-                return Ok(stream);
+                return Ok(dialled);
             }
             Err(Failure::Upstream(e)) => {
                 tracing::warn!(upstream = %upstream, error = %e, "SOCKS5 upstream failed; skipping it for {}s", DOWN_FOR.as_secs());
@@ -139,7 +139,7 @@ async fn connect_one(
     health: &UpstreamHealth,
     targets: &[SocketAddr],
     timeout: Duration,
-) -> Result<TcpStream, Failure> {
+) -> Result<(TcpStream, SocketAddr), Failure> {
     let mut last = Failure::Target("no DC address to ask for".to_string());
     for target in targets {
         let started = Instant::now();
@@ -150,7 +150,7 @@ async fn connect_one(
                 health.connections.fetch_add(1, Relaxed);
                 let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                 health.connect_micros.fetch_add(micros, Relaxed);
-                return Ok(stream);
+                return Ok((stream, *target));
             }
             Ok(Err(failure)) => failure,
             Err(_) => Failure::Upstream(format!(
