@@ -4,7 +4,7 @@
 //! An upstream that cannot be reached, refuses the credentials or does not finish the SOCKS
 //! handshake in time is *down* for [`DOWN_FOR`]: later sessions skip it without a connect
 //! attempt, so no session waits a connect timeout on a known-dead upstream; the first session
-//! after that window tries it again. An upstream that is reachable but answers that the DC is
+//! after that window tries it again (alone: the others keep skipping it while it does). An upstream that is reachable but answers that the DC is
 //! not (a SOCKS reply error) stays up: that says nothing of the next DC. The DC address is sent
 //! as an IP (a DC host name from `mtproto.datacenters` is resolved here), so no name goes
 //! through the upstream's resolver.
@@ -51,6 +51,24 @@ impl UpstreamHealth {
             .is_none_or(|until| Instant::now() >= until)
     }
 
+    /// Whether this session may use it: yes when it is up; when its down window is over,
+    /// yes for this one session only (the window is renewed meanwhile, so the others keep
+    /// skipping it until the retry succeeds or fails).
+    fn claim(&self) -> bool {
+        let mut down_until = self
+            .down_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match *down_until {
+            None => true,
+            Some(until) if Instant::now() >= until => {
+                *down_until = Some(Instant::now() + DOWN_FOR);
+                true
+            }
+            Some(_) => false,
+        }
+    }
+
     fn set_down(&self, down: bool) {
         *self
             .down_until
@@ -91,7 +109,7 @@ pub async fn connect_via(
     let mut why = Vec::with_capacity(via.len());
     for upstream in via {
         let health = health(upstream);
-        if !health.is_up() {
+        if !health.claim() {
             why.push(format!("{upstream}: skipped, down after a recent failure"));
             continue;
         }
@@ -220,4 +238,24 @@ async fn resolve(addresses: &[DcAddr]) -> Vec<SocketAddr> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_upstream_is_skipped_then_retried_by_one_session_at_a_time() {
+        let health = UpstreamHealth::default();
+        assert!(health.claim() && health.claim(), "an upstream never seen failing is used");
+        health.set_down(true);
+        assert!(!health.is_up());
+        assert!(!health.claim(), "skipped inside its down window");
+        *health.down_until.lock().unwrap() = Some(Instant::now() - Duration::from_secs(1));
+        assert!(health.is_up());
+        assert!(health.claim(), "the window is over: one session retries it");
+        assert!(!health.claim(), "the others keep skipping it during that retry");
+        health.set_down(false);
+        assert!(health.claim() && health.is_up(), "the retry worked: used by all again");
+    }
 }
