@@ -16,7 +16,9 @@
 # route (off: a silent fake backend; live, learned: the backend relays to nginx, a real
 # TLS 1.3 site on loopback, see client_suite.sh), each in normal mode and with
 # mtproto.fast_mode: each time a frontgate with the defaults (ee-secret, wrong secret) and one
-# with `mtproto.allow_plain: true` (dd-secret). TDLib's check is its `pingProxy`, which
+# with `mtproto.allow_plain: true` (dd-secret); then once more (mimic off) with every DC
+# connection through `mtproto.via`, a microsocks on loopback (split mode). TDLib's check is
+# its `pingProxy`, which
 # answers only once its req_pq_multi got a resPQ back through the proxy.
 # Every DC id is mapped to the fake DC and TDLib is told it has no network, so it dials only
 # the proxy; when `unshare -n` works (root on Linux) the test runs in a fresh network
@@ -40,49 +42,71 @@ if [ "${1:-}" = "--inner" ]; then
     DOMAIN="tdlib.frontgate.test"
     suite_start_nginx || finish
 
+    # run_variant VARIANT MIMIC FAST [VIA_LINE]: TDLib against a frontgate with the defaults
+    # and one with allow_plain, each with MIMIC and fast_mode FAST (and VIA_LINE in its
+    # mtproto: block).
+    run_variant() {
+        local variant="$1" mimic="$2" fast="$3" via_line="${4:-}" fg plain port="" plain_port=""
+        local failed_before fg_pid="" plain_pid="" tdlog="$T/tdlib-$mimic-fast_$fast${4:+-via}.log"
+        fg="$T/frontgate-$mimic-fast_$fast${4:+-via}"
+        plain="$fg-allow_plain"
+        port port
+        port plain_port
+        with_via() { awk -v l="$via_line" '{ print } l != "" && /^  fast_mode:/ { print l }'; }
+        suite_frontgate_config "$port" "$fast" "$mimic" | with_via >"$fg.yaml"
+        suite_frontgate_config "$plain_port" "$fast" "$mimic" true | with_via >"$plain.yaml"
+        failed_before=$FAILED
+        # Every wait inside check.py is bounded; `timeout` also bounds a TDLib that hangs.
+        suite_check_start "$variant" "$fg.check.out" "$fg.check.err" \
+            timeout -k 5 240 "$PY" "$HERE/tdlib/check.py" --libtdjson "$LIBTDJSON" --label "$variant" \
+            --proxy-port "$port" --plain-port "$plain_port" --dc-port "$DC_PORT" \
+            --backend-port "$BACKEND_PORT" --secret "$SECRET" --disabled-secret "$DISABLED_SECRET" --domain "$DOMAIN" \
+            --tdlib-verbosity "${TDLIB_VERBOSITY:-0}" --tdlib-log "$tdlog" \
+            --mimic "$mimic" --upstream-port "$NGINX_PORT" --probes 2 || return 0
+        if suite_start_frontgate "$variant" "$fg.yaml" "$port"; then
+            fg_pid=$FG_PID
+            suite_wait_probe "$variant" "$fg.log" "$mimic"
+        fi
+        if suite_start_frontgate "$variant, allow_plain" "$plain.yaml" "$plain_port"; then
+            plain_pid=$FG_PID
+            suite_wait_probe "$variant, allow_plain" "$plain.log" "$mimic"
+        fi
+        suite_check_go
+        suite_check_wait "$variant"
+        [ -n "$fg_pid" ] && suite_frontgate_checks "$variant" "$fg_pid" "$fg.log" "$mimic"
+        [ -n "$plain_pid" ] && suite_frontgate_checks "$variant, allow_plain" "$plain_pid" "$plain.log"
+        if [ "$FAILED" -gt "$failed_before" ]; then
+            suite_tail "frontgate log" "$fg.log"
+            suite_tail "frontgate log (allow_plain)" "$plain.log"
+            suite_tail "check.py stderr" "$fg.check.err"
+            [ -f "$tdlog" ] && suite_tail "TDLib log" "$tdlog"
+        fi
+        # The next variant's check binds the same backend port: this one's frontgates go.
+        for pid in $fg_pid $plain_pid; do kill "$pid" 2>/dev/null; done
+    }
+
     # The same checks in every mimic mode, in normal mode and with mtproto.fast_mode.
     for mimic in $SUITE_MIMIC_MODES; do
         for fast in false true; do
             variant="mimic $mimic"
             [ "$fast" = true ] && variant="$variant, fast_mode"
-            fg="$T/frontgate-$mimic-fast_$fast"
-            plain="$fg-allow_plain"
-            port="" plain_port=""
-            port port
-            port plain_port
-            suite_frontgate_config "$port" "$fast" "$mimic" >"$fg.yaml"
-            suite_frontgate_config "$plain_port" "$fast" "$mimic" true >"$plain.yaml"
-            failed_before=$FAILED
-            # Every wait inside check.py is bounded; `timeout` also bounds a TDLib that hangs.
-            suite_check_start "$variant" "$fg.check.out" "$fg.check.err" \
-                timeout -k 5 240 "$PY" "$HERE/tdlib/check.py" --libtdjson "$LIBTDJSON" --label "$variant" \
-                --proxy-port "$port" --plain-port "$plain_port" --dc-port "$DC_PORT" \
-                --backend-port "$BACKEND_PORT" --secret "$SECRET" --disabled-secret "$DISABLED_SECRET" --domain "$DOMAIN" \
-                --tdlib-verbosity "${TDLIB_VERBOSITY:-0}" --tdlib-log "$T/tdlib-$mimic-fast_$fast.log" \
-                --mimic "$mimic" --upstream-port "$NGINX_PORT" --probes 2 || continue
-            fg_pid="" plain_pid=""
-            if suite_start_frontgate "$variant" "$fg.yaml" "$port"; then
-                fg_pid=$FG_PID
-                suite_wait_probe "$variant" "$fg.log" "$mimic"
-            fi
-            if suite_start_frontgate "$variant, allow_plain" "$plain.yaml" "$plain_port"; then
-                plain_pid=$FG_PID
-                suite_wait_probe "$variant, allow_plain" "$plain.log" "$mimic"
-            fi
-            suite_check_go
-            suite_check_wait "$variant"
-            [ -n "$fg_pid" ] && suite_frontgate_checks "$variant" "$fg_pid" "$fg.log" "$mimic"
-            [ -n "$plain_pid" ] && suite_frontgate_checks "$variant, allow_plain" "$plain_pid" "$plain.log"
-            if [ "$FAILED" -gt "$failed_before" ]; then
-                suite_tail "frontgate log" "$fg.log"
-                suite_tail "frontgate log (allow_plain)" "$plain.log"
-                suite_tail "check.py stderr" "$fg.check.err"
-                [ -f "$T/tdlib-$mimic-fast_$fast.log" ] && suite_tail "TDLib log" "$T/tdlib-$mimic-fast_$fast.log"
-            fi
-            # The next variant's check binds the same backend port: this one's frontgates go.
-            for pid in $fg_pid $plain_pid; do kill "$pid" 2>/dev/null; done
+            run_variant "$variant" "$mimic" "$fast"
         done
     done
+
+    # Split mode: every DC connection through a SOCKS5 upstream (microsocks on loopback).
+    # via_fallback_direct is false, so TDLib's pings can reach the fake DC only through it.
+    socks_port=""
+    port socks_port
+    microsocks -i 127.0.0.1 -p "$socks_port" >"$T/microsocks.log" 2>&1 &
+    PIDS+=("$!")
+    if wait_port "$socks_port"; then
+        ok "[mimic off, via microsocks] microsocks listens on 127.0.0.1:$socks_port"
+        run_variant "mimic off, via microsocks" off false "  via: [socks5://127.0.0.1:$socks_port]"
+    else
+        fail "[mimic off, via microsocks] microsocks listens on 127.0.0.1:$socks_port" \
+            "$(tail -n 3 "$T/microsocks.log") (apt-get install microsocks)"
+    fi
     finish
 fi
 

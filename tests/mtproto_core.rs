@@ -51,6 +51,8 @@ fn settings(dc_addr: SocketAddr, fast_mode: bool) -> MtprotoSettings {
         idle_timeout: Duration::from_secs(20),
         handshake_timeout: Duration::from_secs(5),
         prefer_ipv6: false,
+        via: Vec::new(),
+        via_fallback_direct: false,
     }
 }
 

@@ -17,7 +17,8 @@ pub(super) struct CheckArgs {
     #[command(flatten)]
     config: ConfigArg,
     /// Also connect to each `mtproto: true` route's backend and say whether fake flights
-    /// can mirror its answer (a TLS 1.2-only backend cannot be matched); exit 1 if not.
+    /// can mirror its answer (a TLS 1.2-only backend cannot be matched), and through each
+    /// `mtproto.via` upstream to DC 2; exit 1 if either fails.
     #[arg(long)]
     probe: bool,
 }
@@ -67,8 +68,8 @@ fn load_and_build(path: &Path) -> Result<config::Config, String> {
     Ok(config)
 }
 
-/// `check --probe`: one line per `mtproto: true` route's backend; false if any cannot be
-/// mirrored.
+/// `check --probe`: one line per `mtproto.via` upstream and per `mtproto: true` route's
+/// backend; false if an upstream does not reach DC 2 or a backend cannot be mirrored.
 fn probe_backends(config: &config::Config) -> bool {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -80,8 +81,20 @@ fn probe_backends(config: &config::Config) -> bool {
             return false;
         }
     };
-    let reports = runtime.block_on(probe::probe_routes(config, config.timeouts.connect));
+    let (reports, upstreams) = runtime.block_on(async {
+        let budget = config.timeouts.connect;
+        let upstreams = probe::probe_upstreams(config, budget).await;
+        (probe::probe_routes(config, budget).await, upstreams)
+    });
     let mut all_good = true;
+    for report in &upstreams {
+        if report.reached.is_ok() {
+            println!("frontgate: probe: {}", report.describe());
+        } else {
+            all_good = false;
+            eprintln!("frontgate: probe: {}", report.describe());
+        }
+    }
     for report in &reports {
         if report.answer.is_ok() {
             println!("frontgate: probe: {}", report.describe());

@@ -7,6 +7,7 @@ use std::fmt;
 use super::datacenters::DcTableError;
 use super::spans::Position;
 use super::table::DuplicateName;
+use super::via::ViaError;
 
 /// Why a route file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -281,6 +282,9 @@ pub enum Problem {
     /// A `mtproto.datacenters` entry that cannot be used.
     #[error(transparent)]
     Datacenter(#[from] DcTableError),
+    /// A `mtproto.via` entry that cannot be used.
+    #[error(transparent)]
+    Via(#[from] ViaError),
     /// `tls:` with only one of `cert` and `key`.
     #[error("`cert` and `key` go together: give both")]
     CertWithoutKey,

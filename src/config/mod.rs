@@ -20,6 +20,7 @@ pub mod users;
 pub mod users_file;
 pub mod users_write;
 mod values;
+pub mod via;
 pub mod warning;
 
 pub use datacenters::DcTable;
@@ -687,7 +688,23 @@ fn mtproto_settings(
         idle_timeout: timeouts.idle,
         handshake_timeout: timeouts.client_hello,
         prefer_ipv6: section.prefer_ipv6,
+        via: via_upstreams(&section.via)?,
+        via_fallback_direct: section.via_fallback_direct,
     })
+}
+
+/// `mtproto.via`: each URL parsed, a bad one reported at its list item.
+fn via_upstreams(list: &[String]) -> Result<Vec<via::ViaUpstream>, Fault> {
+    let at = |i: usize, e: via::ViaError| Fault::value(format!("mtproto.via[{i}]"), e);
+    let upstreams = list
+        .iter()
+        .enumerate()
+        .map(|(i, text)| via::ViaUpstream::parse(text).map_err(|e| at(i, e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    match via::find_duplicate(&upstreams) {
+        Some((i, e)) => Err(at(i, e)),
+        None => Ok(upstreams),
+    }
 }
 
 /// Where ACME state lives when `tls.acme.cache` is not given.

@@ -90,6 +90,11 @@ pub struct MtprotoSection {
     #[serde(default)]
     pub prefer_ipv6: bool,
     pub ad_tag: Option<String>,
+    /// SOCKS5 upstreams for DC connections (split mode).
+    #[serde(default)]
+    pub via: Vec<String>,
+    #[serde(default)]
+    pub via_fallback_direct: bool,
 }
 
 /// One entry of `routes:`.

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use super::datacenters::DcTable;
 use super::secret::Secret;
 use super::users::MtprotoUser;
+use super::via::ViaUpstream;
 
 /// The `mtproto:` block of the route file, resolved into values (CONFIG.md).
 #[derive(Debug, Clone)]
@@ -37,6 +38,11 @@ pub struct MtprotoSettings {
     pub handshake_timeout: Duration,
     /// Dial a built-in DC's IPv6 address before its IPv4 one.
     pub prefer_ipv6: bool,
+    /// `mtproto.via`: SOCKS5 upstreams that carry every DC connection, tried in order; empty
+    /// dials DCs directly.
+    pub via: Vec<ViaUpstream>,
+    /// `mtproto.via_fallback_direct`: dial the DC directly when every upstream is down.
+    pub via_fallback_direct: bool,
 }
 
 /// The longest MTProto user name.

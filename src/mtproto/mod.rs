@@ -40,6 +40,7 @@ pub mod replay;
 pub mod session;
 pub mod site_sample;
 pub mod state;
+pub mod upstreams;
 pub mod users;
 
 /// Test vectors vendored under `tests/data` (see its README and the licence beside them).

@@ -25,6 +25,7 @@ use crate::mtproto::mirror;
 use crate::mtproto::record_sizing::RecordSizing;
 use crate::mtproto::site_sample;
 use crate::mtproto::state::ProfileStore;
+use crate::mtproto::upstreams;
 
 /// What one route's backend answered the probe.
 #[derive(Debug)]
@@ -87,6 +88,54 @@ pub async fn probe_routes(config: &Config, budget: Duration) -> Vec<ProbeReport>
             route: label.to_string(),
             mimic: target.mimic,
             answer,
+        });
+    }
+    reports
+}
+
+/// The DC `check --probe` asks each `mtproto.via` upstream to reach.
+pub const PROBE_DC: i16 = 2;
+
+/// Whether one `mtproto.via` upstream reaches [`PROBE_DC`].
+#[derive(Debug)]
+pub struct UpstreamReport {
+    /// The upstream (`socks5://[user@]host:port`, never the password).
+    pub upstream: String,
+    /// How long the connection took to open, or why there was none.
+    pub reached: Result<Duration, String>,
+}
+
+impl UpstreamReport {
+    /// One line for the operator.
+    pub fn describe(&self) -> String {
+        match &self.reached {
+            Ok(took) => format!(
+                "upstream {}: reaches DC {PROBE_DC} (connected in {} ms)",
+                self.upstream,
+                took.as_millis()
+            ),
+            Err(why) => format!(
+                "upstream {}: cannot reach DC {PROBE_DC}: {why}",
+                self.upstream
+            ),
+        }
+    }
+}
+
+/// Connects through each `mtproto.via` upstream to DC 2's addresses (from the DC table, so
+/// an override is what the upstream is asked for), each attempt within `budget`.
+pub async fn probe_upstreams(config: &Config, budget: Duration) -> Vec<UpstreamReport> {
+    let Some(settings) = &config.mtproto else {
+        return Vec::new();
+    };
+    let addresses = settings
+        .datacenters
+        .addresses(PROBE_DC, settings.prefer_ipv6);
+    let mut reports = Vec::with_capacity(settings.via.len());
+    for upstream in &settings.via {
+        reports.push(UpstreamReport {
+            upstream: upstream.to_string(),
+            reached: upstreams::probe(upstream, &addresses, budget).await,
         });
     }
     reports

@@ -44,6 +44,7 @@ use crate::mtproto::record_sizing::{RecordSizing, SizingCursor};
 use crate::mtproto::records::{RecordDecoder, RecordEncoder, RecordError, FULL_RECORD_LEN};
 use crate::mtproto::replay::ReplayCache;
 use crate::mtproto::state::UserCounters;
+use crate::mtproto::upstreams;
 use crate::mtproto::users::{unix_now, Admission, RateLimits, Refusal, TokenBucket, UserRuntime};
 
 /// Raw client bytes allowed before the 64-byte init is complete (a real client needs ~75).
@@ -427,8 +428,8 @@ async fn establish(
     } = handshake;
     let dc_idx = client_obf.dc;
     let addresses = settings.datacenters.addresses(dc_idx, settings.prefer_ipv6);
-    let mut dc = match connect_dc(&addresses, settings.connect_timeout).await {
-        Ok(stream) => stream,
+    let (mut dc, dc_addr) = match connect_dc(&addresses, settings).await {
+        Ok(dialled) => dialled,
         Err(error) => {
             return Committed::DcUnreachable {
                 user,
@@ -468,7 +469,6 @@ async fn establish(
         decoder,
         sizing,
     };
-    let dc_addr = dc.peer_addr().ok();
     let (up, down, reason) = relay(
         client,
         dc,
@@ -488,9 +488,34 @@ async fn establish(
     }
 }
 
+/// Dials the client's DC: through `mtproto.via`'s SOCKS5 upstreams when there are any
+/// (directly only when none reached it and `via_fallback_direct` allows), else directly.
+/// Returns the stream and the DC address it reaches (not the upstream's).
+async fn connect_dc(
+    addresses: &[DcAddr],
+    settings: &MtprotoSettings,
+) -> io::Result<(TcpStream, Option<SocketAddr>)> {
+    let direct = || async {
+        let stream = connect_direct(addresses, settings.connect_timeout).await?;
+        let peer = stream.peer_addr().ok();
+        Ok((stream, peer))
+    };
+    if settings.via.is_empty() {
+        return direct().await;
+    }
+    match upstreams::connect_via(&settings.via, addresses, settings.connect_timeout).await {
+        Ok((stream, target)) => Ok((stream, Some(target))),
+        Err(error) if settings.via_fallback_direct => {
+            tracing::warn!(error = %error, "dialling the DC directly (mtproto.via_fallback_direct)");
+            direct().await
+        }
+        Err(error) => Err(error),
+    }
+}
+
 /// Dials the addresses in the order DC health gives (healthy and fastest first, dead last),
 /// each with its own timeout.
-async fn connect_dc(addresses: &[DcAddr], timeout: Duration) -> io::Result<TcpStream> {
+async fn connect_direct(addresses: &[DcAddr], timeout: Duration) -> io::Result<TcpStream> {
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no DC address configured");
     for addr in &dc_health::order(addresses) {
         let started = std::time::Instant::now();
@@ -845,6 +870,8 @@ mod tests {
             idle_timeout: Duration::from_secs(600),
             handshake_timeout,
             prefer_ipv6: false,
+            via: Vec::new(),
+            via_fallback_direct: false,
         }
     }
 

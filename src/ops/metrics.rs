@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::forward::pool::Pool;
 use crate::mtproto::state::UserCounters;
+use crate::mtproto::upstreams::UpstreamHealth;
 use crate::mtproto::users::Refusal;
 
 /// What the endpoint reads from the running gateway at each request.
@@ -44,6 +45,17 @@ pub struct LiveValues {
     /// Whether the gateway serves now: its configuration is loaded and every listen address it
     /// should serve has a running listener. `/healthz` answers 200 only when true.
     pub healthy: bool,
+    /// Each `mtproto.via` SOCKS5 upstream, in order.
+    pub upstreams: Vec<UpstreamView>,
+}
+
+/// One `mtproto.via` upstream as the metrics endpoint shows it.
+#[derive(Debug, Clone)]
+pub struct UpstreamView {
+    /// `host:port`.
+    pub label: String,
+    /// Its health and counters.
+    pub health: Arc<UpstreamHealth>,
 }
 
 /// One MTProto user as the metrics endpoint shows them.
@@ -293,6 +305,11 @@ struct UserStateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UserRefusalLabels {
     user: String,
     reason: String,
@@ -351,7 +368,8 @@ impl Live {
             }
         }
         self.encode_user_gauges(encoder)?;
-        self.encode_user_refusals(encoder)
+        self.encode_user_refusals(encoder)?;
+        self.encode_upstreams(encoder)
     }
 }
 
@@ -495,6 +513,59 @@ impl Live {
                     None,
                 )
         })
+    }
+
+    /// Each `mtproto.via` upstream: whether sessions use it now, DC connections opened and
+    /// failed through it, and the seconds its connections took to open (divide by the
+    /// connections for the mean). Left out without upstreams.
+    fn encode_upstreams(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::metrics::MetricType;
+        if self.0.upstreams.is_empty() {
+            return Ok(());
+        }
+        let labels = |view: &UpstreamView| UpstreamLabels {
+            upstream: view.label.clone(),
+        };
+        let mut up = encoder.encode_descriptor(
+            "frontgate_mtproto_upstream_up",
+            "1 if sessions use the SOCKS5 upstream now, 0 while it is skipped after a failure",
+            None,
+            MetricType::Gauge,
+        )?;
+        for view in &self.0.upstreams {
+            gauge(u64::from(view.health.is_up())).encode(up.encode_family(&labels(view))?)?;
+        }
+        type Read = fn(&UpstreamHealth) -> u64;
+        let series: [(&str, &str, Read); 2] = [
+            (
+                "frontgate_mtproto_upstream_connections",
+                "DC connections opened through each SOCKS5 upstream",
+                |h| h.connections.load(Relaxed),
+            ),
+            (
+                "frontgate_mtproto_upstream_failures",
+                "Failed DC connection attempts through each SOCKS5 upstream",
+                |h| h.failures.load(Relaxed),
+            ),
+        ];
+        for (name, help, read) in series {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for view in &self.0.upstreams {
+                ConstCounter::new(read(&view.health))
+                    .encode(family.encode_family(&labels(view))?)?;
+            }
+        }
+        let mut seconds = encoder.encode_descriptor(
+            "frontgate_mtproto_upstream_connect_seconds",
+            "Seconds the DC connections through each SOCKS5 upstream took to open, summed",
+            None,
+            MetricType::Counter,
+        )?;
+        for view in &self.0.upstreams {
+            let micros = view.health.connect_micros.load(Relaxed);
+            ConstCounter::new(micros as f64 / 1e6).encode(seconds.encode_family(&labels(view))?)?;
+        }
+        Ok(())
     }
 
     /// Valid secrets refused by user policy, per user and reason.
@@ -695,6 +766,7 @@ mod tests {
             ],
             pools: Vec::new(),
             healthy: true,
+            upstreams: Vec::new(),
         };
         let metrics = Metrics::default();
         metrics.connection_closed("a\"b\\c", "closed", 1, 2);

@@ -20,8 +20,9 @@ use crate::admission::loop_guard::OutboundAddrs;
 use crate::config::Config;
 use crate::conn::context::{Context, Snapshot};
 use crate::forward::shutdown::ShutdownSwitch;
+use crate::mtproto::upstreams;
 use crate::mtproto::{probe, users};
-use crate::ops::metrics::{self, LiveValues, Metrics, UserView};
+use crate::ops::metrics::{self, LiveValues, Metrics, UpstreamView, UserView};
 use crate::server::port_holder;
 use crate::server::registry::{self, BuildError};
 use crate::server::shutdown::ShutdownReport;
@@ -154,6 +155,16 @@ fn live_values(ctx: &Context, serving: &ArcSwapOption<Serving>) -> LiveValues {
         // A gateway holds a loaded configuration from `start` on (a refused reload keeps the
         // old one), so what is left to ask is whether every listener runs.
         healthy: serving.load().as_ref().is_some_and(|s| s.all_running()),
+        upstreams: snapshot
+            .config
+            .mtproto
+            .iter()
+            .flat_map(|settings| &settings.via)
+            .map(|upstream| UpstreamView {
+                label: upstream.label(),
+                health: upstreams::health(upstream),
+            })
+            .collect(),
     }
 }
 

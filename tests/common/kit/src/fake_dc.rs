@@ -22,6 +22,8 @@ pub struct DcSeen {
     pub tag: [u8; 4],
     /// Decrypted DC index.
     pub dc: i16,
+    /// Who connected: the proxy, or the SOCKS server it went through.
+    pub peer: SocketAddr,
 }
 
 /// A running fake DC.
@@ -44,7 +46,7 @@ pub fn serve(listener: TcpListener, raw_echo: Option<[u8; 4]>) -> FakeDc {
     let addr = listener.local_addr().unwrap();
     let (tx, seen) = mpsc::unbounded_channel();
     tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
+        while let Ok((mut sock, peer)) = listener.accept().await {
             sock.set_nodelay(true).ok();
             let tx = tx.clone();
             tokio::spawn(async move {
@@ -63,6 +65,7 @@ pub fn serve(listener: TcpListener, raw_echo: Option<[u8; 4]>) -> FakeDc {
                     wire_init,
                     tag,
                     dc: i16::from_le_bytes([plain[60], plain[61]]),
+                    peer,
                 });
                 if !TAGS.contains(&tag) {
                     return;
