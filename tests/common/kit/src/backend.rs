@@ -109,17 +109,35 @@ pub async fn raw_echo(listener: TcpListener) {
 
 /// Reads until EOF or an error, shows each read to `each` (which may change the bytes in
 /// place) and writes it back; then closes the sending side.
+///
+/// Full duplex, like a real server: reading goes on while a write waits, the chunks not yet
+/// written queued in between. A read-then-write loop deadlocks behind a peer that is itself
+/// a one-direction-at-a-time copier (microsocks: one thread, blocking writes, and it serves
+/// its client side first): both end up blocked writing to the other. The queue holds at
+/// most what the peer sent and has not read back, which the tests bound.
 pub async fn echo_back(stream: &mut TcpStream, mut each: impl FnMut(&mut [u8])) {
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        each(&mut buf[..n]);
-        if stream.write_all(&buf[..n]).await.is_err() {
-            break;
+    let (mut reader, mut writer) = stream.split();
+    let (queue, mut queued) = mpsc::unbounded_channel::<Vec<u8>>();
+    let read_side = async move {
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            each(&mut buf[..n]);
+            if queue.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
         }
-    }
-    let _ = stream.shutdown().await;
+    };
+    let write_side = async move {
+        while let Some(chunk) = queued.recv().await {
+            if writer.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = writer.shutdown().await;
+    };
+    tokio::join!(read_side, write_side);
 }
