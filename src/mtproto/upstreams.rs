@@ -247,15 +247,24 @@ mod tests {
     #[test]
     fn a_failed_upstream_is_skipped_then_retried_by_one_session_at_a_time() {
         let health = UpstreamHealth::default();
-        assert!(health.claim() && health.claim(), "an upstream never seen failing is used");
+        assert!(
+            health.claim() && health.claim(),
+            "an upstream never seen failing is used"
+        );
         health.set_down(true);
         assert!(!health.is_up());
         assert!(!health.claim(), "skipped inside its down window");
         *health.down_until.lock().unwrap() = Some(Instant::now() - Duration::from_secs(1));
         assert!(health.is_up());
         assert!(health.claim(), "the window is over: one session retries it");
-        assert!(!health.claim(), "the others keep skipping it during that retry");
+        assert!(
+            !health.claim(),
+            "the others keep skipping it during that retry"
+        );
         health.set_down(false);
-        assert!(health.claim() && health.is_up(), "the retry worked: used by all again");
+        assert!(
+            health.claim() && health.is_up(),
+            "the retry worked: used by all again"
+        );
     }
 }
