@@ -9,6 +9,8 @@ mod common;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use common::fake_dc;
@@ -464,8 +466,22 @@ async fn dc_session(
     started.elapsed()
 }
 
-/// A TLS site that completes handshakes and reports the server name each one asked for.
+/// A TLS site (TLS 1.3, as a mirrored site is) that completes handshakes and reports the
+/// server name each one asked for.
 async fn tls_site(name: &str) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let (addr, asked, _) = counted_tls_site(name).await;
+    (addr, asked)
+}
+
+/// [`tls_site`], also counting the TCP connections it accepted (complete handshakes or not:
+/// a mirror reads the first flight and leaves).
+async fn counted_tls_site(
+    name: &str,
+) -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+    std::sync::Arc<AtomicUsize>,
+) {
     use rustls::pki_types::pem::PemObject as _;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let leaf = TestCa::new().leaf(name);
@@ -483,8 +499,11 @@ async fn tls_site(name: &str) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiv
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Relaxed);
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
                 if let Ok(tls) = acceptor.accept(stream).await {
@@ -494,7 +513,40 @@ async fn tls_site(name: &str) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiv
             });
         }
     });
-    (addr, rx)
+    (addr, rx, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fake_flight_mirrors_the_server_the_pool_gives_not_the_first_written() {
+    const SECRET: [u8; 16] = [0xa1; 16];
+    const SNI: &str = "proxy.example.com";
+    // The backup is written first: a mirror dialling `to` in the order written would ask it.
+    let (backup, _, backup_accepted) = counted_tls_site(SNI).await;
+    let (primary, _, primary_accepted) = counted_tls_site(SNI).await;
+    let mut dc = fake_dc::spawn().await;
+    let (_gateway, addr) = gateway(&format!(
+        "mtproto:\n  users: {{ alice: {} }}\n  datacenters: {{ 2: ['{}'] }}\nroutes:\n  - sni: {SNI}\n    mtproto: true\n    mimic: live\n    to: {{ servers: [{{addr: '{backup}', backup: true}}, {{addr: '{primary}'}}] }}\n",
+        hex::encode(SECRET),
+        dc.addr,
+    ))
+    .await;
+    // The start-up probe and site download have asked the primary.
+    eventually("the start-up probe", || primary_accepted.load(Relaxed) >= 2).await;
+    let before = primary_accepted.load(Relaxed);
+    // The session's hello is mirrored (live). The kit's hello gets an alert from this
+    // rustls site, which the route then remembers as not mirrorable: one mirror is all a
+    // session here causes.
+    dc_session(addr, &SECRET, SNI, &mut dc).await;
+    assert_eq!(
+        primary_accepted.load(Relaxed),
+        before + 1,
+        "the session's flight was mirrored from the primary"
+    );
+    assert_eq!(
+        backup_accepted.load(Relaxed),
+        0,
+        "the backup server was never asked while the primary is up"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@ use clap::Args;
 
 use super::ConfigArg;
 use crate::config;
+use crate::forward::pool::Pools;
 use crate::mtproto::probe;
 use crate::ops::summary;
 use crate::server::registry::{self, BuildError};
@@ -84,7 +85,11 @@ fn probe_backends(config: &config::Config) -> bool {
     let (reports, upstreams) = runtime.block_on(async {
         let budget = config.timeouts.connect;
         let upstreams = probe::probe_upstreams(config, budget).await;
-        (probe::probe_routes(config, budget).await, upstreams)
+        let no_gateway = Pools::default();
+        (
+            probe::probe_routes(config, &no_gateway, budget).await,
+            upstreams,
+        )
     });
     let mut all_good = true;
     for report in &upstreams {

@@ -8,9 +8,8 @@ use arc_swap::ArcSwap;
 
 use crate::admission::limits::ConnectionCounts;
 use crate::admission::loop_guard::OutboundAddrs;
-use crate::config::pool::PoolSettings;
 use crate::config::{AddressSet, Config, TlsSettings};
-use crate::forward::pool::Pool;
+use crate::forward::pool::Pools;
 use crate::mtproto::state::MtprotoState;
 use crate::ops::metrics::Metrics;
 use crate::tls::TlsTerminator;
@@ -26,7 +25,7 @@ pub struct Snapshot {
     pub terminators: HashMap<TlsSettings, Arc<TlsTerminator>>,
     /// The health and counts of every route's backends, by pool settings (routes with equal
     /// pools share one).
-    pub pools: HashMap<PoolSettings, Arc<Pool>>,
+    pub pools: Pools,
     /// The MTProto core's replay cache and counters, when `mtproto:` is configured.
     pub mtproto: Option<MtprotoState>,
     /// The networks of the configuration's `deny_file`, as read when the snapshot was built.

@@ -18,7 +18,7 @@ use crate::conn::context::{Context, Snapshot};
 use crate::conn::hello::{self, ClientHello, FirstFlight, PeekError, Peeked};
 use crate::conn::router;
 use crate::forward::idle::deadline_after;
-use crate::forward::pool::{Lease, Pool};
+use crate::forward::pool::{self, Lease};
 use crate::forward::prefixed::PrefixedStream;
 use crate::forward::proxy_out;
 use crate::forward::relay::{self, RelayEnd, RelayStats, Side, SideError};
@@ -390,6 +390,8 @@ async fn dispatch(
                         head: proxy_out::encode(forward.proxy_protocol, record.client, conn.local),
                         budget: conn.config.timeouts.connect,
                         outbound: conn.ctx.outbound.clone(),
+                        pool: pool::running_or_fresh(&snapshot.pools, &forward.pool),
+                        client: client_ip,
                     };
                     let core = Core { settings, state };
                     let shutdown = conn.shutdown;
@@ -491,12 +493,8 @@ async fn open_backend(
     // Each attempt is announced to the loop guard before it connects: the other end of a
     // loop can be accepted before `connect` returns here.
     let outbound = &conn.ctx.outbound;
-    // Every route's pool is built with its snapshot; a fresh one (no memory) is the safe
-    // answer should one be missing.
-    let pool = match conn.snapshot.pools.get(&forward.pool) {
-        Some(pool) => pool.clone(),
-        None => Pool::new(forward.pool.clone()),
-    };
+    // Every route's pool is built with its snapshot.
+    let pool = pool::running_or_fresh(&conn.snapshot.pools, &forward.pool);
     let connected = pool
         .connect(record.client.ip(), conn.config.timeouts.connect, |addr| {
             outbound.connecting(addr)

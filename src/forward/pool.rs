@@ -9,6 +9,7 @@
 //! backend is found without waiting for the checks; the pool logs that once per outage.
 
 use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
@@ -25,6 +26,18 @@ use crate::config::pool::{Balance, PoolServer, PoolSettings, PASSIVE_RETRY};
 pub const LATENCY_BUCKETS: [f64; 11] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
+
+/// The running pools of a snapshot, by their settings (routes with equal pools share one).
+pub type Pools = HashMap<PoolSettings, Arc<Pool>>;
+
+/// The running pool of `settings` in `pools`; a fresh one (every server up, no memory) when
+/// there is none, the safe answer for a caller with no running gateway (`check --probe`).
+pub fn running_or_fresh(pools: &Pools, settings: &PoolSettings) -> Arc<Pool> {
+    match pools.get(settings) {
+        Some(pool) => pool.clone(),
+        None => Pool::new(settings.clone()),
+    }
+}
 
 /// The runtime state of one pool.
 #[derive(Debug)]
@@ -327,7 +340,8 @@ impl Pool {
 
     /// Connects a client from `client` to the pool's servers in [`Pool::order`], each
     /// address bounded by `timeout`; `announce` is called with each address before
-    /// connecting to it (as [`super::upstream::connect`]). Every failed server counts toward
+    /// connecting to it (the fronting-loop guard must know where we connect before the other
+    /// end can be accepted). Every failed server counts toward
     /// its `fall`; a successful connect resets its failure streak.
     pub async fn connect<A>(
         self: &Arc<Self>,

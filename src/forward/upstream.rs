@@ -1,7 +1,5 @@
-//! Connecting to a route's backends: each `to` entry in order, each resolved address in
-//! order, every attempt bounded by `timeouts.connect`. The caller is told of every attempt
-//! before it starts (the fronting-loop guard must know where we connect before the other end
-//! can be accepted).
+//! Connecting to one backend: resolving its name, and one connect bounded by
+//! `timeouts.connect`. The order of the backends and their health are [`super::pool`]'s.
 
 use std::io;
 use std::net::SocketAddr;
@@ -17,38 +15,6 @@ use crate::config::Upstream;
 pub struct ConnectError {
     /// `address: reason` for every attempt made, in order.
     pub attempts: Vec<String>,
-}
-
-/// Connects to the first reachable backend of `upstreams`; returns the stream, the address it
-/// reached and what `announce` returned for that attempt. `announce` is called with each
-/// address just before connecting to it; what it returns for a failed attempt is dropped
-/// before the next one starts.
-pub async fn connect<A>(
-    upstreams: &[Upstream],
-    timeout: Duration,
-    mut announce: impl FnMut(SocketAddr) -> A,
-) -> Result<(TcpStream, SocketAddr, A), ConnectError> {
-    let mut attempts = Vec::new();
-    for upstream in upstreams {
-        let addrs = match resolve(upstream, timeout).await {
-            Ok(addrs) => addrs,
-            Err(why) => {
-                attempts.push(why);
-                continue;
-            }
-        };
-        for addr in addrs {
-            let announced = announce(addr);
-            match connect_one(addr, timeout).await {
-                Ok(stream) => return Ok((stream, addr, announced)),
-                Err(e) => attempts.push(format!("{addr}: {e}")),
-            }
-        }
-    }
-    if attempts.is_empty() {
-        attempts.push("the route has no backend".to_string());
-    }
-    Err(ConnectError { attempts })
 }
 
 /// The addresses of `upstream`: its literal IP, or what its name resolves to within

@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 
 use crate::admission::loop_guard::OutboundAddrs;
 use crate::config::{MimicMode, MtprotoRoute, MtprotoSettings};
+use crate::forward::pool::Pool;
 use crate::forward::shutdown::Shutdown;
 use crate::mtproto::faketls::{random_cert_len, verify_client_hello, FakeTlsReject};
 use crate::mtproto::mimic::{FlightProfile, HelloShape, MimicError};
@@ -42,6 +43,10 @@ pub struct Mirror<'a> {
     pub budget: Duration,
     /// The fronting-loop guard the mirror's backend connection registers with.
     pub outbound: Arc<OutboundAddrs>,
+    /// The route's running pool: the mirror asks the server the client's fronting would reach.
+    pub pool: Arc<Pool>,
+    /// The client the hello came from (the pool's `client_hash` key).
+    pub client: IpAddr,
 }
 
 /// The MTProto core a connection is checked against: the route file's settings and the
@@ -315,9 +320,9 @@ async fn live_profile(
     raw_hello: &[u8],
     session_id: &[u8],
 ) -> Result<FlightProfile, LiveError> {
-    let forward = &mirror.target.forward;
     let answer = mirror::backend_flight(
-        forward,
+        &mirror.pool,
+        mirror.client,
         &mirror.head,
         raw_hello,
         mirror.budget,
@@ -346,6 +351,7 @@ fn refresh_in_background(
         shape.clone(),
     );
     let (head, budget, outbound) = (mirror.head.clone(), mirror.budget, mirror.outbound.clone());
+    let (pool, client) = (mirror.pool.clone(), mirror.client);
     let (raw_hello, session_id, store) = (raw_hello.to_vec(), session_id.to_vec(), store.clone());
     tokio::spawn(async move {
         let mirror = Mirror {
@@ -354,6 +360,8 @@ fn refresh_in_background(
             head,
             budget,
             outbound,
+            pool,
+            client,
         };
         match live_profile(&mirror, &raw_hello, &session_id).await {
             Ok(profile) => store.learn(&route, &shape, Ok(profile)),

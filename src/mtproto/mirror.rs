@@ -8,6 +8,7 @@
 //! client's session goes on, so the backend sees a client that gave up after its hello.
 
 use std::io;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,8 +16,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::admission::loop_guard::OutboundAddrs;
-use crate::config::Forward;
-use crate::forward::upstream::{self, ConnectError};
+use crate::forward::pool::Pool;
+use crate::forward::upstream::ConnectError;
 use crate::mtproto::mimic::{self, Arrival, MAX_FLIGHT_LEN};
 
 /// The longest a flight whose end cannot be seen in its records must stay quiet to count as
@@ -48,9 +49,12 @@ pub enum MirrorError {
 
 /// Sends `head` (the route's PROXY header, if any) and `hello` to the route's backend and
 /// returns its first flight, within `budget` for the connect and the answer together. The
-/// connection is registered with the fronting-loop guard like every backend connection.
+/// backend is the one the route's `pool` gives a connection from `client` (balance and health
+/// as for every connection; a failed connect counts against the server), and the connection
+/// is registered with the fronting-loop guard like every backend connection.
 pub async fn backend_flight(
-    forward: &Forward,
+    pool: &Arc<Pool>,
+    client: IpAddr,
     head: &[u8],
     hello: &[u8],
     budget: Duration,
@@ -58,9 +62,13 @@ pub async fn backend_flight(
 ) -> Result<Vec<u8>, MirrorError> {
     let started = Instant::now();
     let deadline = started.checked_add(budget).unwrap_or(started);
-    let (mut backend, _, connecting) =
-        upstream::connect(&forward.upstreams, budget, |addr| outbound.connecting(addr)).await?;
-    let _registration = connecting.connected(backend.local_addr()?);
+    let connected = pool
+        .connect(client, budget, |addr| outbound.connecting(addr))
+        .await?;
+    let _registration = connected
+        .announced
+        .connected(connected.stream.local_addr()?);
+    let mut backend = connected.stream;
     let mut request = Vec::with_capacity(head.len() + hello.len());
     request.extend_from_slice(head);
     request.extend_from_slice(hello);

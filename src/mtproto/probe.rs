@@ -19,6 +19,7 @@ use rustls::pki_types::ServerName;
 
 use crate::admission::loop_guard::OutboundAddrs;
 use crate::config::{Action, Config, MimicMode, MtprotoRoute, NamePattern};
+use crate::forward::pool::{self, Pool, Pools};
 use crate::forward::proxy_out;
 use crate::mtproto::mimic::FlightProfile;
 use crate::mtproto::mirror;
@@ -78,12 +79,14 @@ pub fn probe_hello(server_name: &str) -> Option<Vec<u8>> {
 }
 
 /// Probes the backend of every `mtproto: true` route of `config` whose mimic mode is not
-/// `off` (and `default:` with `mtproto: true`), each within `budget`.
-pub async fn probe_routes(config: &Config, budget: Duration) -> Vec<ProbeReport> {
+/// `off` (and `default:` with `mtproto: true`), each within `budget`, through the route's
+/// running pool in `pools` (a fresh one without a running gateway).
+pub async fn probe_routes(config: &Config, pools: &Pools, budget: Duration) -> Vec<ProbeReport> {
     let outbound = Arc::new(OutboundAddrs::default());
     let mut reports = Vec::new();
     for (label, target) in mirrored_routes(config) {
-        let answer = probe_one(label, target, budget, &outbound).await;
+        let pool = pool::running_or_fresh(pools, &target.forward.pool);
+        let answer = probe_one(label, target, &pool, budget, &outbound).await;
         reports.push(ProbeReport {
             route: label.to_string(),
             mimic: target.mimic,
@@ -181,9 +184,11 @@ impl SizingReport {
 
 /// Downloads `/` from the backend of every route whose probe found a TLS 1.3 site
 /// (`probed`; a backend that cannot be mirrored has no records worth learning), each within
-/// `budget`, and keeps the record sizes of each site's answer in `store`.
+/// `budget` through the route's running pool in `pools`, and keeps the record sizes of each
+/// site's answer in `store`.
 pub async fn learn_record_sizes(
     config: &Config,
+    pools: &Pools,
     probed: &[ProbeReport],
     store: &ProfileStore,
     budget: Duration,
@@ -199,13 +204,16 @@ pub async fn learn_record_sizes(
         let forward = &target.forward;
         let head = proxy_out::encode(forward.proxy_protocol, LOOPBACK, LOOPBACK);
         let name = probe_name(label);
-        let sizing = site_sample::response_records(forward, &head, &name, budget, &outbound)
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|records| {
-                RecordSizing::from_site_records(&records)
-                    .ok_or_else(|| format!("its answer to `GET /` had {} record(s)", records.len()))
-            });
+        let pool = pool::running_or_fresh(pools, &forward.pool);
+        let sizing =
+            site_sample::response_records(&pool, LOOPBACK.ip(), &head, &name, budget, &outbound)
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|records| {
+                    RecordSizing::from_site_records(&records).ok_or_else(|| {
+                        format!("its answer to `GET /` had {} record(s)", records.len())
+                    })
+                });
         if let Ok(sizing) = &sizing {
             store.learn_sizing(label, sizing.clone());
         }
@@ -249,6 +257,7 @@ fn probe_name(label: &str) -> String {
 async fn probe_one(
     label: &str,
     target: &MtprotoRoute,
+    pool: &Arc<Pool>,
     budget: Duration,
     outbound: &Arc<OutboundAddrs>,
 ) -> Result<FlightProfile, String> {
@@ -259,7 +268,7 @@ async fn probe_one(
     let forward = &target.forward;
     // A backend that expects a PROXY header gets one.
     let head = proxy_out::encode(forward.proxy_protocol, LOOPBACK, LOOPBACK);
-    let answer = mirror::backend_flight(forward, &head, &hello, budget, outbound)
+    let answer = mirror::backend_flight(pool, LOOPBACK.ip(), &head, &hello, budget, outbound)
         .await
         .map_err(|e| e.to_string())?;
     FlightProfile::from_backend(&answer, &session_id).map_err(|e| e.to_string())

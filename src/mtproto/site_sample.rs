@@ -14,6 +14,7 @@
 //! ([`crate::forward::any_chain`]).
 
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -24,9 +25,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 
 use crate::admission::loop_guard::OutboundAddrs;
-use crate::config::Forward;
 use crate::forward::any_chain;
-use crate::forward::upstream::{self, ConnectError};
+use crate::forward::pool::Pool;
+use crate::forward::upstream::ConnectError;
 
 /// How long the sampler waits after the handshake for session tickets before it asks.
 pub const TICKET_PAUSE: Duration = Duration::from_millis(100);
@@ -61,11 +62,12 @@ pub enum SampleError {
     Timeout(Duration),
 }
 
-/// Downloads `/` from the route's backend as `server_name` (after `head`, the route's PROXY
-/// header, if any) within `budget`, and returns the lengths of the site's application-data
+/// Downloads `/` from the route's backend (the server its `pool` gives `client`) as
+/// `server_name` (after `head`, the route's PROXY header, if any) within `budget`, and returns the lengths of the site's application-data
 /// records of the response, in order.
 pub async fn response_records(
-    forward: &Forward,
+    pool: &Arc<Pool>,
+    client: IpAddr,
     head: &[u8],
     server_name: &str,
     budget: Duration,
@@ -75,9 +77,13 @@ pub async fn response_records(
     let name = ServerName::try_from(server_name.to_string())
         .map_err(|_| SampleError::BadName(server_name.to_string()))?;
     let within = Within { deadline, budget };
-    let (mut backend, _, connecting) =
-        upstream::connect(&forward.upstreams, budget, |addr| outbound.connecting(addr)).await?;
-    let _registration = connecting.connected(backend.local_addr()?);
+    let connected = pool
+        .connect(client, budget, |addr| outbound.connecting(addr))
+        .await?;
+    let _registration = connected
+        .announced
+        .connected(connected.stream.local_addr()?);
+    let mut backend = connected.stream;
     within.run(backend.write_all(head)).await??;
     let connector =
         tokio_rustls::TlsConnector::from(Arc::new(any_chain::client_config(&[b"http/1.1"])?));

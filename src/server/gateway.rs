@@ -81,7 +81,7 @@ fn hint(addr: SocketAddr, e: &io::Error) -> String {
 fn report_backends(snapshot: Arc<Snapshot>) {
     tokio::spawn(async move {
         let config = &snapshot.config;
-        let probed = probe::probe_routes(config, config.timeouts.connect).await;
+        let probed = probe::probe_routes(config, &snapshot.pools, config.timeouts.connect).await;
         for report in &probed {
             match report.answer {
                 Ok(_) => tracing::info!(route = %report.route, "{}", report.describe()),
@@ -91,8 +91,14 @@ fn report_backends(snapshot: Arc<Snapshot>) {
         let Some(state) = &snapshot.mtproto else {
             return;
         };
-        let learned =
-            probe::learn_record_sizes(config, &probed, &state.profiles, SITE_SAMPLE_BUDGET).await;
+        let learned = probe::learn_record_sizes(
+            config,
+            &snapshot.pools,
+            &probed,
+            &state.profiles,
+            SITE_SAMPLE_BUDGET,
+        )
+        .await;
         for report in learned {
             tracing::info!(route = %report.route, "{}", report.describe());
         }
