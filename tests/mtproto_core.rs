@@ -65,6 +65,8 @@ fn no_mirror(route: &MtprotoRoute) -> Mirror<'_> {
         head: Vec::new(),
         budget: Duration::from_secs(1),
         outbound: Arc::default(),
+        pool: frontgate::forward::pool::Pool::new(route.forward.pool.clone()),
+        client: std::net::Ipv4Addr::LOCALHOST.into(),
     }
 }
 

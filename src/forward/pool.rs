@@ -467,6 +467,57 @@ mod tests {
 
     const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
+    #[tokio::test]
+    async fn connect_falls_through_to_the_next_server_announcing_each_attempt() {
+        let refused = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead = refused.local_addr().unwrap();
+        drop(refused);
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live_addr = live.local_addr().unwrap();
+        let both = pool(
+            Balance::First,
+            &[
+                (&dead.to_string(), 1, false),
+                (&live_addr.to_string(), 1, false),
+            ],
+        );
+        let mut announced = Vec::new();
+        let connected = both
+            .connect(CLIENT, Duration::from_secs(2), |addr| {
+                announced.push(addr);
+                addr
+            })
+            .await
+            .unwrap();
+        assert_eq!(connected.addr, live_addr);
+        assert_eq!(
+            connected.announced, live_addr,
+            "the successful attempt's announcement comes back"
+        );
+        assert_eq!(
+            announced,
+            [dead, live_addr],
+            "every attempt is announced first"
+        );
+        assert_eq!(
+            both.servers[1].active.load(Relaxed),
+            1,
+            "the lease counts it"
+        );
+        drop(connected);
+        assert_eq!(both.servers[1].active.load(Relaxed), 0);
+        let only_dead = pool(Balance::First, &[(&dead.to_string(), 1, false)]);
+        let err = only_dead
+            .connect(CLIENT, Duration::from_secs(2), drop)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with(&format!("no backend reachable: {dead}: ")),
+            "{err}"
+        );
+    }
+
     #[test]
     fn smooth_round_robin_follows_the_weights() {
         let pool = pool(
