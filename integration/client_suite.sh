@@ -62,12 +62,8 @@ suite_start_nginx() {
         return 1
     fi
     cat >"$d/nginx.conf" <<EOF
-daemon off;
+$(nginx_main "$d/nginx.pid" "$d/error.log" info 64)
 master_process off;
-worker_processes 1;
-pid $d/nginx.pid;
-error_log $d/error.log info;
-events { worker_connections 64; }
 http {
     access_log off;
     $(nginx_temp_paths "$d/tmp")

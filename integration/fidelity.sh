@@ -120,11 +120,7 @@ done
 # ---------------------------------------------------------------- backends
 port P_TLS13; port P_TLS4K; port P_TLS12; port P_HTTP; port P_PYOSSL; port P_RUSTLS; port P_DC
 cat >"$T/nginx/nginx.conf" <<EOF
-daemon off;
-worker_processes 1;
-pid $T/nginx/nginx.pid;
-error_log $T/nginx/logs/error.log warn;
-events { worker_connections 1024; }
+$(nginx_main "$T/nginx/nginx.pid" "$T/nginx/logs/error.log" warn 1024)
 http {
     default_type application/octet-stream;
     access_log off;

@@ -47,6 +47,9 @@
 # nginx
 #   nginx_temp_paths DIR    the five *_temp_path directives (one line) with every temporary
 #                           file under DIR, so an unprivileged nginx never writes outside it.
+#   nginx_main PID_FILE ERROR_LOG LEVEL CONNECTIONS
+#                           the main context of a test nginx: in the foreground, one worker,
+#                           its pid and error log where given, CONNECTIONS per worker.
 #
 # Numbers (benchmarks)
 #   median                  the median of the numbers on stdin (one a line); `n/a` if none.
@@ -223,6 +226,10 @@ busy_pct() {
 }
 
 # ---------------------------------------------------------------- nginx
+nginx_main() {
+    printf 'daemon off;\nworker_processes 1;\npid %s;\nerror_log %s %s;\nevents { worker_connections %s; }\n' "$1" "$2" "$3" "$4"
+}
+
 nginx_temp_paths() {
     local d=$1
     echo "client_body_temp_path $d/client_body; proxy_temp_path $d/proxy; fastcgi_temp_path $d/fastcgi; uwsgi_temp_path $d/uwsgi; scgi_temp_path $d/scgi;"

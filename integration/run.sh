@@ -105,11 +105,7 @@ server() { # server NAME PORT [LISTEN-EXTRA]
 EOF
 }
 cat >"$T/nginx/nginx.conf" <<EOF
-daemon off;
-worker_processes 1;
-pid $T/nginx/nginx.pid;
-error_log $T/nginx/logs/error.log warn;
-events { worker_connections 1024; }
+$(nginx_main "$T/nginx/nginx.pid" "$T/nginx/logs/error.log" warn 1024)
 http {
     default_type text/plain;
     $(nginx_temp_paths "$T/nginx")

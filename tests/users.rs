@@ -244,8 +244,20 @@ async fn stats_and_metrics_show_each_users_state_quota_and_refusals() {
     let (mut w, mut r) = session(addr, &ALICE, SNI, LOCAL).await.unwrap();
     client::echo(&mut w, &mut r, 100_000).await;
 
-    let stats: serde_json::Value =
-        serde_json::from_str(&http_get(metrics, "/stats").await).unwrap();
+    // The relay counts a chunk once its write has finished, which can be just after the
+    // client has read it: wait (bounded) until the echo's 200 kB are all counted.
+    let deadline = Instant::now() + SOON;
+    let stats = loop {
+        let stats: serde_json::Value =
+            serde_json::from_str(&http_get(metrics, "/stats").await).unwrap();
+        let left = stats["mtproto_users"]["alice"]["quota_left"]
+            .as_u64()
+            .unwrap();
+        if left <= 10_000_000 - 200_000 || Instant::now() > deadline {
+            break stats;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let users = &stats["mtproto_users"];
     assert_eq!(users["bob"]["state"], "disabled");
     assert_eq!(users["bob"]["refusals"]["disabled"], 1);
