@@ -5,7 +5,7 @@
 #   FRONTGATE=/path/to/frontgate integration/tdlib.sh
 #   KEEP=1 integration/tdlib.sh          # keep the temp dir (configs, logs)
 #   TDLIB_VERBOSITY=4 KEEP=1 ...         # TDLib's own log into the temp dir (tdlib-*.log)
-#   TDLIB_PYTHON=/venv/bin/python ...    # a Python that already has cryptography (no pip install)
+#   TDLIB_PYTHON=/venv/bin/python ...    # a Python that already has cryptography and Xray-core
 #   LIBTDJSON=/path/libtdjson.so ...     # a libtdjson.so at hand (no wheel download)
 #   NO_NETNS=1 ...                       # do not use a private network namespace
 #
@@ -17,7 +17,9 @@
 # TLS 1.3 site on loopback, see client_suite.sh), each in normal mode and with
 # mtproto.fast_mode: each time a frontgate with the defaults (ee-secret, wrong secret) and one
 # with `mtproto.allow_plain: true` (dd-secret); then once more (mimic off) with every DC
-# connection through `mtproto.via`, a microsocks on loopback (split mode). TDLib's check is
+# connection through `mtproto.via`, a microsocks on loopback (split mode), and once through
+# the README's split-mode recipe: Xray (the Xray-core wheel) with a SOCKS inbound and a
+# VLESS + REALITY outbound to a second Xray on loopback (integration/xray_recipe.py). TDLib's check is
 # its `pingProxy`, which
 # answers only once its req_pq_multi got a resPQ back through the proxy.
 # Every DC id is mapped to the fake DC and TDLib is told it has no network, so it dials only
@@ -33,6 +35,8 @@ SUITE=tdlib
 CLIENT=TDLib
 SAFEGUARDS="the DC overrides and TDLib's networkTypeNone"
 PYTHON_TELEGRAM=python-telegram==2.0.0
+# Xray (Go) as a Python extension: the tunnel of the split-mode recipe variant.
+XRAY_CORE=Xray-core==1.8.26.13
 # shellcheck source=integration/client_suite.sh
 . "$HERE/client_suite.sh"
 
@@ -47,8 +51,10 @@ if [ "${1:-}" = "--inner" ]; then
     # mtproto: block).
     run_variant() {
         local variant="$1" mimic="$2" fast="$3" via_line="${4:-}" fg plain port="" plain_port=""
-        local failed_before fg_pid="" plain_pid="" tdlog="$T/tdlib-$mimic-fast_$fast${4:+-via}.log"
-        fg="$T/frontgate-$mimic-fast_$fast${4:+-via}"
+        local failed_before fg_pid="" plain_pid="" slug
+        slug="$(printf '%s' "$variant" | tr -cs 'A-Za-z0-9' '_')"
+        local tdlog="$T/tdlib-$slug.log"
+        fg="$T/frontgate-$slug"
         plain="$fg-allow_plain"
         port port
         port plain_port
@@ -107,6 +113,37 @@ if [ "${1:-}" = "--inner" ]; then
         fail "[mimic off, via microsocks] microsocks listens on 127.0.0.1:$socks_port" \
             "$(tail -n 3 "$T/microsocks.log") (apt-get install microsocks)"
     fi
+
+    # Split mode as README.md's recipe writes it: Xray's SOCKS inbound (password auth) with a
+    # VLESS + REALITY outbound to a "foreign" Xray on loopback, whose freedom outbound sends
+    # from 127.0.0.9 (xray_recipe.py). TDLib's pings reach the fake DC only through both.
+    variant="mimic off, via Xray (the README's recipe)"
+    xray_socks="" xray_vless=""
+    port xray_socks
+    port xray_vless
+    if xray_auth="$("$PY" "$HERE/xray_recipe.py" --readme "$ROOT/README.md" --out "$T" \
+        --socks-port "$xray_socks" --vless-port "$xray_vless" --dest "127.0.0.1:$NGINX_PORT" \
+        --server-name "$DOMAIN" --send-through 127.0.0.9 2>"$T/xray-recipe.err")"; then
+        "$PY" "$HERE/xray_recipe.py" --run "$T/xray-server.json" >"$T/xray-server.log" 2>&1 &
+        PIDS+=("$!")
+        "$PY" "$HERE/xray_recipe.py" --run "$T/xray-client.json" >"$T/xray-client.log" 2>&1 &
+        PIDS+=("$!")
+        if wait_port "$xray_vless" && wait_port "$xray_socks"; then
+            ok "[$variant] both Xrays listen (VLESS + REALITY on $xray_vless, SOCKS on $xray_socks)"
+            run_variant "$variant" off false "  via: [socks5://$xray_auth@127.0.0.1:$xray_socks]"
+            # Each DC connection went out of the "foreign" Xray, not from frontgate.
+            if grep -Eq "accepted tcp:127\.0\.0\.1:$DC_PORT( |\$)" "$T/xray-server-access.log" 2>/dev/null; then
+                ok "[$variant] the foreign Xray carried the DC connections (its access log)"
+            else
+                fail "[$variant] the foreign Xray carried the DC connections (its access log)" \
+                    "$(tail -n 3 "$T/xray-server-access.log" 2>&1)"
+            fi
+        else
+            fail "[$variant] both Xrays listen" "$(tail -n 3 "$T/xray-server.log" "$T/xray-client.log")"
+        fi
+    else
+        fail "[$variant] the README's Xray recipe made runnable" "$(tail -n 3 "$T/xray-recipe.err")"
+    fi
     finish
 fi
 
@@ -115,7 +152,7 @@ fi
 install_tdlib() {
     PY="${TDLIB_PYTHON:-}"
     if [ -z "$PY" ]; then
-        suite_venv cryptography cryptography || return 1
+        suite_venv "cryptography and Xray-core" cryptography "$XRAY_CORE" || return 1
     fi
     lib_from="${LIBTDJSON:-}"
     if [ -z "${LIBTDJSON:-}" ]; then

@@ -86,6 +86,11 @@ fn serve(listen: &str, dc: bool) -> ! {
         if dc {
             let mut dc = fake_dc::serve(listener, Some(TAG_BULK));
             while let Some(seen) = dc.seen.recv().await {
+                // Who connected: the proxy, or the tunnel it dials through.
+                eprintln!(
+                    "bench-mtproto-client dc: connection from {} (dc {})",
+                    seen.peer, seen.dc
+                );
                 if !TAGS.contains(&seen.tag) {
                     eprintln!(
                         "bench-mtproto-client dc: bad protocol tag {:02x?} (dc {}); closed",
