@@ -25,7 +25,8 @@ fn hex(secret: &[u8; 16]) -> String {
     secret.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// One instance of the fleet: alice (no quota) and bob (`bob_quota` bytes, total) on a.test,
+/// One instance of the fleet (a generous `redis_timeout`: on a loaded machine a slow answer
+/// would rightly be a local decision, which is not what these checks are about): alice (no quota) and bob (`bob_quota` bytes, total) on a.test,
 /// fronted to `site`, sharing state through `redis`.
 async fn instance(
     redis: &RedisServer,
@@ -34,7 +35,7 @@ async fn instance(
     bob_quota: u64,
 ) -> (Gateway, SocketAddr) {
     gateway(&format!(
-        "metrics: {{ listen: 127.0.0.1:0 }}\nstate: {{ redis: \"{}\", redis_timeout: 200ms }}\nmtproto:\n  datacenters: {{ 2: [{dc}] }}\n  users:\n    alice: {}\n    bob:\n      secret: {}\n      quota: {{bytes: {bob_quota}, period: total}}\nroutes:\n  - sni: a.test\n    mtproto: true\n    mimic: off\n    to: {site}\n",
+        "metrics: {{ listen: 127.0.0.1:0 }}\nstate: {{ redis: \"{}\", redis_timeout: 2s }}\nmtproto:\n  datacenters: {{ 2: [{dc}] }}\n  users:\n    alice: {}\n    bob:\n      secret: {}\n      quota: {{bytes: {bob_quota}, period: total}}\nroutes:\n  - sni: a.test\n    mtproto: true\n    mimic: off\n    to: {site}\n",
         redis.url(),
         hex(&ALICE),
         hex(&BOB),
@@ -116,7 +117,11 @@ async fn a_hello_seen_by_one_instance_is_a_replay_on_the_other_through_an_outage
     // Accepted by A, then replayed through the balancer to B: B fronts it to the site.
     let hello = alice_hello();
     assert!(served(a_addr, &hello).await, "A serves a fresh hello");
-    assert!(!served(b_addr, &hello).await, "B fronts A's hello");
+    assert!(
+        !served(b_addr, &hello).await,
+        "B fronts A's hello: {}",
+        common::log_capture::text()
+    );
     assert!(!served(a_addr, &hello).await, "and so does A");
     // B serves fresh hellos of its own, which A then fronts.
     let own = alice_hello();
@@ -181,18 +186,18 @@ async fn a_hello_seen_by_one_instance_is_a_replay_on_the_other_through_an_outage
     );
 }
 
-/// What Redis holds for bob's quota period (one key: a `total` quota, never reset).
+/// What Redis holds for bob's quota period (one key: a `total` quota, never reset); 0
+/// before the first push.
 async fn fleet_count(redis: &RedisServer) -> u64 {
     let keys = redis
         .command(&["KEYS", "frontgate:usage:bob:*"])
         .await
         .unwrap();
-    let key = keys
-        .lines()
-        .find(|l| l.starts_with("frontgate:"))
-        .unwrap_or_else(|| panic!("bob's key: {keys:?}"))
-        .to_string();
-    let value = redis.command(&["GET", &key]).await.unwrap();
+    let Some(key) = keys.lines().find(|l| l.starts_with("frontgate:")) else {
+        assert_eq!(keys, "*0\r\n", "no key yet");
+        return 0;
+    };
+    let value = redis.command(&["GET", key]).await.unwrap();
     value
         .lines()
         .nth(1)
@@ -216,7 +221,7 @@ async fn counts_agree(redis: &RedisServer, a: &Gateway, b: &Gateway) -> u64 {
             own_count(a).await,
             own_count(b).await,
         );
-        if fleet == own_a + own_b {
+        if fleet > 0 && fleet == own_a + own_b {
             return fleet;
         }
         assert!(
