@@ -56,6 +56,20 @@ async fn metrics(gateway: &Gateway) -> String {
     text
 }
 
+/// `/stats` of `gateway`.
+async fn stats(gateway: &Gateway) -> serde_json::Value {
+    let addr = gateway.metrics_addr().expect("metrics endpoint runs");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /stats HTTP/1.1\r\nHost: fleet\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
 /// The value of the sample `series` (name and labels exactly as exposed) in `text`.
 fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|line| {
@@ -148,6 +162,8 @@ async fn a_hello_seen_by_one_instance_is_a_replay_on_the_other_through_an_outage
         fallbacks >= Some(1.0),
         "the local decision is counted:\n{text}"
     );
+    let stats = stats(&b).await;
+    assert_eq!(stats["state_redis"]["up"], false, "{stats}");
     // B would accept `during` now (an outage leaves each instance on its own cache); it is
     // kept unseen by B to check the resync.
 

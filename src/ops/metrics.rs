@@ -258,8 +258,22 @@ impl Metrics {
             "refused": refused,
             "mtproto_users": users,
             "backends": backends_json(&values.pools),
+            "state_redis": values.shared.as_deref().map(shared_state_json),
         })
     }
+}
+
+/// `/stats`' `state_redis`: whether Redis answers, the fallbacks by kind, the resyncs.
+fn shared_state_json(shared: &SharedState) -> serde_json::Value {
+    let fallbacks: BTreeMap<&str, u64> = Fallback::ALL
+        .iter()
+        .map(|kind| (kind.label(), shared.fallbacks[*kind as usize].load(Relaxed)))
+        .collect();
+    serde_json::json!({
+        "up": shared.is_up(),
+        "fallbacks": fallbacks,
+        "resyncs": shared.resyncs.load(Relaxed),
+    })
 }
 
 /// `/stats`' `backends`: route -> server -> its health and counters.
