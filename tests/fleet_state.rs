@@ -312,3 +312,58 @@ async fn a_quota_counts_the_whole_fleet_and_an_outage_is_pushed_once() {
 async fn echo_until_closed_at((mut w, mut r): (client::Writer, client::Reader), total: usize) {
     client::echo(&mut w, &mut r, total / 2).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_never_answers_leaves_the_instance_serving_on_its_own() {
+    common::log_capture::start();
+    let nothing = RefusingPort::new();
+    let site = Backend::start("site").await;
+    let dc = fake_dc::spawn().await;
+    let url = format!("redis://:{PASSWORD}@{}/0", nothing.addr());
+    let (gw, addr) = gateway(&format!(
+        "metrics: {{ listen: 127.0.0.1:0 }}\nstate: {{ redis: \"{url}\" }}\nmtproto:\n  datacenters: {{ 2: [{}] }}\n  users:\n    alice: {}\nroutes:\n  - sni: a.test\n    mtproto: true\n    mimic: off\n    to: {}\n",
+        dc.addr,
+        hex(&ALICE),
+        site.addr,
+    ))
+    .await;
+    let shown = format!("redis://:***@{}/0", nothing.addr());
+    let warned = || {
+        common::log_capture::text()
+            .lines()
+            .filter(|l| l.contains("Redis does not answer") && l.contains(&shown))
+            .count()
+    };
+    let started = Instant::now();
+    while warned() == 0 {
+        assert!(
+            started.elapsed() < SOON,
+            "no warning for a Redis that never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let hello = alice_hello();
+    assert!(served(addr, &hello).await, "served on the local cache");
+    assert!(!served(addr, &hello).await, "whose replays are fronted");
+    // Pings keep failing every second: still one warning for the one outage.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(warned(), 1);
+    let text = metrics(&gw).await;
+    assert_eq!(
+        sample(&text, "frontgate_state_redis_up"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "frontgate_state_redis_resyncs_total"),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            "frontgate_state_redis_fallbacks_total{kind=\"replay\"}"
+        ) >= Some(1.0),
+        "{text}"
+    );
+}

@@ -10,7 +10,7 @@
 //! deltas on its next tick).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -29,6 +29,13 @@ pub const BACKGROUND_TIMEOUT: Duration = Duration::from_secs(1);
 /// Most replay keys remembered for the push after an outage (the oldest go first); at 32
 /// bytes and an instant each, a few megabytes.
 pub const MAX_PENDING: usize = 100_000;
+
+/// Redis has not answered a ping yet.
+const UNKNOWN: u8 = 0;
+/// Redis answered last time.
+const UP: u8 = 1;
+/// Redis failed last time.
+const DOWN: u8 = 2;
 
 /// The prefix of every key frontgate writes.
 pub const KEY_PREFIX: &str = "frontgate:";
@@ -59,7 +66,8 @@ impl Fallback {
 pub struct SharedState {
     settings: RedisSettings,
     connection: ConnectionManager,
-    up: AtomicBool,
+    /// [`UNKNOWN`], [`UP`] or [`DOWN`].
+    health: AtomicU8,
     /// Decisions made without Redis, by [`Fallback`] in [`Fallback::ALL`] order.
     pub fallbacks: [AtomicU64; 2],
     /// Times Redis came back and the outage's replay keys were pushed.
@@ -90,8 +98,8 @@ impl SharedState {
         let state = Arc::new(SharedState {
             settings: settings.clone(),
             connection,
-            // Down until the first ping answers: nothing waits on a Redis that never was.
-            up: AtomicBool::new(false),
+            // Not asked until the first ping answers: nothing waits on a Redis that never was.
+            health: AtomicU8::new(UNKNOWN),
             fallbacks: Default::default(),
             resyncs: AtomicU64::new(0),
             pending: Mutex::default(),
@@ -107,7 +115,7 @@ impl SharedState {
 
     /// Whether Redis answered last time it was asked.
     pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
+        self.health.load(Ordering::Relaxed) == UP
     }
 
     /// Counts a decision made without Redis.
@@ -170,9 +178,9 @@ impl SharedState {
         }
     }
 
-    /// Marks Redis down, with one warning per outage.
+    /// Marks Redis down, with one warning per outage (and one when it never answered).
     fn mark_down(&self, why: &str) {
-        if self.up.swap(false, Ordering::Relaxed) {
+        if self.health.swap(DOWN, Ordering::Relaxed) != DOWN {
             tracing::warn!(
                 redis = %self.settings.shown(),
                 error = %why,
@@ -205,7 +213,7 @@ impl SharedState {
         }
         match self.push_pending().await {
             Ok(pushed) => {
-                self.up.store(true, Ordering::Relaxed);
+                self.health.store(UP, Ordering::Relaxed);
                 self.resyncs.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
                     redis = %self.settings.shown(),
@@ -221,13 +229,10 @@ impl SharedState {
     /// it is); the keys stay pending if Redis fails midway.
     async fn push_pending(&self) -> Result<usize, String> {
         let now = Instant::now();
-        let keys: Vec<([u8; KEY_LEN], Instant)> = {
+        let (taken, keys): (usize, Vec<([u8; KEY_LEN], Instant)>) = {
             let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-            pending
-                .iter()
-                .filter(|(_, end)| *end > now)
-                .copied()
-                .collect()
+            let live = pending.iter().filter(|(_, end)| *end > now).copied();
+            (pending.len(), live.collect())
         };
         let mut connection = self.connection.clone();
         for chunk in keys.chunks(1000) {
@@ -243,11 +248,11 @@ impl SharedState {
                 Err(_) => return Err(format!("no answer within {BACKGROUND_TIMEOUT:?}")),
             }
         }
+        // The keys taken were pushed or had expired; those remembered while the push ran
+        // (behind them) are pushed next time.
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        let pushed = keys.len().min(pending.len());
-        // Keys remembered while the push ran stay for the next outage's push (they were
-        // admitted while Redis counted as down).
-        pending.drain(..pushed);
+        let done = taken.min(pending.len());
+        pending.drain(..done);
         Ok(keys.len())
     }
 }
