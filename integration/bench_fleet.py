@@ -53,8 +53,9 @@ def one_hello(target, secret):
         data = recv_exact(conn, 5, first)
         if data[:3] != b"\x16\x03\x03":
             return None
-        data = recv_exact(conn, 5 + int.from_bytes(data[3:5], "big") + 11, data)
-        data = recv_exact(conn, len(data) + int.from_bytes(data[-2:], "big"), data)
+        app_at = 5 + int.from_bytes(data[3:5], "big") + 6
+        data = recv_exact(conn, app_at + 5, data)
+        data = recv_exact(conn, app_at + 5 + int.from_bytes(data[app_at + 3 : app_at + 5], "big"), data)
         ok, _, _ = verify_flight(data, secret, random)
         return took if ok else None
 
