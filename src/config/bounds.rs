@@ -110,6 +110,13 @@ pub const MAX_CONNECTIONS_PER_IP: CountRange = CountRange {
     max: 10_000_000,
 };
 
+/// `state.redis_timeout`: a hello waits at most this for the fleet-wide replay check; past
+/// seconds, a client notices the stall.
+pub const REDIS_TIMEOUT: DurationRange = DurationRange {
+    min: millis(1),
+    max: secs(5),
+};
+
 /// `mtproto.replay_cache`: entries are held in memory (about a hundred bytes each), so ten
 /// million is about a gigabyte.
 pub const REPLAY_CACHE: CountRange = CountRange {

@@ -268,11 +268,12 @@ pub enum Problem {
         /// Where the other definition is (`file:line:column`).
         other: String,
     },
-    /// `state.redis`, which needs the fleet mode.
-    #[error(
-        "a shared Redis state is not supported yet; remove state.redis to keep state on this host"
-    )]
-    RedisUnsupported,
+    /// A `state.redis` URL that cannot be used.
+    #[error(transparent)]
+    RedisUrl(#[from] super::redis::RedisUrlError),
+    /// `state.redis_timeout` without `state.redis`.
+    #[error("`redis_timeout` bounds the wait for `state.redis`, which is not set")]
+    RedisTimeoutWithoutRedis,
     /// `mtproto.ad_tag`, which needs middle-proxy mode.
     #[error(
         "middle-proxy mode (promoted channels) is not supported yet; remove ad_tag to run in \

@@ -11,6 +11,7 @@ pub mod mtproto;
 pub mod netpolicy;
 mod places;
 pub mod pool;
+pub mod redis;
 pub mod secret;
 mod spans;
 pub mod table;
@@ -121,6 +122,9 @@ pub struct Config {
     /// `state.dir`, resolved against the route file's directory: the users' usage is kept
     /// there across restarts. `None`: usage lives in memory only.
     pub state_dir: Option<PathBuf>,
+    /// `state.redis`: the Redis server the fleet shares its replay cache and user usage
+    /// through. `None`: both stay in this process.
+    pub redis: Option<redis::RedisSettings>,
     /// The global `allow`/`deny` lists, checked at accept (after the inbound PROXY header
     /// for trusted balancers).
     pub access: AccessLists,
@@ -484,12 +488,12 @@ fn compile(
     }
 
     let warnings = warnings(mtproto.as_ref(), users_file, metrics, &places);
-    let state_dir = match file.state {
-        Some(state) if state.redis.is_some() => {
-            return Err(Fault::key("state.redis", Problem::RedisUnsupported));
+    let (state_dir, redis) = match file.state {
+        Some(state) => {
+            let redis = shared_state(&state)?;
+            (state.dir, redis)
         }
-        Some(state) => state.dir,
-        None => None,
+        None => (None, None),
     };
     Ok(Config {
         listen,
@@ -506,9 +510,32 @@ fn compile(
         warnings,
         places,
         state_dir,
+        redis,
         access: netpolicy::access_lists(&file.allow, &file.deny),
         deny_file: file.deny_file,
     })
+}
+
+/// The validated `state.redis` and `state.redis_timeout`, if Redis is configured.
+fn shared_state(state: &model::StateSection) -> Result<Option<redis::RedisSettings>, Fault> {
+    let timeout = duration(
+        &state.redis_timeout,
+        "state.redis_timeout",
+        bounds::REDIS_TIMEOUT,
+        redis::DEFAULT_REDIS_TIMEOUT,
+    )?;
+    let Some(url) = &state.redis else {
+        if state.redis_timeout.is_some() {
+            return Err(Fault::key(
+                "state.redis_timeout",
+                Problem::RedisTimeoutWithoutRedis,
+            ));
+        }
+        return Ok(None);
+    };
+    redis::RedisSettings::parse(url, timeout)
+        .map(Some)
+        .map_err(|e| Fault::value("state.redis", e))
 }
 
 /// Every listen address and the metrics address can be bound together: none given twice,

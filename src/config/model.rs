@@ -42,8 +42,10 @@ pub struct RouteFile {
 pub struct StateSection {
     /// The state directory (usage counters).
     pub dir: Option<PathBuf>,
-    /// A fleet-wide store: not supported yet.
+    /// The fleet-wide store (`config::redis`).
     pub redis: Option<String>,
+    /// The longest a hello's decision waits for Redis.
+    pub redis_timeout: Option<DurationValue>,
 }
 
 /// `timeouts:`; every key optional.

@@ -849,3 +849,39 @@ fn bad_pools_are_refused_at_their_line_and_column() {
         "{err}"
     );
 }
+
+#[test]
+fn the_shared_redis_is_checked_at_its_line_and_column() {
+    let config = parse_ok(&with(
+        "state: {redis: \"redis://:pw@127.0.0.1:6379/0\", redis_timeout: 20ms}\ndefault: { to: 127.0.0.1:2 }\n",
+    ));
+    let redis = config.redis.expect("state.redis");
+    assert_eq!(redis.shown(), "redis://:***@127.0.0.1:6379/0");
+    assert_eq!(redis.timeout, Duration::from_millis(20));
+    let default = parse_ok(&with(
+        "state: {redis: redis://127.0.0.1/0}\ndefault: { to: 127.0.0.1:2 }\n",
+    ));
+    assert_eq!(
+        default.redis.map(|r| r.timeout),
+        Some(crate::config::redis::DEFAULT_REDIS_TIMEOUT)
+    );
+    let cases = [
+        (
+            "state:\n  redis: \"http://:pw@127.0.0.1:6379\"\n",
+            "test.yaml:3:10: state.redis: `http://:***@127.0.0.1:6379` is not a Redis URL this frontgate can use (the scheme must be redis:// or redis+unix://)",
+        ),
+        (
+            "state: {redis: \"redis://127.0.0.1/0\", redis_timeout: 10s}\n",
+            "test.yaml:2:54: state.redis_timeout: 10s is longer than the maximum of 5s",
+        ),
+        (
+            "state:\n  dir: /tmp\n  redis_timeout: 10ms\n",
+            "test.yaml:4:3: state.redis_timeout: `redis_timeout` bounds the wait for `state.redis`, which is not set",
+        ),
+    ];
+    for (lines, want) in cases {
+        let got = parse_err(&with(&format!("{lines}default: {{ to: 127.0.0.1:2 }}\n")));
+        assert!(got.starts_with(want), "{got}\nwanted {want}");
+        assert!(!got.contains("pw@"), "{got}");
+    }
+}

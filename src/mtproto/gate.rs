@@ -179,7 +179,7 @@ pub async fn fake_tls(
         }
     };
     auth.user = candidates[auth.user];
-    if !state.replay.insert_if_new(&auth.random) {
+    if !state.replay.insert_if_new(&auth.random).await {
         auth_failed(client_ip, "replayed handshake");
         return Gate::Fallback {
             client,

@@ -18,6 +18,8 @@
 //! - [`records`]: the TLS record layer after the handshake, in place.
 //! - [`record_sizing`]: the sizes of the records sent to a client, shaped like the site's.
 //! - [`replay`]: bounded memory of accepted handshakes.
+//! - [`replay_guard`]: the replay check: the local cache, then the fleet's in Redis.
+//! - [`shared_state`]: the fleet-wide state in Redis (`state.redis`) and its outages.
 //! - [`obfuscated2`]: the 64-byte init, key derivation and AES-256-CTR on both legs.
 //! - [`site_sample`]: one HTTPS download from a route's site, to learn its record sizes.
 //! - [`session`]: one client session: handshake, DC connect, relay, counters.
@@ -37,7 +39,9 @@ pub mod probe;
 pub mod record_sizing;
 pub mod records;
 pub mod replay;
+pub mod replay_guard;
 pub mod session;
+pub mod shared_state;
 pub mod site_sample;
 pub mod state;
 pub mod upstreams;

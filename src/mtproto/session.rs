@@ -42,7 +42,7 @@ use crate::mtproto::obfuscated2::{
 };
 use crate::mtproto::record_sizing::{RecordSizing, SizingCursor};
 use crate::mtproto::records::{RecordDecoder, RecordEncoder, RecordError, FULL_RECORD_LEN};
-use crate::mtproto::replay::ReplayCache;
+use crate::mtproto::replay_guard::ReplayGuard;
 use crate::mtproto::state::UserCounters;
 use crate::mtproto::upstreams;
 use crate::mtproto::users::{unix_now, Admission, RateLimits, Refusal, TokenBucket, UserRuntime};
@@ -315,7 +315,7 @@ pub async fn serve_plain(
     first_bytes: Vec<u8>,
     settings: &MtprotoSettings,
     users: &[Arc<UserRuntime>],
-    replay: &ReplayCache,
+    replay: &ReplayGuard,
     client_ip: IpAddr,
     shutdown: &Shutdown,
 ) -> SessionOutcome {
@@ -341,7 +341,7 @@ pub async fn serve_plain(
     };
     let mut key = [0u8; 32];
     key.copy_from_slice(&init[8..40]);
-    if !replay.insert_if_new(&key) {
+    if !replay.insert_if_new(&key).await {
         return fallback(client, raw, FallbackReason::Replayed);
     }
     let (Some(runtime), Some(config)) = (users.get(user), settings.users.get(user)) else {
@@ -889,7 +889,7 @@ mod tests {
             Vec::new(),
             &settings(Duration::MAX),
             &[],
-            &ReplayCache::new(16),
+            &ReplayGuard::local(crate::mtproto::replay::ReplayCache::new(16)),
             IpAddr::from([127, 0, 0, 1]),
             &crate::forward::shutdown::ShutdownSwitch::new().subscribe(),
         )

@@ -14,6 +14,8 @@ use crate::config::MtprotoSettings;
 use crate::mtproto::mimic::{FlightProfile, HelloShape};
 use crate::mtproto::record_sizing::RecordSizing;
 use crate::mtproto::replay::ReplayCache;
+use crate::mtproto::replay_guard::{self, ReplayGuard};
+use crate::mtproto::shared_state::SharedState;
 use crate::mtproto::users::UserRuntime;
 
 /// Live traffic counters of one user, read by the metrics endpoint. Byte counts are the
@@ -28,8 +30,11 @@ pub struct UserCounters {
     pub bytes_from_client: AtomicU64,
     /// Bytes written to clients.
     pub bytes_to_client: AtomicU64,
-    /// Bytes both ways in the current quota period.
+    /// Bytes both ways in the current quota period, on this instance.
     pub period_bytes: AtomicU64,
+    /// Bytes the rest of the fleet counted in the current quota period, as Redis said last
+    /// (`state.redis`; 0 without it). The quota is held against both together.
+    pub fleet_period_bytes: AtomicU64,
     /// When the current quota period began (Unix seconds; 0 for a `total` quota).
     pub period_start: AtomicI64,
     /// Distinct client addresses with a live session.
@@ -49,7 +54,14 @@ impl UserCounters {
         };
         if self.reset_applied.fetch_max(at, Ordering::Relaxed) < at {
             self.period_bytes.store(0, Ordering::Relaxed);
+            self.fleet_period_bytes.store(0, Ordering::Relaxed);
         }
+    }
+
+    /// Bytes both ways in the current quota period, the whole fleet's.
+    pub fn quota_bytes(&self) -> u64 {
+        let own = self.period_bytes.load(Ordering::Relaxed);
+        own.saturating_add(self.fleet_period_bytes.load(Ordering::Relaxed))
     }
 
     /// Counts `n` bytes read from a client (and against the quota period).
@@ -71,8 +83,8 @@ impl UserCounters {
 pub struct MtprotoState {
     /// One per user, in `MtprotoSettings::users` order.
     pub users: Vec<Arc<UserRuntime>>,
-    /// Digests of accepted hellos (and plain inits).
-    pub replay: Arc<ReplayCache>,
+    /// Digests of accepted hellos (and plain inits), here and, with `state.redis`, fleet-wide.
+    pub replay: ReplayGuard,
     /// What each `mtproto: true` route's backend answered last, for `mimic: learned` and
     /// for live mirrors that fail.
     pub profiles: Arc<ProfileStore>,
@@ -176,7 +188,7 @@ impl MtprotoState {
                 .iter()
                 .map(|user| Arc::new(UserRuntime::new(&user.policy)))
                 .collect(),
-            replay: Arc::new(ReplayCache::new(settings.replay_cache)),
+            replay: ReplayGuard::local(ReplayCache::new(settings.replay_cache)),
             profiles: Arc::default(),
         }
     }
@@ -211,6 +223,18 @@ impl MtprotoState {
         }
         next.profiles = running.profiles.clone();
         next
+    }
+
+    /// The same state checking replays against `shared` too (`state.redis`), or locally only.
+    pub fn sharing(mut self, settings: &MtprotoSettings, shared: Option<Arc<SharedState>>) -> Self {
+        let window = replay_guard::fleet_window(settings.max_clock_skew);
+        self.replay = self.replay.sharing(shared.map(|shared| (shared, window)));
+        self
+    }
+
+    /// The fleet-wide state, with `state.redis`.
+    pub fn shared(&self) -> Option<&Arc<SharedState>> {
+        self.replay.shared()
     }
 
     /// Each user's name with their counters, for the metrics endpoint.

@@ -141,7 +141,7 @@ impl UserRuntime {
         }
         if let Some(quota) = &policy.quota {
             self.roll_period(quota.period_start(now));
-            if self.counters.period_bytes.load(Ordering::Relaxed) >= quota.bytes {
+            if self.counters.quota_bytes() >= quota.bytes {
                 return Err(Refusal::OverQuota);
             }
         }
@@ -159,6 +159,7 @@ impl UserRuntime {
                 .is_ok()
         {
             counters.period_bytes.store(0, Ordering::Relaxed);
+            counters.fleet_period_bytes.store(0, Ordering::Relaxed);
         }
     }
 

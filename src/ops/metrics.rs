@@ -29,6 +29,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::forward::pool::Pool;
+use crate::mtproto::shared_state::{Fallback, SharedState};
 use crate::mtproto::state::UserCounters;
 use crate::mtproto::upstreams::UpstreamHealth;
 use crate::mtproto::users::Refusal;
@@ -47,6 +48,8 @@ pub struct LiveValues {
     pub healthy: bool,
     /// Each `mtproto.via` SOCKS5 upstream, in order.
     pub upstreams: Vec<UpstreamView>,
+    /// The fleet-wide state in Redis, with `state.redis`.
+    pub shared: Option<Arc<SharedState>>,
 }
 
 /// One `mtproto.via` upstream as the metrics endpoint shows it.
@@ -84,7 +87,7 @@ impl UserView {
 
     /// Bytes left of the quota this period.
     fn quota_left(&self) -> Option<u64> {
-        let used = self.counters.period_bytes.load(Relaxed);
+        let used = self.counters.quota_bytes();
         self.quota.map(|q| q.saturating_sub(used))
     }
 }
@@ -255,8 +258,22 @@ impl Metrics {
             "refused": refused,
             "mtproto_users": users,
             "backends": backends_json(&values.pools),
+            "state_redis": values.shared.as_deref().map(shared_state_json),
         })
     }
+}
+
+/// `/stats`' `state_redis`: whether Redis answers, the fallbacks by kind, the resyncs.
+fn shared_state_json(shared: &SharedState) -> serde_json::Value {
+    let fallbacks: BTreeMap<&str, u64> = Fallback::ALL
+        .iter()
+        .map(|kind| (kind.label(), shared.fallbacks[*kind as usize].load(Relaxed)))
+        .collect();
+    serde_json::json!({
+        "up": shared.is_up(),
+        "fallbacks": fallbacks,
+        "resyncs": shared.resyncs.load(Relaxed),
+    })
 }
 
 /// `/stats`' `backends`: route -> server -> its health and counters.
@@ -305,6 +322,11 @@ struct UserStateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FallbackLabels {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamLabels {
     upstream: String,
 }
@@ -327,6 +349,7 @@ impl Collector for Live {
         if !self.0.users.is_empty() {
             self.encode_users(&mut encoder)?;
         }
+        self.encode_shared_state(&mut encoder)?;
         self.encode_backends(&mut encoder)
     }
 }
@@ -446,6 +469,40 @@ impl Live {
             }
         }
         Ok(())
+    }
+
+    /// The Redis of `state.redis`: whether it answers, the decisions made without it (by
+    /// kind), and its returns (each pushed what was seen without it). Left out without it.
+    fn encode_shared_state(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::metrics::MetricType;
+        let Some(shared) = &self.0.shared else {
+            return Ok(());
+        };
+        gauge(u64::from(shared.is_up())).encode(encoder.encode_descriptor(
+            "frontgate_state_redis_up",
+            "1 while the fleet's Redis answers, 0 while replay checks and usage stay local",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        let mut family = encoder.encode_descriptor(
+            "frontgate_state_redis_fallbacks",
+            "Replay checks decided and usage syncs skipped without Redis, by kind",
+            None,
+            MetricType::Counter,
+        )?;
+        for kind in Fallback::ALL {
+            let labels = FallbackLabels {
+                kind: kind.label().to_string(),
+            };
+            ConstCounter::new(shared.fallbacks[kind as usize].load(Relaxed))
+                .encode(family.encode_family(&labels)?)?;
+        }
+        ConstCounter::new(shared.resyncs.load(Relaxed)).encode(encoder.encode_descriptor(
+            "frontgate_state_redis_resyncs",
+            "Times Redis answered again and this instance pushed what it saw without it",
+            None,
+            MetricType::Counter,
+        )?)
     }
 
     /// Every pool server, by route and address: up (1) or down (0), connections now, failures
@@ -767,6 +824,7 @@ mod tests {
             pools: Vec::new(),
             healthy: true,
             upstreams: Vec::new(),
+            shared: None,
         };
         let metrics = Metrics::default();
         metrics.connection_closed("a\"b\\c", "closed", 1, 2);

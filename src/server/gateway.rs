@@ -171,6 +171,10 @@ fn live_values(ctx: &Context, serving: &ArcSwapOption<Serving>) -> LiveValues {
                 health: upstreams::health(upstream),
             })
             .collect(),
+        shared: snapshot
+            .mtproto
+            .as_ref()
+            .and_then(|state| state.shared().cloned()),
     }
 }
 
@@ -303,6 +307,7 @@ impl Gateway {
         report_backends(gateway.ctx.current.load_full());
         tokio::spawn(enforce_user_policies(Arc::downgrade(&gateway.ctx)));
         tokio::spawn(usage::keep_saving(Arc::downgrade(&gateway.ctx)));
+        tokio::spawn(usage::keep_syncing(Arc::downgrade(&gateway.ctx)));
         Ok(gateway)
     }
 

@@ -16,6 +16,7 @@ use crate::config::{Action, AddressSet, Config, Forward, Route, TlsSettings};
 use crate::conn::context::Snapshot;
 use crate::forward::health_check;
 use crate::forward::pool::Pool;
+use crate::mtproto::shared_state::SharedState;
 use crate::mtproto::state::MtprotoState;
 use crate::tls::{TlsError, TlsTerminator};
 
@@ -95,6 +96,7 @@ pub fn build(config: Config, running: Option<&Snapshot>) -> Result<Snapshot, Bui
             }
             None => MtprotoState::new(settings),
         }
+        .sharing(settings, shared_state(&config, running))
     });
     let pools = pools(&config, running);
     Ok(Snapshot {
@@ -104,6 +106,27 @@ pub fn build(config: Config, running: Option<&Snapshot>) -> Result<Snapshot, Bui
         mtproto,
         deny_file,
     })
+}
+
+/// The fleet-wide state for `config`'s `state.redis`: the running one when its settings are
+/// the same (its connection and outage bookkeeping carry on), else a new one (which needs
+/// the tokio runtime; without one, as in `frontgate check`, there is none).
+fn shared_state(config: &Config, running: Option<&Snapshot>) -> Option<Arc<SharedState>> {
+    let settings = config.redis.as_ref()?;
+    let running = running
+        .and_then(|r| r.mtproto.as_ref()?.shared().cloned())
+        .filter(|shared| shared.settings() == settings);
+    if running.is_some() {
+        return running;
+    }
+    tokio::runtime::Handle::try_current().ok()?;
+    match SharedState::start(settings) {
+        Ok(shared) => Some(shared),
+        Err(error) => {
+            tracing::error!(redis = %settings.shown(), %error, "Redis cannot be used; state stays local");
+            None
+        }
+    }
 }
 
 /// The forward settings of every route of `config`, `default:` and `non_tls:` included.

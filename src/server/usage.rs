@@ -1,10 +1,14 @@
 //! The users' usage across restarts ([`crate::ops::usage_store`]): restored before the first
-//! connection, saved every [`SAVE_EVERY`] while it changes, and once more at shutdown.
+//! connection, saved every [`SAVE_EVERY`] while it changes, and once more at shutdown; and
+//! across a fleet ([`crate::ops::fleet_usage`]): synced through Redis every
+//! [`users::ENFORCE_EVERY`].
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 
 use crate::conn::context::{Context, Snapshot};
+use crate::mtproto::users;
+use crate::ops::fleet_usage::UsageSync;
 use crate::ops::usage_store::{self, SavedUsage, SAVE_EVERY};
 
 /// Puts the saved usage into `snapshot`'s user counters, when a state directory is set.
@@ -83,4 +87,33 @@ async fn save_if_changed(
         Ok(Err(error)) => Err(error.to_string()),
         Err(error) => Err(error.to_string()),
     })
+}
+
+/// Syncs the users' quota counts with the fleet every [`users::ENFORCE_EVERY`] while the
+/// running snapshot has `state.redis`, until the gateway is gone. Start it after
+/// [`restore`]: what is restored counts as pushed by the run that counted it.
+pub async fn keep_syncing(ctx: Weak<Context>) {
+    let mut sync = {
+        let Some(snapshot) = ctx.upgrade().map(|ctx| ctx.current.load_full()) else {
+            return;
+        };
+        match (&snapshot.config.mtproto, &snapshot.mtproto) {
+            (Some(settings), Some(state)) => UsageSync::seeded(settings, state),
+            _ => UsageSync::default(),
+        }
+    };
+    let mut tick = tokio::time::interval(users::ENFORCE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(snapshot) = ctx.upgrade().map(|ctx| ctx.current.load_full()) else {
+            return;
+        };
+        let (Some(settings), Some(state)) = (&snapshot.config.mtproto, &snapshot.mtproto) else {
+            continue;
+        };
+        if let Some(shared) = state.shared() {
+            sync.sync(settings, state, shared).await;
+        }
+    }
 }

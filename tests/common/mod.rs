@@ -5,6 +5,7 @@
 
 pub mod fuzz_harness;
 pub mod log_capture;
+pub mod redis_server;
 pub mod sessions;
 
 use std::net::SocketAddr;
