@@ -273,12 +273,6 @@ pub enum Problem {
         "a shared Redis state is not supported yet; remove state.redis to keep state on this host"
     )]
     RedisUnsupported,
-    /// `mtproto.ad_tag`, which needs middle-proxy mode.
-    #[error(
-        "middle-proxy mode (promoted channels) is not supported yet; remove ad_tag to run in \
-         direct mode"
-    )]
-    AdTagUnsupported,
     /// A `mtproto.datacenters` entry that cannot be used.
     #[error(transparent)]
     Datacenter(#[from] DcTableError),

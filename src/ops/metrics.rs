@@ -5,7 +5,7 @@
 //! connections, failures, connect latency).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -29,6 +29,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::forward::pool::Pool;
+use crate::mtproto::middle::MiddleProxy;
 use crate::mtproto::state::UserCounters;
 use crate::mtproto::upstreams::UpstreamHealth;
 use crate::mtproto::users::Refusal;
@@ -47,6 +48,8 @@ pub struct LiveValues {
     pub healthy: bool,
     /// Each `mtproto.via` SOCKS5 upstream, in order.
     pub upstreams: Vec<UpstreamView>,
+    /// The middle-proxy client, when some user has an ad_tag.
+    pub middle: Option<Arc<MiddleProxy>>,
 }
 
 /// One `mtproto.via` upstream as the metrics endpoint shows it.
@@ -305,6 +308,11 @@ struct UserStateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DcLabels {
+    dc: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamLabels {
     upstream: String,
 }
@@ -369,7 +377,8 @@ impl Live {
         }
         self.encode_user_gauges(encoder)?;
         self.encode_user_refusals(encoder)?;
-        self.encode_upstreams(encoder)
+        self.encode_upstreams(encoder)?;
+        self.encode_middle(encoder)
     }
 }
 
@@ -564,6 +573,73 @@ impl Live {
         for view in &self.0.upstreams {
             let micros = view.health.connect_micros.load(Relaxed);
             ConstCounter::new(micros as f64 / 1e6).encode(seconds.encode_family(&labels(view))?)?;
+        }
+        Ok(())
+    }
+
+    /// Middle-proxy mode: ME connections and their keepalive round trip per DC, sessions in
+    /// ME mode, fallbacks to direct and errors. Left out when no user has an ad_tag.
+    fn encode_middle(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::metrics::MetricType;
+        let Some(middle) = &self.0.middle else {
+            return Ok(());
+        };
+        let dcs = middle.dcs();
+        let mut conns = encoder.encode_descriptor(
+            "frontgate_mtproto_middle_connections",
+            "Live middle-proxy connections per DC",
+            None,
+            MetricType::Gauge,
+        )?;
+        for view in &dcs {
+            let labels = DcLabels {
+                dc: view.dc.to_string(),
+            };
+            gauge(view.connections as u64).encode(conns.encode_family(&labels)?)?;
+        }
+        let mut rtt = encoder.encode_descriptor(
+            "frontgate_mtproto_middle_rtt_seconds",
+            "Last keepalive round trip of the fastest middle-proxy connection per DC (0: none yet)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for view in &dcs {
+            let labels = DcLabels {
+                dc: view.dc.to_string(),
+            };
+            ConstGauge::new(view.rtt_micros as f64 / 1e6).encode(rtt.encode_family(&labels)?)?;
+        }
+        let stats = &middle.stats;
+        gauge(stats.sessions.load(Relaxed)).encode(encoder.encode_descriptor(
+            "frontgate_mtproto_middle_sessions",
+            "Sessions relayed through the middle proxies now",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        let counters: [(&str, &str, &AtomicU64); 3] = [
+            (
+                "frontgate_mtproto_middle_fallbacks",
+                "ad_tag sessions served direct because no middle proxy could be reached",
+                &stats.fallbacks,
+            ),
+            (
+                "frontgate_mtproto_middle_errors",
+                "Failed middle-proxy connects and handshakes",
+                &stats.errors,
+            ),
+            (
+                "frontgate_mtproto_middle_config_fetch_errors",
+                "Middle-proxy configuration fetches that failed or were refused",
+                &stats.fetch_errors,
+            ),
+        ];
+        for (name, help, value) in counters {
+            ConstCounter::new(value.load(Relaxed)).encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                MetricType::Counter,
+            )?)?;
         }
         Ok(())
     }
@@ -767,6 +843,7 @@ mod tests {
             pools: Vec::new(),
             healthy: true,
             upstreams: Vec::new(),
+            middle: None,
         };
         let metrics = Metrics::default();
         metrics.connection_closed("a\"b\\c", "closed", 1, 2);
