@@ -57,8 +57,14 @@ impl<'de> Deserialize<'de> for AdTag {
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<AdTag, E> {
                 AdTag::parse(v).map_err(E::custom)
             }
+            // A tag of decimal digits only reads as a YAML number.
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<AdTag, E> {
+                Err(E::custom(
+                    "an ad_tag is 32 hex digits; quote one made of digits only (\"...\")",
+                ))
+            }
         }
-        deserializer.deserialize_str(TagVisitor)
+        deserializer.deserialize_any(TagVisitor)
     }
 }
 
