@@ -31,6 +31,11 @@
 //!     (utime+stime from /proc/PID/stat) for the timed part and per GiB echoed.
 //! bench-mtproto-client aes
 //!     One AES-256-CTR pass over a 16 KiB buffer for two seconds: GiB/s per core.
+//! bench-mtproto-client middle [--secret HEX]
+//!     The test kit's fake Telegram middle proxy and its config server (plain HTTP) on
+//!     127.0.0.1 (integration/middle-crosscheck.sh, bench-middle). Prints `ready config=URL
+//!     me=ADDR secret=HEX`, then one `req conn_id=.. ad_tag=HEX flags=0x.. client=..
+//!     proxy=.. problems=[..]` line per new connection id (or failed check) it sees.
 //! ```
 
 use std::collections::HashMap;
@@ -400,6 +405,48 @@ fn aes_speed() {
     );
 }
 
+/// Runs the kit's fake middle proxy until killed, printing what it sees.
+fn middle(opts: &HashMap<String, String>) {
+    use frontgate_testkit::fake_middle::{self, ConfigServer, MiddleOptions};
+    let secret = match opts.get("secret") {
+        Some(text) => hex_bytes(text),
+        None => {
+            let mut s = vec![0u8; 128];
+            rand::thread_rng().fill_bytes(&mut s);
+            s
+        }
+    };
+    let rt = Runtime::new().unwrap();
+    rt.block_on(async {
+        let options = MiddleOptions {
+            secret: secret.clone(),
+            proxy_ip: None,
+        };
+        let mut me = fake_middle::spawn([127, 0, 0, 1].into(), options).await;
+        let config = ConfigServer::start(&secret, me.addr).await;
+        let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        println!("ready config=http://{} me={} secret={hex}", config.addr, me.addr);
+        io::stdout().flush().ok();
+        while let Some(seen) = me.requests.recv().await {
+            let tag: String = seen
+                .ad_tag
+                .map(|t| t.iter().map(|b| format!("{b:02x}")).collect())
+                .unwrap_or_else(|| "none".into());
+            println!(
+                "req conn_id={} ad_tag={tag} flags={:#x} client={} proxy={} problems={:?}",
+                seen.conn_id, seen.flags, seen.client, seen.proxy, seen.problems
+            );
+            io::stdout().flush().ok();
+        }
+    });
+}
+
+fn hex_bytes(text: &str) -> Vec<u8> {
+    (0..text.len() / 2)
+        .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).unwrap_or_else(|_| die("bad hex")))
+        .collect()
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let cmd = args.next().unwrap_or_default();
@@ -422,6 +469,7 @@ fn main() {
         "echo" => serve(opts.get("listen").map_or("127.0.0.1:0", |s| s), false),
         "load" => load(&opts, verify),
         "aes" => aes_speed(),
+        "middle" => middle(&opts),
         _ => die("usage: bench-mtproto-client aes | dc|echo --listen ADDR | load --connect ADDR --mode mtproto|plain --sni NAME [--secret HEX] [--conns N] [--bytes N] [--verify] [--pid PID] [--label TEXT]"),
     }
 }
