@@ -66,6 +66,8 @@ pub struct MiddleProxy {
     directory: ArcSwapOption<Directory>,
     pools: Mutex<HashMap<i16, Arc<DcPool>>>,
     started: AtomicBool,
+    /// Set once the first fetch after start finished (well or not).
+    first_fetch_done: AtomicBool,
     fetched: Notify,
     /// Set while the middle proxies are unreachable (one log line per outage).
     outage: AtomicBool,
@@ -90,6 +92,7 @@ impl MiddleProxy {
             directory: ArcSwapOption::empty(),
             pools: Mutex::default(),
             started: AtomicBool::new(false),
+            first_fetch_done: AtomicBool::new(false),
             fetched: Notify::new(),
             outage: AtomicBool::new(false),
             stats: MiddleStats::default(),
@@ -190,12 +193,13 @@ impl MiddleProxy {
                 tracing::warn!(error = %why, "middle-proxy configuration fetch failed; {keeping}");
             }
         }
+        self.first_fetch_done.store(true, Relaxed);
         self.fetched.notify_waiters();
     }
 
     /// An ME session for a client of DC `dc`: on the least loaded ME connection of the DC,
-    /// dialling one if needed. Waits for the first configuration fetch up to the connect
-    /// timeout.
+    /// dialling one if needed. Without a configuration, waits for the first fetch after
+    /// start (at most twice the connect timeout); once that failed, answers at once.
     pub async fn session(self: &Arc<Self>, dc: i16) -> Result<MeSession, DialError> {
         self.start();
         let net = self.net.load_full();
@@ -203,8 +207,16 @@ impl MiddleProxy {
             Some(dir) => dir,
             None => {
                 let wait = self.fetched.notified();
-                let _ = tokio::time::timeout(net.connect_timeout * 2, wait).await;
-                self.directory.load_full().ok_or(DialError::NoConfig)?
+                if !self.first_fetch_done.load(Relaxed) {
+                    let _ = tokio::time::timeout(net.connect_timeout * 2, wait).await;
+                }
+                match self.directory.load_full() {
+                    Some(dir) => dir,
+                    None => {
+                        self.stats.errors.fetch_add(1, Relaxed);
+                        return Err(DialError::NoConfig);
+                    }
+                }
             }
         };
         let pool = self
@@ -216,7 +228,10 @@ impl MiddleProxy {
             .clone();
         let addresses = directory.addresses(dc, net.prefer_ipv6);
         let picked = pool
-            .pick(|| net::dial(dc, &addresses, &directory.secret.0, &net))
+            .pick(
+                || net::dial(dc, &addresses, &directory.secret.0, &net),
+                DialError::Recently,
+            )
             .await;
         match picked {
             Ok(conn) => {

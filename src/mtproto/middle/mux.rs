@@ -239,11 +239,18 @@ async fn read_loop(mut reader: LinkReader, conn: Arc<MeConn>, pings: Pings) {
     conn.die();
 }
 
+/// After a failed dial, sessions of the DC skip dialling (and go straight to the fallback)
+/// for this long while no connection is live, so an unreachable ME costs one connect
+/// timeout, not one per session.
+pub const REDIAL_AFTER: Duration = Duration::from_secs(5);
+
 /// One DC's ME connections.
 #[derive(Default)]
 pub struct DcPool {
     conns: Mutex<Vec<Arc<MeConn>>>,
     dialing: tokio::sync::Mutex<()>,
+    /// Until when dialling is skipped after a failure (with the failure's text).
+    failed: Mutex<Option<(Instant, String)>>,
 }
 
 impl DcPool {
@@ -256,10 +263,17 @@ impl DcPool {
 
     /// The least loaded live connection, dialling one more (with `dial`) while the pool has
     /// fewer than [`CONNECTIONS_PER_DC`]; one dial at a time per DC.
-    pub async fn pick<F, Fut, E>(&self, dial: F) -> Result<Arc<MeConn>, E>
+    /// After a failure, dialling is skipped for [`REDIAL_AFTER`] while nothing is live: then
+    /// `skipped` makes the error from the last failure's text.
+    pub async fn pick<F, Fut, E>(
+        &self,
+        dial: F,
+        skipped: impl FnOnce(String) -> E,
+    ) -> Result<Arc<MeConn>, E>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Arc<MeConn>, E>>,
+        E: std::fmt::Display,
     {
         let least = |live: &[Arc<MeConn>]| live.iter().min_by_key(|c| c.load()).cloned();
         let live = self.live();
@@ -275,15 +289,29 @@ impl DcPool {
                 return Ok(conn);
             }
         }
+        let recent = self
+            .failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .filter(|(until, _)| Instant::now() < *until);
+        if let Some((_, why)) = recent {
+            return least(&live).ok_or_else(|| skipped(why));
+        }
         match dial().await {
             Ok(conn) => {
+                *self.failed.lock().unwrap_or_else(PoisonError::into_inner) = None;
                 self.conns
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .push(conn.clone());
                 Ok(conn)
             }
-            Err(e) => least(&live).ok_or(e),
+            Err(e) => {
+                *self.failed.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some((Instant::now() + REDIAL_AFTER, e.to_string()));
+                least(&live).ok_or(e)
+            }
         }
     }
 }

@@ -58,6 +58,9 @@ pub enum DialError {
         /// Why.
         error: io::Error,
     },
+    /// A dial failed moments ago; not tried again yet.
+    #[error("{0} (moments ago; retried after {secs}s)", secs = super::mux::REDIAL_AFTER.as_secs())]
+    Recently(String),
     /// The handshake failed.
     #[error("middle proxy {addr}: {error}")]
     Handshake {
