@@ -38,6 +38,7 @@ async fn middle(proxy_ip: Option<IpAddr>) -> (FakeMiddle, ConfigServer) {
     let options = MiddleOptions {
         secret: secret.clone(),
         proxy_ip,
+        forward: None,
     };
     let me = fake_middle::spawn(IpAddr::V4(Ipv4Addr::LOCALHOST), options).await;
     let config = ConfigServer::start(&secret, me.addr).await;

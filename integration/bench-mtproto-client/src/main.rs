@@ -32,9 +32,10 @@
 //!     (utime+stime from /proc/PID/stat) for the timed part and per GiB echoed.
 //! bench-mtproto-client aes
 //!     One AES-256-CTR pass over a 16 KiB buffer for two seconds: GiB/s per core.
-//! bench-mtproto-client middle [--secret HEX]
+//! bench-mtproto-client middle [--secret HEX] [--forward DC_ADDR]
 //!     The test kit's fake Telegram middle proxy and its config server (plain HTTP) on
-//!     127.0.0.1 (integration/middle-crosscheck.sh, bench-middle). Prints `ready config=URL
+//!     127.0.0.1 (integration/middle-crosscheck.sh, bench-middle, tdlib.sh); it echoes each
+//!     message, or with --forward relays them to that DC. Prints `ready config=URL
 //!     me=ADDR secret=HEX`, then one `req conn_id=.. ad_tag=HEX flags=0x.. client=..
 //!     proxy=.. problems=[..]` line per new connection id (or failed check) it sees.
 //! ```
@@ -441,6 +442,10 @@ fn middle(opts: &HashMap<String, String>) {
         let options = MiddleOptions {
             secret: secret.clone(),
             proxy_ip: None,
+            forward: opts.get("forward").map(|a| {
+                a.parse()
+                    .unwrap_or_else(|_| die(format!("bad --forward {a}")))
+            }),
         };
         let mut me = fake_middle::spawn([127, 0, 0, 1].into(), options).await;
         let config = ConfigServer::start(&secret, me.addr).await;
@@ -494,6 +499,6 @@ fn main() {
         "load" => load(&opts, verify),
         "aes" => aes_speed(),
         "middle" => middle(&opts),
-        _ => die("usage: bench-mtproto-client aes | dc|echo --listen ADDR | load --connect ADDR --mode mtproto|plain --sni NAME [--secret HEX] [--conns N] [--bytes N] [--verify [--framed]] [--pid PID] [--label TEXT] | middle [--secret HEX]"),
+        _ => die("usage: bench-mtproto-client aes | dc|echo --listen ADDR | load --connect ADDR --mode mtproto|plain --sni NAME [--secret HEX] [--conns N] [--bytes N] [--verify [--framed]] [--pid PID] [--label TEXT] | middle [--secret HEX] [--forward DC_ADDR]"),
     }
 }

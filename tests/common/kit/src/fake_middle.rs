@@ -3,7 +3,8 @@
 //! crates directly: plaintext `RPC_NONCE` both ways, keys from MD5/SHA-1 over both nonces,
 //! the timestamp, both addresses and the proxy secret, AES-256-CBC, `RPC_HANDSHAKE` both ways,
 //! then every `RPC_PROXY_REQ` is checked (flags, both addresses, the ad_tag), reported and its
-//! message echoed back as `RPC_PROXY_ANS`. A request that fails a check gets `RPC_CLOSE_EXT`.
+//! message echoed back as `RPC_PROXY_ANS` (or, with [`MiddleOptions::forward`], relayed to a
+//! DC and its answers sent back). A request that fails a check gets `RPC_CLOSE_EXT`.
 //! Like a real ME, it closes a connection whose handshake does not decrypt (wrong keys).
 //!
 //! Also [`ConfigServer`]: plain-HTTP answers for getProxySecret / getProxyConfig(V6).
@@ -82,6 +83,10 @@ pub struct MiddleOptions {
     pub secret: Vec<u8>,
     /// The address the ME "sees" the proxy at (a NAT's outside); `None`: the peer's IP.
     pub proxy_ip: Option<IpAddr>,
+    /// Instead of echoing, relay each connection id's messages to this DC (obfuscated2,
+    /// intermediate transport, DC 2) and its answers back, as a real ME does (the real-client
+    /// suites point it at their fake DC).
+    pub forward: Option<SocketAddr>,
 }
 
 /// Starts a fake ME with `options` on a fresh port of `ip`.
@@ -317,31 +322,39 @@ async fn serve(
     answer.extend_from_slice(&[0; 4]);
     answer.extend_from_slice(b"FAKEMIDDLEME");
     answer.extend_from_slice(&hs[8..20]);
-    let mut send = |payload: &[u8], seq: &mut i32| {
-        let mut bytes = frame(seq, payload, true);
-        for block in bytes.chunks_exact_mut(16) {
-            encrypt.encrypt_block_mut(GenericArray::from_mut_slice(block));
+    let (out, mut queue) = mpsc::unbounded_channel::<Vec<u8>>();
+    out.send(answer).ok();
+    tokio::spawn(async move {
+        while let Some(first) = queue.recv().await {
+            let mut bytes = frame(&mut out_seq, &first, true);
+            while let Ok(more) = queue.try_recv() {
+                bytes.extend(frame(&mut out_seq, &more, true));
+            }
+            for block in bytes.chunks_exact_mut(16) {
+                encrypt.encrypt_block_mut(GenericArray::from_mut_slice(block));
+            }
+            if write.write_all(&bytes).await.is_err() {
+                break;
+            }
         }
-        bytes
-    };
-    write
-        .write_all(&send(&answer, &mut out_seq))
-        .await
-        .map_err(|e| e.to_string())?;
+    });
     handshakes.fetch_add(1, Ordering::Relaxed);
     let mut reported: HashMap<u64, bool> = HashMap::new();
+    let mut legs: HashMap<u64, DcLeg> = HashMap::new();
     loop {
         let msg = reader.next().await?;
         let kind = word(&msg, 0);
-        let reply: Vec<Vec<u8>> = match kind {
+        match kind {
             RPC_PING => {
                 let mut pong = RPC_PONG.to_le_bytes().to_vec();
                 pong.extend_from_slice(&msg[4..12]);
-                vec![pong]
+                out.send(pong).ok();
             }
             RPC_CLOSE_CONN => {
                 closed.fetch_add(1, Ordering::Relaxed);
-                continue;
+                if let Some(id) = msg.get(4..12) {
+                    legs.remove(&u64::from_le_bytes(id.try_into().unwrap()));
+                }
             }
             RPC_PROXY_REQ => {
                 let (seen, data) = check_request(&msg, peer, proxy_seen)?;
@@ -350,33 +363,124 @@ async fn serve(
                 if reported.insert(conn_id, ok).is_none() || !ok {
                     let _ = tx.send(seen.clone());
                 }
-                let mut out = Vec::new();
                 if !ok {
                     let mut close = RPC_CLOSE_EXT.to_le_bytes().to_vec();
                     close.extend_from_slice(&conn_id.to_le_bytes());
-                    out.push(close);
-                } else {
-                    if seen.flags & FLAG_QUICKACK != 0 {
-                        let mut ack = RPC_SIMPLE_ACK.to_le_bytes().to_vec();
-                        ack.extend_from_slice(&conn_id.to_le_bytes());
-                        ack.extend_from_slice(&[0xac, 0x4b, 0x00, 0x80]);
-                        out.push(ack);
-                    }
-                    let mut ans = RPC_PROXY_ANS.to_le_bytes().to_vec();
-                    ans.extend_from_slice(&[0; 4]);
-                    ans.extend_from_slice(&conn_id.to_le_bytes());
-                    ans.extend_from_slice(data);
-                    out.push(ans);
+                    out.send(close).ok();
+                    continue;
                 }
-                out
+                if seen.flags & FLAG_QUICKACK != 0 {
+                    let mut ack = RPC_SIMPLE_ACK.to_le_bytes().to_vec();
+                    ack.extend_from_slice(&conn_id.to_le_bytes());
+                    ack.extend_from_slice(&[0xac, 0x4b, 0x00, 0x80]);
+                    out.send(ack).ok();
+                }
+                let Some(dc) = options.forward else {
+                    out.send(proxy_ans(conn_id, data)).ok();
+                    continue;
+                };
+                if let std::collections::hash_map::Entry::Vacant(slot) = legs.entry(conn_id) {
+                    match DcLeg::open(dc, conn_id, out.clone()).await {
+                        Ok(leg) => {
+                            slot.insert(leg);
+                        }
+                        Err(_) => {
+                            let mut close = RPC_CLOSE_EXT.to_le_bytes().to_vec();
+                            close.extend_from_slice(&conn_id.to_le_bytes());
+                            out.send(close).ok();
+                            continue;
+                        }
+                    }
+                }
+                if let Some(leg) = legs.get_mut(&conn_id) {
+                    if leg.send(data).await.is_err() {
+                        legs.remove(&conn_id);
+                    }
+                }
             }
-            _ => continue,
-        };
-        let mut bytes = Vec::new();
-        for payload in &reply {
-            bytes.extend(send(payload, &mut out_seq));
+            _ => {}
         }
-        write.write_all(&bytes).await.map_err(|e| e.to_string())?;
+    }
+}
+
+fn proxy_ans(conn_id: u64, data: &[u8]) -> Vec<u8> {
+    let mut ans = RPC_PROXY_ANS.to_le_bytes().to_vec();
+    ans.extend_from_slice(&[0; 4]);
+    ans.extend_from_slice(&conn_id.to_le_bytes());
+    ans.extend_from_slice(data);
+    ans
+}
+
+/// One connection id's leg to the DC in forward mode: obfuscated2 with the intermediate
+/// transport; a task turns each DC message into an `RPC_PROXY_ANS`.
+struct DcLeg {
+    write: tokio::net::tcp::OwnedWriteHalf,
+    encrypt: crate::mtproto_client::Ctr,
+}
+
+impl DcLeg {
+    async fn open(
+        dc: SocketAddr,
+        conn_id: u64,
+        out: mpsc::UnboundedSender<Vec<u8>>,
+    ) -> std::io::Result<DcLeg> {
+        use aes::cipher::StreamCipher;
+        let sock = TcpStream::connect(dc).await?;
+        sock.set_nodelay(true).ok();
+        let mut init: [u8; 64] = loop {
+            let init: [u8; 64] = std::array::from_fn(|_| rand::random());
+            if init[0] != 0xef
+                && init[4..8] != [0; 4]
+                && init[..4] != [0xee; 4]
+                && init[..4] != [0xdd; 4]
+            {
+                break init;
+            }
+        };
+        init[56..60].copy_from_slice(&crate::mtproto_client::INTERMEDIATE);
+        init[60..62].copy_from_slice(&2i16.to_le_bytes());
+        let mut encrypt = crate::mtproto_client::ctr(&init[8..56]);
+        let mut rev = init[8..56].to_vec();
+        rev.reverse();
+        let mut decrypt = crate::mtproto_client::ctr(&rev);
+        let mut wire = init;
+        encrypt.apply_keystream(&mut wire);
+        wire[..56].copy_from_slice(&init[..56]);
+        let (mut read, mut write) = sock.into_split();
+        write.write_all(&wire).await?;
+        tokio::spawn(async move {
+            loop {
+                let mut len = [0u8; 4];
+                if read.read_exact(&mut len).await.is_err() {
+                    break;
+                }
+                decrypt.apply_keystream(&mut len);
+                let n = (u32::from_le_bytes(len) & 0x7fff_ffff) as usize;
+                if n > 1 << 24 {
+                    break;
+                }
+                let mut data = vec![0u8; n];
+                if read.read_exact(&mut data).await.is_err() {
+                    break;
+                }
+                decrypt.apply_keystream(&mut data);
+                if out.send(proxy_ans(conn_id, &data)).is_err() {
+                    break;
+                }
+            }
+            let mut close = RPC_CLOSE_EXT.to_le_bytes().to_vec();
+            close.extend_from_slice(&conn_id.to_le_bytes());
+            let _ = out.send(close);
+        });
+        Ok(DcLeg { write, encrypt })
+    }
+
+    async fn send(&mut self, message: &[u8]) -> std::io::Result<()> {
+        use aes::cipher::StreamCipher;
+        let mut framed = (message.len() as u32).to_le_bytes().to_vec();
+        framed.extend_from_slice(message);
+        self.encrypt.apply_keystream(&mut framed);
+        self.write.write_all(&framed).await
     }
 }
 
@@ -408,16 +512,25 @@ fn check_request(
         problems.push(format!("flags {flags:#x} lack has_ad_tag|magic|extmode2"));
     }
     let transport = flags & (FLAG_ABRIDGED | FLAG_INTERMEDIATE | FLAG_PAD);
-    if ![FLAG_ABRIDGED, FLAG_INTERMEDIATE, FLAG_INTERMEDIATE | FLAG_PAD].contains(&transport) {
+    if ![
+        FLAG_ABRIDGED,
+        FLAG_INTERMEDIATE,
+        FLAG_INTERMEDIATE | FLAG_PAD,
+    ]
+    .contains(&transport)
+    {
         problems.push(format!("transport flags {transport:#x}"));
     }
     if proxy != proxy_seen {
         problems.push(format!("proxy address {proxy}, keys used {proxy_seen}"));
     }
     if !client.ip().is_loopback() || client.port() == 0 {
-        problems.push(format!("client address {client} is not the loopback test client"));
+        problems.push(format!(
+            "client address {client} is not the loopback test client"
+        ));
     }
-    let extra_ok = word(56) == 24 && word(60) == TL_PROXY_TAG && msg[64] == 16 && msg[81..84] == [0; 3];
+    let extra_ok =
+        word(56) == 24 && word(60) == TL_PROXY_TAG && msg[64] == 16 && msg[81..84] == [0; 3];
     let ad_tag = extra_ok.then(|| msg[65..81].try_into().unwrap());
     if ad_tag.is_none() {
         problems.push("no well-formed proxy-tag extra".into());
