@@ -31,7 +31,7 @@ MTPP_VENV="${MTPP_VENV:-/tmp/frontgate-bench-mtproto-venv}"
 export CARGO_TARGET_DIR="${MIDDLE_TARGET_DIR:-/tmp/frontgate-middle-target}"
 TAG=3c09c680b76ee91a4c25ad51f742267d
 SECRET=0123456789abcdef0123456789abcdef
-DOMAIN=proxy.frontgate.test
+DOMAIN=storage.googleapis.com # the SNI of the recorded hello echo.py re-signs (never resolved)
 
 [ -x "$FRONTGATE" ] || (cd "$ROOT" && cargo build --release --quiet) || { fail "frontgate build"; finish; }
 if [ ! -x "$MTPP_VENV/bin/python" ] || [ ! -f "$MTPP_VENV/bin/mtprotoproxy.py" ] ||
@@ -60,6 +60,7 @@ USE_MIDDLE_PROXY = True
 TLS_ONLY = True
 TLS_DOMAIN = "$DOMAIN"
 MASK = False
+MASK_HOST = "127.0.0.1"
 PREFER_IPV6 = False
 LISTEN_ADDR_IPV4 = "127.0.0.1"
 LISTEN_ADDR_IPV6 = ""

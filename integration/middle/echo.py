@@ -1,5 +1,5 @@
-"""A Telegram-like client for middle-proxy mode: fake-TLS (TDLib 1.8.66's recorded hello,
-re-signed), obfuscated2 with the padded-intermediate tag for DC 2, then MTProto transport
+"""A Telegram-like client for middle-proxy mode: fake-TLS (a recorded 517-byte hello from
+tests/data/mtg, re-signed: mtprotoproxy 1.0.6 takes only hellos of that size), obfuscated2 with the padded-intermediate tag for DC 2, then MTProto transport
 messages (4-byte length + message) in TLS records; every message must come back whole and in
 order (the fake middle proxy echoes each RPC_PROXY_REQ's message as an RPC_PROXY_ANS, which
 the proxy frames back). Used by integration/middle-crosscheck.sh against mtprotoproxy and
@@ -32,7 +32,8 @@ from faketls_client import (  # noqa: E402
     verify_flight,
 )
 
-TEMPLATE = load_hello(HERE.parent.parent / "tests/data/tdlib/client-hello-tdlib-1.8.66.json")
+# Its SNI is storage.googleapis.com: the proxies under test route that name (nothing resolves it).
+TEMPLATE = load_hello(HERE.parent.parent / "tests/data/mtg/faketls/client-hello-ok-19dfe38384b9884b.json")
 SIZES = [8, 64, 508, 4096, 70000, 16]
 
 
