@@ -561,6 +561,8 @@ pub struct ConfigServer {
     bodies: Arc<Mutex<HashMap<String, Vec<u8>>>>,
     /// Requests answered.
     pub hits: Arc<AtomicUsize>,
+    /// Who sent each request (the proxy, or the SOCKS server it went through).
+    pub peers: Arc<Mutex<Vec<SocketAddr>>>,
 }
 
 impl ConfigServer {
@@ -571,15 +573,18 @@ impl ConfigServer {
         let addr = listener.local_addr().unwrap();
         let bodies = Arc::new(Mutex::new(HashMap::new()));
         let hits = Arc::new(AtomicUsize::new(0));
+        let peers = Arc::new(Mutex::new(Vec::new()));
         let server = ConfigServer {
             addr,
             bodies: bodies.clone(),
             hits: hits.clone(),
+            peers: peers.clone(),
         };
         server.set("/getProxySecret", secret.to_vec());
         server.set("/getProxyConfig", proxy_config(me).into_bytes());
         tokio::spawn(async move {
-            while let Ok((mut sock, _)) = listener.accept().await {
+            while let Ok((mut sock, peer)) = listener.accept().await {
+                peers.lock().unwrap().push(peer);
                 let bodies = bodies.clone();
                 let hits = hits.clone();
                 tokio::spawn(async move {
