@@ -122,7 +122,10 @@ if [ "${1:-}" = "--inner" ]; then
     cfg="$(sed -n 's/^ready config=\([^ ]*\).*/\1/p' "$T/middle.out")"
     if [ -n "$cfg" ]; then
         ok "[$label] the fake middle proxy and its config server listen"
+        # The sessions' log lines name the middle proxy they reached.
+        SESSION_BACKEND="$(sed -n 's/^ready .* me=\([^ ]*\).*/\1/p' "$T/middle.out")"
         run_variant "$label" off false "  ad_tag: $tag\n  middle_proxy:\n    secret_url: $cfg/getProxySecret\n    config_url: $cfg/getProxyConfig\n    config_v6_url: $cfg/getProxyConfigV6\n    fallback_direct: false" -middle
+        unset SESSION_BACKEND
         seen="$(grep '^req ' "$T/middle.out")"
         if [ -n "$seen" ] && ! grep -qv "ad_tag=$tag .*problems=\[\]" <<<"$seen"; then
             ok "[$label] $(wc -l <<<"$seen") sessions reached the fake ME with the ad_tag, both addresses and the flags right"

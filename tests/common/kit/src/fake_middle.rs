@@ -380,7 +380,8 @@ async fn serve(
                     continue;
                 };
                 if let std::collections::hash_map::Entry::Vacant(slot) = legs.entry(conn_id) {
-                    match DcLeg::open(dc, conn_id, out.clone()).await {
+                    let padded = seen.flags & FLAG_PAD != 0;
+                    match DcLeg::open(dc, conn_id, padded, out.clone()).await {
                         Ok(leg) => {
                             slot.insert(leg);
                         }
@@ -411,8 +412,10 @@ fn proxy_ans(conn_id: u64, data: &[u8]) -> Vec<u8> {
     ans
 }
 
-/// One connection id's leg to the DC in forward mode: obfuscated2 with the intermediate
-/// transport; a task turns each DC message into an `RPC_PROXY_ANS`.
+/// One connection id's leg to the DC in forward mode: obfuscated2 with the client's
+/// transport as the flags name it (padded intermediate when `FLAG_PAD` is set: the message
+/// may carry the client's transport padding, which the DC then ignores; else intermediate);
+/// a task turns each DC message into an `RPC_PROXY_ANS`.
 struct DcLeg {
     write: tokio::net::tcp::OwnedWriteHalf,
     encrypt: crate::mtproto_client::Ctr,
@@ -422,6 +425,7 @@ impl DcLeg {
     async fn open(
         dc: SocketAddr,
         conn_id: u64,
+        padded: bool,
         out: mpsc::UnboundedSender<Vec<u8>>,
     ) -> std::io::Result<DcLeg> {
         use aes::cipher::StreamCipher;
@@ -437,7 +441,12 @@ impl DcLeg {
                 break init;
             }
         };
-        init[56..60].copy_from_slice(&crate::mtproto_client::INTERMEDIATE);
+        let tag = if padded {
+            crate::mtproto_client::PADDED
+        } else {
+            crate::mtproto_client::INTERMEDIATE
+        };
+        init[56..60].copy_from_slice(&tag);
         init[60..62].copy_from_slice(&2i16.to_le_bytes());
         let mut encrypt = crate::mtproto_client::ctr(&init[8..56]);
         let mut rev = init[8..56].to_vec();
@@ -464,6 +473,8 @@ impl DcLeg {
                     break;
                 }
                 decrypt.apply_keystream(&mut data);
+                // Padded intermediate: up to 3 bytes past the message's last word.
+                data.truncate(n / 4 * 4);
                 if out.send(proxy_ans(conn_id, &data)).is_err() {
                     break;
                 }
