@@ -55,6 +55,8 @@ pub fn encode(seq: &mut i32, payload: &[u8], out: &mut Vec<u8>) {
 pub struct FrameDecoder {
     seq: i32,
     buf: Vec<u8>,
+    /// Where the unread bytes of `buf` start (consumed frames are dropped in one move).
+    at: usize,
 }
 
 impl Default for FrameDecoder {
@@ -62,6 +64,7 @@ impl Default for FrameDecoder {
         FrameDecoder {
             seq: START_SEQ,
             buf: Vec::new(),
+            at: 0,
         }
     }
 }
@@ -72,11 +75,16 @@ impl FrameDecoder {
         FrameDecoder {
             seq,
             buf: Vec::new(),
+            at: 0,
         }
     }
 
     /// Adds bytes read (and decrypted) from the ME.
     pub fn push(&mut self, bytes: &[u8]) {
+        if self.at > 0 {
+            self.buf.drain(..self.at);
+            self.at = 0;
+        }
         self.buf.extend_from_slice(bytes);
     }
 
@@ -84,22 +92,22 @@ impl FrameDecoder {
     /// at most [`MAX_FRAME`] bytes, so the buffer stays bounded.
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
         loop {
-            if self.buf.len() < 4 {
+            let rest = &self.buf[self.at..];
+            if rest.len() < 4 {
                 return Ok(None);
             }
-            let len =
-                u32::from_le_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+            let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
             if len == PADDING.len() {
-                self.buf.drain(..4);
+                self.at += 4;
                 continue;
             }
             if !(MIN_FRAME..=MAX_FRAME).contains(&len) || !len.is_multiple_of(4) {
                 return Err(FrameError::Length(len));
             }
-            if self.buf.len() < len {
+            if rest.len() < len {
                 return Ok(None);
             }
-            let got = i32::from_le_bytes([self.buf[4], self.buf[5], self.buf[6], self.buf[7]]);
+            let got = i32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
             if got != self.seq {
                 return Err(FrameError::Sequence {
                     got,
@@ -108,17 +116,17 @@ impl FrameDecoder {
             }
             let crc_at = len - 4;
             let crc = u32::from_le_bytes([
-                self.buf[crc_at],
-                self.buf[crc_at + 1],
-                self.buf[crc_at + 2],
-                self.buf[crc_at + 3],
+                rest[crc_at],
+                rest[crc_at + 1],
+                rest[crc_at + 2],
+                rest[crc_at + 3],
             ]);
-            if crc32fast::hash(&self.buf[..crc_at]) != crc {
+            if crc32fast::hash(&rest[..crc_at]) != crc {
                 return Err(FrameError::Checksum);
             }
             self.seq = self.seq.wrapping_add(1);
-            let payload = self.buf[8..crc_at].to_vec();
-            self.buf.drain(..len);
+            let payload = rest[8..crc_at].to_vec();
+            self.at += len;
             return Ok(Some(payload));
         }
     }

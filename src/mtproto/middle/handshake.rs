@@ -102,9 +102,9 @@ impl LinkReader {
             };
             self.tail.extend_from_slice(&self.buf[..n]);
             let whole = self.tail.len() / BLOCK * BLOCK;
-            let mut chunk: Vec<u8> = self.tail.drain(..whole).collect();
-            self.decrypt.apply(&mut chunk);
-            self.frames.push(&chunk);
+            self.decrypt.apply(&mut self.tail[..whole]);
+            self.frames.push(&self.tail[..whole]);
+            self.tail.drain(..whole);
         }
     }
 }
