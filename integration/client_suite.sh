@@ -212,9 +212,11 @@ suite_frontgate_checks() {
     else
         fail "[$label] frontgate still running after the $CLIENT sessions" "$(tail -n 5 "$log")"
     fi
+    # SESSION_BACKEND: where sessions go when not to the fake DC (the middle proxy's address).
+    local want="${SESSION_BACKEND:-127.0.0.1:$DC_PORT}"
     line="$(grep 'connection closed' "$log" | grep -E 'user="?u"? ' | tail -n1)"
-    if printf '%s' "$line" | grep -q "backend=127.0.0.1:$DC_PORT "; then
-        ok "[$label] the session's log line names the user and the DC it reached (backend=127.0.0.1:$DC_PORT)"
+    if printf '%s' "$line" | grep -q "backend=$want "; then
+        ok "[$label] the session's log line names the user and the DC it reached (backend=$want)"
     else
         fail "[$label] the session's log line names the user and the DC it reached" "${line:-no line with user=u}"
     fi

@@ -17,9 +17,10 @@
 # TLS 1.3 site on loopback, see client_suite.sh), each in normal mode and with
 # mtproto.fast_mode: each time a frontgate with the defaults (ee-secret, wrong secret) and one
 # with `mtproto.allow_plain: true` (dd-secret); then once more (mimic off) with every DC
-# connection through `mtproto.via`, a microsocks on loopback (split mode), and once through
+# connection through `mtproto.via`, a microsocks on loopback (split mode), once through
 # the README's split-mode recipe: Xray (the Xray-core wheel) with a SOCKS inbound and a
-# VLESS + REALITY outbound to a second Xray on loopback (integration/xray_recipe.py). TDLib's check is
+# VLESS + REALITY outbound to a second Xray on loopback (integration/xray_recipe.py), and
+# once in middle-proxy mode (ad_tag) through the test kit's fake middle proxy. TDLib's check is
 # its `pingProxy`, which
 # answers only once its req_pq_multi got a resPQ back through the proxy.
 # Every DC id is mapped to the fake DC and TDLib is told it has no network, so it dials only
@@ -47,8 +48,9 @@ if [ "${1:-}" = "--inner" ]; then
     suite_start_nginx || finish
 
     # run_variant VARIANT MIMIC FAST [VIA_LINE]: TDLib against a frontgate with the defaults
-    # and one with allow_plain, each with MIMIC and fast_mode FAST (and VIA_LINE in its
-    # mtproto: block).
+    # and one with allow_plain, each with MIMIC and fast_mode FAST (and VIA_LINE, in which awk
+    # turns \n into line breaks, in its mtproto: block); the variant's files are named after
+    # VARIANT.
     run_variant() {
         local variant="$1" mimic="$2" fast="$3" via_line="${4:-}" fg plain port="" plain_port=""
         local failed_before fg_pid="" plain_pid="" slug
@@ -144,6 +146,32 @@ if [ "${1:-}" = "--inner" ]; then
     else
         fail "[$variant] the README's Xray recipe made runnable" "$(tail -n 3 "$T/xray-recipe.err")"
     fi
+
+    # Middle-proxy mode: mtproto.ad_tag set, the ME list and secret from the test kit's fake
+    # middle proxy (integration/bench-mtproto-client middle), which checks every
+    # RPC_PROXY_REQ and relays its message to the fake DC, as a real ME relays to Telegram.
+    # fallback_direct is false, so TDLib's pings can reach the fake DC only through it.
+    label="mimic off, middle proxy (ad_tag)"
+    tag="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+    "$FAKE_MIDDLE" middle --forward "127.0.0.1:$DC_PORT" >"$T/middle.out" 2>"$T/middle.err" &
+    PIDS+=("$!")
+    for _ in $(seq 100); do grep -q '^ready ' "$T/middle.out" && break; sleep 0.1; done
+    cfg="$(sed -n 's/^ready config=\([^ ]*\).*/\1/p' "$T/middle.out")"
+    if [ -n "$cfg" ]; then
+        ok "[$label] the fake middle proxy and its config server listen"
+        # The sessions' log lines name the middle proxy they reached.
+        SESSION_BACKEND="$(sed -n 's/^ready .* me=\([^ ]*\).*/\1/p' "$T/middle.out")"
+        run_variant "$label" off false "  ad_tag: $tag\n  middle_proxy:\n    secret_url: $cfg/getProxySecret\n    config_url: $cfg/getProxyConfig\n    config_v6_url: $cfg/getProxyConfigV6\n    fallback_direct: false"
+        unset SESSION_BACKEND
+        seen="$(grep '^req ' "$T/middle.out")"
+        if [ -n "$seen" ] && ! grep -qv "ad_tag=$tag .*problems=\[\]" <<<"$seen"; then
+            ok "[$label] $(wc -l <<<"$seen") sessions reached the fake ME with the ad_tag, both addresses and the flags right"
+        else
+            fail "[$label] every RPC_PROXY_REQ carries the ad_tag and passes the fake's checks" "${seen:-none seen}"
+        fi
+    else
+        fail "[$label] the fake middle proxy starts" "$(tail -n 3 "$T/middle.err")"
+    fi
     finish
 fi
 
@@ -169,6 +197,10 @@ zipfile.ZipFile(glob.glob(sys.argv[1] + "/*.whl")[0]).extract("telegram/lib/libt
         fi
     fi
     export LIBTDJSON
+    # The test kit's fake middle proxy, for the middle-proxy variant.
+    CARGO_TARGET_DIR="${MIDDLE_TARGET_DIR:-/tmp/frontgate-middle-target}" cargo build --release --quiet \
+        --manifest-path "$HERE/bench-mtproto-client/Cargo.toml" || { suite_setup_failed "build integration/bench-mtproto-client (the fake middle proxy)"; return 1; }
+    export FAKE_MIDDLE="${MIDDLE_TARGET_DIR:-/tmp/frontgate-middle-target}/release/bench-mtproto-client"
     echo "# $("$PY" -c 'import cryptography, sys; print("python", sys.version.split()[0], "cryptography", cryptography.__version__)' 2>&1), libtdjson.so from $lib_from, $("$FRONTGATE" --version)"
 }
 suite_outer "$0" install_tdlib

@@ -53,6 +53,7 @@ fn settings(dc_addr: SocketAddr, fast_mode: bool) -> MtprotoSettings {
         prefer_ipv6: false,
         via: Vec::new(),
         via_fallback_direct: false,
+        middle: Default::default(),
     }
 }
 

@@ -545,3 +545,51 @@ async fn check_probe_says_which_upstream_reaches_dc_2() {
     })
     .await;
 }
+
+/// Middle-proxy mode with `via`: the configuration fetch and every ME connection go through
+/// danted (which reports the address it connects from, so the keys are derived with the
+/// address the ME sees); the fake ME on [`DC_IP`] sees danted's outgoing address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn middle_proxy_mode_fetches_and_connects_through_the_upstream() {
+    use common::fake_middle::{self, ConfigServer, MiddleOptions};
+    bounded(async {
+        let socks = danted().await;
+        let secret: Vec<u8> = (0..128).map(|_| rand::random::<u8>()).collect();
+        let options = MiddleOptions {
+            secret: secret.clone(),
+            proxy_ip: None,
+            forward: None,
+        };
+        let mut me = fake_middle::spawn(IpAddr::V4(DC_IP), options).await;
+        let config = ConfigServer::start(&secret, me.addr).await;
+        let dc = dc_on_its_own_address().await;
+        let lines = format!(
+            "{}  ad_tag: 3c09c680b76ee91a4c25ad51f742267d\n  middle_proxy:\n    secret_url: {}\n    config_url: {}\n    config_v6_url: {}\n    fallback_direct: false\n",
+            via(&[socks.url(Some((DANTE_USER, DANTE_PASSWORD)))]),
+            config.url("/getProxySecret"),
+            config.url("/getProxyConfig"),
+            config.url("/getProxyConfigV6"),
+        );
+        let (_gw, addr, _site) = gateway_via(&dc, &lines, "").await;
+        let (mut w, mut r, _) =
+            client::connect_faketls(addr, &ALICE, SNI, client::INTERMEDIATE, 2, false).await;
+        let mut framed = 8u32.to_le_bytes().to_vec();
+        framed.extend_from_slice(b"abcdefgh");
+        w.send(&framed).await.unwrap();
+        assert_eq!(r.recv_exact(12).await.unwrap(), framed, "echoed through the ME");
+        let seen = tokio::time::timeout(SOON, me.requests.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(seen.problems.is_empty(), "{:?}", seen.problems);
+        assert_eq!(seen.peer.ip(), IpAddr::V4(SOCKS_OUT), "the ME's peer is danted");
+        assert_eq!(seen.proxy.ip(), IpAddr::V4(SOCKS_OUT), "the keys used danted's address");
+        let peers = config.peers.lock().unwrap().clone();
+        assert!(!peers.is_empty(), "the configuration was fetched");
+        assert!(
+            peers.iter().all(|p| p.ip() == IpAddr::V4(SOCKS_OUT)),
+            "every fetch came through danted: {peers:?}"
+        );
+    })
+    .await;
+}

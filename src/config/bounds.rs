@@ -56,6 +56,13 @@ pub const IDLE: DurationRange = DurationRange {
     max: secs(7 * 86_400),
 };
 
+/// `mtproto.middle_proxy.refresh`: Telegram changes the list rarely; a second is for tests,
+/// a week is the longest a stale list should be trusted.
+pub const MIDDLE_REFRESH: DurationRange = DurationRange {
+    min: secs(1),
+    max: secs(7 * 86_400),
+};
+
 /// `timeouts.shutdown_grace`: how long SIGTERM waits for live connections (HAProxy's
 /// `hard-stop-after`); a day covers the longest deliberate drain.
 pub const SHUTDOWN_GRACE: DurationRange = DurationRange {

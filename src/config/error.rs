@@ -274,12 +274,6 @@ pub enum Problem {
     /// `state.redis_timeout` without `state.redis`.
     #[error("`redis_timeout` bounds the wait for `state.redis`, which is not set")]
     RedisTimeoutWithoutRedis,
-    /// `mtproto.ad_tag`, which needs middle-proxy mode.
-    #[error(
-        "middle-proxy mode (promoted channels) is not supported yet; remove ad_tag to run in \
-         direct mode"
-    )]
-    AdTagUnsupported,
     /// A `mtproto.datacenters` entry that cannot be used.
     #[error(transparent)]
     Datacenter(#[from] DcTableError),

@@ -6,6 +6,7 @@ pub mod addresses;
 pub mod bounds;
 pub mod datacenters;
 mod error;
+pub mod middle;
 mod model;
 pub mod mtproto;
 pub mod netpolicy;
@@ -495,6 +496,10 @@ fn compile(
         }
         None => (None, None),
     };
+    let mut mtproto = mtproto;
+    if let Some(settings) = mtproto.as_mut() {
+        settings.middle.cache_dir = state_dir.clone();
+    }
     Ok(Config {
         listen,
         trusted_proxies: file
@@ -644,9 +649,6 @@ fn mtproto_settings(
     users_file: Option<&users_file::UsersFile>,
     timeouts: &Timeouts,
 ) -> Result<MtprotoSettings, Fault> {
-    if section.ad_tag.is_some() {
-        return Err(Fault::value("mtproto.ad_tag", Problem::AdTagUnsupported));
-    }
     let mut users = users::compile_users("mtproto.users", section.users)?;
     if let Some(file) = users_file {
         for user in &file.users {
@@ -717,6 +719,33 @@ fn mtproto_settings(
         prefer_ipv6: section.prefer_ipv6,
         via: via_upstreams(&section.via)?,
         via_fallback_direct: section.via_fallback_direct,
+        middle: middle_settings(section.ad_tag, section.public_ip, section.middle_proxy)?,
+    })
+}
+
+/// `mtproto.ad_tag`, `mtproto.public_ip` and `mtproto.middle_proxy`, defaults filled in
+/// (the cache directory is `state.dir`, set once that is known).
+fn middle_settings(
+    ad_tag: Option<middle::AdTag>,
+    public_ip: Option<IpAddr>,
+    section: Option<middle::MiddleProxySection>,
+) -> Result<middle::MiddleProxySettings, Fault> {
+    let section = section.unwrap_or_default();
+    let defaults = middle::MiddleProxySettings::default();
+    Ok(middle::MiddleProxySettings {
+        ad_tag,
+        public_ip,
+        secret_url: section.secret_url.unwrap_or(defaults.secret_url),
+        config_url: section.config_url.unwrap_or(defaults.config_url),
+        config_v6_url: section.config_v6_url.unwrap_or(defaults.config_v6_url),
+        refresh: duration(
+            &section.refresh,
+            "mtproto.middle_proxy.refresh",
+            bounds::MIDDLE_REFRESH,
+            middle::DEFAULT_REFRESH,
+        )?,
+        fallback_direct: section.fallback_direct.unwrap_or(defaults.fallback_direct),
+        cache_dir: None,
     })
 }
 

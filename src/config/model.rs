@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::middle::{AdTag, MiddleProxySection};
 use super::users::UserValue;
 use super::values::{
     BalanceValue, DurationValue, ListenAddr, MimicValue, NameValue, Network, OneOrMany,
@@ -91,7 +92,12 @@ pub struct MtprotoSection {
     pub fast_mode: bool,
     #[serde(default)]
     pub prefer_ipv6: bool,
-    pub ad_tag: Option<String>,
+    /// The global promoted channel (middle-proxy mode).
+    pub ad_tag: Option<AdTag>,
+    /// This host's address as the middle proxies see it.
+    pub public_ip: Option<std::net::IpAddr>,
+    /// Where the middle proxies' configuration comes from.
+    pub middle_proxy: Option<MiddleProxySection>,
     /// SOCKS5 upstreams for DC connections (split mode).
     #[serde(default)]
     pub via: Vec<String>,

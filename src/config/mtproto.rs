@@ -6,6 +6,7 @@ use std::time::Duration;
 use std::path::PathBuf;
 
 use super::datacenters::DcTable;
+use super::middle::MiddleProxySettings;
 use super::secret::Secret;
 use super::users::MtprotoUser;
 use super::via::ViaUpstream;
@@ -43,6 +44,8 @@ pub struct MtprotoSettings {
     pub via: Vec<ViaUpstream>,
     /// `mtproto.via_fallback_direct`: dial the DC directly when every upstream is down.
     pub via_fallback_direct: bool,
+    /// Middle-proxy mode: the tags and the ME configuration's sources.
+    pub middle: MiddleProxySettings,
 }
 
 /// The longest MTProto user name.

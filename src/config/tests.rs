@@ -310,8 +310,24 @@ fn every_mtproto_error_names_its_node() {
     let route = "routes:\n  - sni: a.example.com\n    mtproto: true\n    to: 127.0.0.1:2\n";
     let cases = [
         (
-            format!("mtproto:\n  users: {{alice: {ALICE}}}\n  ad_tag: {ALICE}\n"),
-            "test.yaml:4:11: mtproto.ad_tag: middle-proxy mode (promoted channels) is not supported yet; remove ad_tag to run in direct mode".to_string(),
+            format!("mtproto:\n  users: {{alice: {ALICE}}}\n  ad_tag: 3c09c680b76ee91a\n"),
+            "test.yaml:4:11: mtproto.ad_tag: an ad_tag is 32 hex digits (16 bytes, from @MTProxybot), not `3c09c680b76ee91a`".to_string(),
+        ),
+        (
+            format!("mtproto:\n  users: {{alice: {ALICE}}}\n  public_ip: somewhere\n"),
+            "test.yaml:4:14: mtproto.public_ip: invalid IP address syntax".to_string(),
+        ),
+        (
+            format!("mtproto:\n  users: {{alice: {ALICE}}}\n  middle_proxy:\n    config_url: ftp://x/y\n"),
+            "test.yaml:5:17: mtproto.middle_proxy.config_url: `ftp://x/y` is no http:// or https:// URL with a host".to_string(),
+        ),
+        (
+            format!("mtproto:\n  users: {{alice: {ALICE}}}\n  middle_proxy:\n    refresh: 10ms\n"),
+            "test.yaml:5:14: mtproto.middle_proxy.refresh: 10ms is shorter than the minimum of 1s".to_string(),
+        ),
+        (
+            format!("mtproto:\n  users: {{alice: {ALICE}}}\n  middle_proxy:\n    fallback: true\n"),
+            "test.yaml:5:5: mtproto.middle_proxy: unknown field `fallback`".to_string(),
         ),
         (
             "mtproto:\n  users: {}\n".to_string(),

@@ -65,6 +65,9 @@ pub struct UserPolicy {
     /// When the operator last reset the user's usage (`frontgate user reset`; Unix seconds,
     /// UTC): traffic counted before this moment does not count against the quota.
     pub usage_reset: Option<i64>,
+    /// The user's own promoted channel: their sessions go through the middle proxies with
+    /// it (instead of `mtproto.ad_tag`).
+    pub ad_tag: Option<super::middle::AdTag>,
 }
 
 impl Default for UserPolicy {
@@ -79,6 +82,7 @@ impl Default for UserPolicy {
             routes: None,
             note: None,
             usage_reset: None,
+            ad_tag: None,
         }
     }
 }
@@ -231,8 +235,8 @@ pub struct UserSection {
     /// When the usage was last reset (`frontgate user reset` writes it): a date or an
     /// RFC 3339 date-time, like `expires`.
     pub usage_reset: Option<ExpiresValue>,
-    /// Per-user promoted channel: refused until middle-proxy mode exists.
-    pub ad_tag: Option<String>,
+    /// Per-user promoted channel (middle-proxy mode).
+    pub ad_tag: Option<super::middle::AdTag>,
 }
 
 /// `quota:` of a user.
@@ -371,12 +375,6 @@ pub(super) fn compile_users(
 }
 
 fn user_policy(key: &str, section: UserSection) -> Result<UserPolicy, Fault> {
-    if section.ad_tag.is_some() {
-        return Err(Fault::key(
-            format!("{key}.ad_tag"),
-            Problem::AdTagUnsupported,
-        ));
-    }
     let quota = match section.quota {
         None => None,
         Some(q) => Some(quota(&format!("{key}.quota"), q)?),
@@ -408,6 +406,7 @@ fn user_policy(key: &str, section: UserSection) -> Result<UserPolicy, Fault> {
         routes,
         note: section.note,
         usage_reset: section.usage_reset.map(|at| at.0),
+        ad_tag: section.ad_tag,
     })
 }
 

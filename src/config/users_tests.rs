@@ -92,8 +92,8 @@ fn every_user_error_names_its_node() {
             "test.yaml:5:7: mtproto.users.bob: missing field `secret`",
         ),
         (
-            format!("    bob:\n      secret: {BOB}\n      ad_tag: {ALICE}\n"),
-            "test.yaml:6:7: mtproto.users.bob.ad_tag: middle-proxy mode",
+            format!("    bob:\n      secret: {BOB}\n      ad_tag: zz\n"),
+            "test.yaml:6:15: mtproto.users.bob.ad_tag: an ad_tag is 32 hex digits",
         ),
     ];
     for (users, expected) in cases {
@@ -169,4 +169,51 @@ fn users_file_users_join_the_inline_ones() {
     std::fs::remove_file(&users).unwrap();
     let got = load(&routes).expect_err("accepted").to_string();
     assert!(got.contains("users.yaml"), "{got}");
+}
+
+#[test]
+fn ad_tags_and_the_middle_proxy_block_parse_with_their_defaults() {
+    let tag = "3c09c680b76ee91a4c25ad51f742267d";
+    let config = parse(
+        &file(
+            &format!("    alice: {ALICE}\n    bob:\n      secret: {BOB}\n      ad_tag: {tag}\n"),
+            "",
+        ),
+        "test.yaml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let settings = config.mtproto.unwrap();
+    assert_eq!(settings.users[0].policy.ad_tag, None);
+    assert_eq!(
+        settings.users[1].policy.ad_tag.map(|t| hex::encode(t.0)),
+        Some(tag.to_string())
+    );
+    let middle = &settings.middle;
+    assert_eq!(middle.ad_tag, None);
+    assert_eq!(middle.config_url.0, super::middle::DEFAULT_CONFIG_URL);
+    assert_eq!(middle.refresh, std::time::Duration::from_secs(3600));
+    assert!(middle.fallback_direct);
+
+    let extra = format!(
+        "  ad_tag: {tag}\n  public_ip: 203.0.113.7\n  middle_proxy:\n    secret_url: http://127.0.0.1:9/s\n    refresh: 10m\n    fallback_direct: false\n"
+    );
+    let text = format!(
+        "state: {{ dir: /var/lib/fg }}\n{}",
+        file(&format!("    alice: {ALICE}\n"), &extra)
+    );
+    let config = parse(&text, "test.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let middle = config.mtproto.unwrap().middle;
+    assert_eq!(
+        middle.ad_tag.map(|t| hex::encode(t.0)),
+        Some(tag.to_string())
+    );
+    assert_eq!(middle.public_ip, Some("203.0.113.7".parse().unwrap()));
+    assert_eq!(middle.secret_url.0, "http://127.0.0.1:9/s");
+    assert_eq!(middle.config_v6_url.0, super::middle::DEFAULT_CONFIG_V6_URL);
+    assert_eq!(middle.refresh, std::time::Duration::from_secs(600));
+    assert!(!middle.fallback_direct);
+    assert_eq!(
+        middle.cache_dir,
+        Some(std::path::PathBuf::from("/var/lib/fg"))
+    );
 }

@@ -215,6 +215,7 @@ pub async fn fake_tls(
         record_sizing(&mirror, &state.profiles),
         settings,
         admission,
+        &state.middle,
         shutdown,
     )
     .await;
@@ -402,16 +403,7 @@ pub async fn plain(
     shutdown: &Shutdown,
 ) -> Gate {
     let Core { settings, state } = core;
-    let outcome = serve_plain(
-        client,
-        peeked,
-        settings,
-        &state.users,
-        &state.replay,
-        client_ip,
-        shutdown,
-    )
-    .await;
+    let outcome = serve_plain(client, peeked, settings, state, client_ip, shutdown).await;
     if let SessionOutcome::Fallback {
         reason: FallbackReason::Refused { user, refusal },
         ..

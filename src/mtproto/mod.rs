@@ -27,11 +27,13 @@
 //! - [`users`]: each user's running state and the enforcement of their policy.
 //! - [`state`]: the replay cache and the users' counters, kept across reloads.
 //! - [`links`]: the users' `tg://` / `t.me` links and QR codes.
+//! - [`middle`]: middle-proxy mode (ad_tag sessions through Telegram's middle proxies).
 
 pub mod dc_health;
 pub mod faketls;
 pub mod gate;
 pub mod links;
+pub mod middle;
 pub mod mimic;
 pub mod mirror;
 pub mod obfuscated2;

@@ -54,6 +54,13 @@ enum DecodeState {
     ChangeCipherSpecBody,
 }
 
+/// The header of an application-data record of `len` payload bytes (at most
+/// [`MAX_OUTGOING_PAYLOAD`]).
+pub fn record_header_for(len: usize) -> [u8; RECORD_HEADER_LEN] {
+    let [hi, lo] = (len as u16).to_be_bytes();
+    [TYPE_APPLICATION_DATA, 3, 3, hi, lo]
+}
+
 /// Strips record headers from the client's byte stream, in place, keeping only the
 /// application-data payloads. Feed it whatever each read returned, in any split.
 #[derive(Debug, Clone)]

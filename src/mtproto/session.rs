@@ -35,6 +35,7 @@ use crate::forward::relay::{shutdown_write, write_all_tcp};
 use crate::forward::shutdown::{InFlight, Shutdown};
 use crate::mtproto::dc_health;
 use crate::mtproto::faketls::FakeTlsClient;
+use crate::mtproto::middle::{self, MiddleProxy};
 use crate::mtproto::mimic::FlightProfile;
 use crate::mtproto::obfuscated2::{
     dc_init, is_forbidden_init_prefix, parse_client_init, reencrypt, try_users, AesCtr,
@@ -42,10 +43,9 @@ use crate::mtproto::obfuscated2::{
 };
 use crate::mtproto::record_sizing::{RecordSizing, SizingCursor};
 use crate::mtproto::records::{RecordDecoder, RecordEncoder, RecordError, FULL_RECORD_LEN};
-use crate::mtproto::replay_guard::ReplayGuard;
-use crate::mtproto::state::UserCounters;
+use crate::mtproto::state::{MtprotoState, UserCounters};
 use crate::mtproto::upstreams;
-use crate::mtproto::users::{unix_now, Admission, RateLimits, Refusal, TokenBucket, UserRuntime};
+use crate::mtproto::users::{unix_now, Admission, RateLimits, Refusal, TokenBucket};
 
 /// Raw client bytes allowed before the 64-byte init is complete (a real client needs ~75).
 const MAX_HANDSHAKE_BYTES: usize = 64 * 1024;
@@ -221,6 +221,7 @@ pub async fn serve_faketls(
     sizing: RecordSizing,
     settings: &MtprotoSettings,
     admission: Admission,
+    middle: &Arc<MiddleProxy>,
     shutdown: &Shutdown,
 ) -> SessionOutcome {
     let raw = already_read_after_hello;
@@ -230,7 +231,7 @@ pub async fn serve_faketls(
         sizing,
     };
     commit_faketls(
-        client, raw, auth.user, secret, flight, settings, admission, shutdown,
+        client, raw, auth.user, secret, flight, settings, admission, middle, shutdown,
     )
     .await
     .into()
@@ -253,6 +254,7 @@ async fn commit_faketls(
     flight: Flight,
     settings: &MtprotoSettings,
     admission: Admission,
+    middle: &Arc<MiddleProxy>,
     shutdown: &Shutdown,
 ) -> Committed {
     let rejected = |reason, raw: &[u8], to_client| Committed::Rejected {
@@ -302,7 +304,7 @@ async fn commit_faketls(
         from_client: raw.len() as u64,
         to_client,
     };
-    establish(client, handshake, settings, shutdown).await
+    establish(client, handshake, settings, middle, shutdown).await
 }
 
 /// Serves a non-TLS client if its first 64 bytes are an obfuscated2 init for some user.
@@ -314,11 +316,11 @@ pub async fn serve_plain(
     mut client: TcpStream,
     first_bytes: Vec<u8>,
     settings: &MtprotoSettings,
-    users: &[Arc<UserRuntime>],
-    replay: &ReplayGuard,
+    state: &MtprotoState,
     client_ip: IpAddr,
     shutdown: &Shutdown,
 ) -> SessionOutcome {
+    let (users, replay, middle) = (&state.users, &state.replay, &state.middle);
     let mut raw = first_bytes;
     let deadline = deadline_after(settings.handshake_timeout);
     while raw.len() < INIT_LEN {
@@ -361,7 +363,7 @@ pub async fn serve_plain(
         from_client: raw.len() as u64,
         to_client: 0,
     };
-    establish(client, handshake, settings, shutdown)
+    establish(client, handshake, settings, middle, shutdown)
         .await
         .into()
 }
@@ -414,6 +416,7 @@ async fn establish(
     client: TcpStream,
     handshake: Handshake,
     settings: &MtprotoSettings,
+    middle: &Arc<MiddleProxy>,
     shutdown: &Shutdown,
 ) -> Committed {
     let Handshake {
@@ -427,6 +430,46 @@ async fn establish(
         to_client,
     } = handshake;
     let dc_idx = client_obf.dc;
+    if let Some(ad_tag) = middle::tag_for(settings, user) {
+        match middle.session(dc_idx).await {
+            Ok(me) => {
+                let leg = middle::relay::ClientLeg {
+                    tag: client_obf.tag,
+                    leftover: {
+                        client_obf.decrypt.apply_keystream(&mut leftover);
+                        leftover
+                    },
+                    decrypt: client_obf.decrypt,
+                    encrypt: client_obf.encrypt,
+                    decoder,
+                    client_addr: SocketAddr::new(
+                        admission.client_ip(),
+                        client.peer_addr().map_or(0, |a| a.port()),
+                    ),
+                    ad_tag,
+                };
+                let start = MiddleStart {
+                    user,
+                    dc: dc_idx,
+                    from_client,
+                    to_client,
+                };
+                return serve_middle(
+                    client, leg, me, start, settings, &admission, middle, shutdown,
+                )
+                .await;
+            }
+            Err(error) if settings.middle.fallback_direct => middle.fell_back(dc_idx, &error),
+            Err(error) => {
+                middle.failed(dc_idx, &error);
+                return Committed::DcUnreachable {
+                    user,
+                    dc: dc_idx,
+                    error: io::Error::other(error.to_string()),
+                };
+            }
+        }
+    }
     let addresses = settings.datacenters.addresses(dc_idx, settings.prefer_ipv6);
     let (mut dc, dc_addr) = match connect_dc(&addresses, settings).await {
         Ok(dialled) => dialled,
@@ -484,6 +527,48 @@ async fn establish(
         dc_addr,
         bytes_from_client: from_client + up,
         bytes_to_client: to_client + down,
+        reason,
+    }
+}
+
+/// What a session brings to middle-proxy mode besides its legs.
+struct MiddleStart {
+    user: usize,
+    dc: i16,
+    from_client: u64,
+    to_client: u64,
+}
+
+/// Relays a session through its ME connection (middle-proxy mode), counted like a direct
+/// one and in the middle-proxy gauge.
+#[allow(clippy::too_many_arguments)] // establish's facts, for the ME path
+async fn serve_middle(
+    client: TcpStream,
+    leg: middle::relay::ClientLeg,
+    me: middle::mux::MeSession,
+    start: MiddleStart,
+    settings: &MtprotoSettings,
+    admission: &Admission,
+    middle: &Arc<MiddleProxy>,
+    shutdown: &Shutdown,
+) -> Committed {
+    let stats = admission.counters().clone();
+    stats.connections.fetch_add(1, Ordering::Relaxed);
+    stats.active.fetch_add(1, Ordering::Relaxed);
+    let _active = ActiveGuard(Arc::clone(&stats));
+    stats.add_from_client(start.from_client);
+    stats.add_to_client(start.to_client);
+    let me_addr = me.conn.server;
+    middle.stats.sessions.fetch_add(1, Ordering::Relaxed);
+    let (up, down, reason) =
+        middle::relay::relay(client, leg, me, settings.idle_timeout, admission, shutdown).await;
+    middle.stats.sessions.fetch_sub(1, Ordering::Relaxed);
+    Committed::Finished {
+        user: start.user,
+        dc: start.dc,
+        dc_addr: Some(me_addr),
+        bytes_from_client: start.from_client + up,
+        bytes_to_client: start.to_client + down,
         reason,
     }
 }
@@ -872,6 +957,7 @@ mod tests {
             prefer_ipv6: false,
             via: Vec::new(),
             via_fallback_direct: false,
+            middle: Default::default(),
         }
     }
 
@@ -888,8 +974,7 @@ mod tests {
             server,
             Vec::new(),
             &settings(Duration::MAX),
-            &[],
-            &ReplayGuard::local(crate::mtproto::replay::ReplayCache::new(16)),
+            &MtprotoState::new(&settings(Duration::MAX)),
             IpAddr::from([127, 0, 0, 1]),
             &crate::forward::shutdown::ShutdownSwitch::new().subscribe(),
         )

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use crate::config::MtprotoSettings;
+use crate::mtproto::middle::MiddleProxy;
 use crate::mtproto::mimic::{FlightProfile, HelloShape};
 use crate::mtproto::record_sizing::RecordSizing;
 use crate::mtproto::replay::ReplayCache;
@@ -88,6 +89,8 @@ pub struct MtprotoState {
     /// What each `mtproto: true` route's backend answered last, for `mimic: learned` and
     /// for live mirrors that fail.
     pub profiles: Arc<ProfileStore>,
+    /// The middle-proxy client (kept across reloads: its ME connections serve on).
+    pub middle: Arc<MiddleProxy>,
 }
 
 /// Which shape a route's fake flights have, for the log line that says so once per change.
@@ -190,6 +193,7 @@ impl MtprotoState {
                 .collect(),
             replay: ReplayGuard::local(ReplayCache::new(settings.replay_cache)),
             profiles: Arc::default(),
+            middle: MiddleProxy::new(settings),
         }
     }
 
@@ -222,6 +226,8 @@ impl MtprotoState {
             next.replay = running.replay.clone();
         }
         next.profiles = running.profiles.clone();
+        running.middle.follow(settings);
+        next.middle = running.middle.clone();
         next
     }
 

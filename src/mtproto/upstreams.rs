@@ -105,6 +105,18 @@ pub async fn connect_via(
     addresses: &[DcAddr],
     timeout: Duration,
 ) -> io::Result<(TcpStream, SocketAddr)> {
+    let (stream, target, _) = connect_via_bound(via, addresses, timeout).await?;
+    Ok((stream, target))
+}
+
+/// [`connect_via`], also returning the address the upstream says it connected from (its
+/// SOCKS reply's BND.ADDR; `None` when it reports none): the middle proxies see that
+/// address and port, and derive their keys from them.
+pub async fn connect_via_bound(
+    via: &[ViaUpstream],
+    addresses: &[DcAddr],
+    timeout: Duration,
+) -> io::Result<(TcpStream, SocketAddr, Option<SocketAddr>)> {
     let targets = resolve(addresses).await;
     let mut why = Vec::with_capacity(via.len());
     for upstream in via {
@@ -157,18 +169,18 @@ async fn connect_one(
     health: &UpstreamHealth,
     targets: &[SocketAddr],
     timeout: Duration,
-) -> Result<(TcpStream, SocketAddr), Failure> {
+) -> Result<(TcpStream, SocketAddr, Option<SocketAddr>), Failure> {
     let mut last = Failure::Target("no DC address to ask for".to_string());
     for target in targets {
         let started = Instant::now();
         let attempt = tokio::time::timeout(timeout, handshake(upstream, *target)).await;
         let failure = match attempt {
-            Ok(Ok(stream)) => {
+            Ok(Ok((stream, bound))) => {
                 stream.set_nodelay(true).ok();
                 health.connections.fetch_add(1, Relaxed);
                 let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                 health.connect_micros.fetch_add(micros, Relaxed);
-                return Ok((stream, *target));
+                return Ok((stream, *target, bound));
             }
             Ok(Err(failure)) => failure,
             Err(_) => Failure::Upstream(format!(
@@ -187,7 +199,10 @@ async fn connect_one(
 }
 
 /// TCP to the upstream, then the SOCKS5 CONNECT (with RFC 1929 auth if configured).
-async fn handshake(upstream: &ViaUpstream, target: SocketAddr) -> Result<TcpStream, Failure> {
+async fn handshake(
+    upstream: &ViaUpstream,
+    target: SocketAddr,
+) -> Result<(TcpStream, Option<SocketAddr>), Failure> {
     let socket = TcpStream::connect((upstream.host.as_str(), upstream.port))
         .await
         .map_err(|e| Failure::Upstream(format!("cannot connect to the upstream: {e}")))?;
@@ -203,7 +218,13 @@ async fn handshake(upstream: &ViaUpstream, target: SocketAddr) -> Result<TcpStre
         }
         None => Socks5Stream::connect_with_socket(socket, target).await,
     };
-    stream.map(Socks5Stream::into_inner).map_err(classify)
+    let stream = stream.map_err(classify)?;
+    // tokio-socks keeps the reply's address as the stream's "target": the BND.ADDR.
+    let bound = match stream.target_addr() {
+        tokio_socks::TargetAddr::Ip(addr) if addr.port() != 0 => Some(addr),
+        _ => None,
+    };
+    Ok((stream.into_inner(), bound))
 }
 
 /// Reply errors about the target keep the upstream up; everything else is the upstream's.

@@ -259,6 +259,11 @@ pub struct Admission {
 }
 
 impl Admission {
+    /// The client's address the session was admitted for.
+    pub fn client_ip(&self) -> IpAddr {
+        self.ip
+    }
+
     /// The user's counters.
     pub fn counters(&self) -> &Arc<UserCounters> {
         &self.user.counters

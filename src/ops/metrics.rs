@@ -5,7 +5,7 @@
 //! connections, failures, connect latency).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -29,6 +29,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::forward::pool::Pool;
+use crate::mtproto::middle::MiddleProxy;
 use crate::mtproto::shared_state::{Fallback, SharedState};
 use crate::mtproto::state::UserCounters;
 use crate::mtproto::upstreams::UpstreamHealth;
@@ -50,6 +51,8 @@ pub struct LiveValues {
     pub upstreams: Vec<UpstreamView>,
     /// The fleet-wide state in Redis, with `state.redis`.
     pub shared: Option<Arc<SharedState>>,
+    /// The middle-proxy client, when some user has an ad_tag.
+    pub middle: Option<Arc<MiddleProxy>>,
 }
 
 /// One `mtproto.via` upstream as the metrics endpoint shows it.
@@ -327,6 +330,11 @@ struct FallbackLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DcLabels {
+    dc: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamLabels {
     upstream: String,
 }
@@ -392,7 +400,8 @@ impl Live {
         }
         self.encode_user_gauges(encoder)?;
         self.encode_user_refusals(encoder)?;
-        self.encode_upstreams(encoder)
+        self.encode_upstreams(encoder)?;
+        self.encode_middle(encoder)
     }
 }
 
@@ -625,6 +634,73 @@ impl Live {
         Ok(())
     }
 
+    /// Middle-proxy mode: ME connections and their keepalive round trip per DC, sessions in
+    /// ME mode, fallbacks to direct and errors. Left out when no user has an ad_tag.
+    fn encode_middle(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::metrics::MetricType;
+        let Some(middle) = &self.0.middle else {
+            return Ok(());
+        };
+        let dcs = middle.dcs();
+        let mut conns = encoder.encode_descriptor(
+            "frontgate_mtproto_middle_connections",
+            "Live middle-proxy connections per DC",
+            None,
+            MetricType::Gauge,
+        )?;
+        for view in &dcs {
+            let labels = DcLabels {
+                dc: view.dc.to_string(),
+            };
+            gauge(view.connections as u64).encode(conns.encode_family(&labels)?)?;
+        }
+        let mut rtt = encoder.encode_descriptor(
+            "frontgate_mtproto_middle_rtt_seconds",
+            "Last keepalive round trip of the fastest middle-proxy connection per DC (0: none yet)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for view in &dcs {
+            let labels = DcLabels {
+                dc: view.dc.to_string(),
+            };
+            ConstGauge::new(view.rtt_micros as f64 / 1e6).encode(rtt.encode_family(&labels)?)?;
+        }
+        let stats = &middle.stats;
+        gauge(stats.sessions.load(Relaxed)).encode(encoder.encode_descriptor(
+            "frontgate_mtproto_middle_sessions",
+            "Sessions relayed through the middle proxies now",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        let counters: [(&str, &str, &AtomicU64); 3] = [
+            (
+                "frontgate_mtproto_middle_fallbacks",
+                "ad_tag sessions served direct because no middle proxy could be reached",
+                &stats.fallbacks,
+            ),
+            (
+                "frontgate_mtproto_middle_errors",
+                "Failed middle-proxy connects and handshakes",
+                &stats.errors,
+            ),
+            (
+                "frontgate_mtproto_middle_config_fetch_errors",
+                "Middle-proxy configuration fetches that failed or were refused",
+                &stats.fetch_errors,
+            ),
+        ];
+        for (name, help, value) in counters {
+            ConstCounter::new(value.load(Relaxed)).encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                MetricType::Counter,
+            )?)?;
+        }
+        Ok(())
+    }
+
     /// Valid secrets refused by user policy, per user and reason.
     fn encode_user_refusals(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let mut family = encoder.encode_descriptor(
@@ -825,6 +901,7 @@ mod tests {
             healthy: true,
             upstreams: Vec::new(),
             shared: None,
+            middle: None,
         };
         let metrics = Metrics::default();
         metrics.connection_closed("a\"b\\c", "closed", 1, 2);

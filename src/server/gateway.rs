@@ -20,6 +20,7 @@ use crate::admission::loop_guard::OutboundAddrs;
 use crate::config::Config;
 use crate::conn::context::{Context, Snapshot};
 use crate::forward::shutdown::ShutdownSwitch;
+use crate::mtproto::middle::MiddleProxy;
 use crate::mtproto::upstreams;
 use crate::mtproto::{probe, users};
 use crate::ops::metrics::{self, LiveValues, Metrics, UpstreamView, UserView};
@@ -175,6 +176,13 @@ fn live_values(ctx: &Context, serving: &ArcSwapOption<Serving>) -> LiveValues {
             .mtproto
             .as_ref()
             .and_then(|state| state.shared().cloned()),
+        middle: snapshot
+            .config
+            .mtproto
+            .as_ref()
+            .filter(|settings| MiddleProxy::wanted(settings))
+            .and(snapshot.mtproto.as_ref())
+            .map(|state| state.middle.clone()),
     }
 }
 

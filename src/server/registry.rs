@@ -16,6 +16,7 @@ use crate::config::{Action, AddressSet, Config, Forward, Route, TlsSettings};
 use crate::conn::context::Snapshot;
 use crate::forward::health_check;
 use crate::forward::pool::Pool;
+use crate::mtproto::middle::MiddleProxy;
 use crate::mtproto::shared_state::SharedState;
 use crate::mtproto::state::MtprotoState;
 use crate::tls::{TlsError, TlsTerminator};
@@ -90,13 +91,16 @@ pub fn build(config: Config, running: Option<&Snapshot>) -> Result<Snapshot, Bui
     let mtproto = config.mtproto.as_ref().map(|settings| {
         let previous =
             running.and_then(|r| Some((r.config.mtproto.as_ref()?, r.mtproto.as_ref()?)));
-        match previous {
+        let state = match previous {
             Some((old_settings, old_state)) => {
                 MtprotoState::follow(settings, old_settings, old_state)
             }
             None => MtprotoState::new(settings),
+        };
+        if MiddleProxy::wanted(settings) {
+            state.middle.start();
         }
-        .sharing(settings, shared_state(&config, running))
+        state.sharing(settings, shared_state(&config, running))
     });
     let pools = pools(&config, running);
     Ok(Snapshot {

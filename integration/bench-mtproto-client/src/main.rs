@@ -17,20 +17,27 @@
 //! bench-mtproto-client echo --listen 127.0.0.1:P
 //!     Raw echo from the first byte (the passthrough ceiling's backend).
 //! bench-mtproto-client load --connect 127.0.0.1:P --mode mtproto|plain --sni NAME
-//!         [--secret HEX32] [--conns N] [--bytes N] [--verify] [--pid PID] [--label TEXT]
+//!         [--secret HEX32] [--conns N] [--bytes N] [--verify [--framed]] [--pid PID] [--label TEXT]
 //!     mtproto: per connection a fake-TLS ClientHello with a valid digest for --secret, the
 //!     server flight read and its HMAC checked, CCS + the obfuscated2 init (padded
 //!     intermediate tag) in a record, then --bytes/--conns bytes pushed in 16 KiB TLS records
 //!     while a second thread reads the echo back (TLS records from the proxy; headers checked,
 //!     payload counted). Bulk runs (tag `dd`) send fixed random payload with no client-side
 //!     AES; --verify (tag `ee`) encrypts a position-keyed pattern and checks every echoed byte.
-//!     Both ask for DC 2.
+//!     Both ask for DC 2. --framed (with --verify) makes the stream whole intermediate-
+//!     transport messages of 16380 bytes, for a proxy in middle-proxy mode (bench-middle).
 //!     plain: a ClientHello for --sni (so an SNI router routes it), then the same records,
 //!     raw; the echoed hello is skipped. Prints one `result key=value ...` line with MB/s
 //!     (payload bytes echoed per second, 10^6) and, with --pid, that process's CPU seconds
 //!     (utime+stime from /proc/PID/stat) for the timed part and per GiB echoed.
 //! bench-mtproto-client aes
 //!     One AES-256-CTR pass over a 16 KiB buffer for two seconds: GiB/s per core.
+//! bench-mtproto-client middle [--secret HEX] [--forward DC_ADDR]
+//!     The test kit's fake Telegram middle proxy and its config server (plain HTTP) on
+//!     127.0.0.1 (integration/middle-crosscheck.sh, bench-middle, tdlib.sh); it echoes each
+//!     message, or with --forward relays them to that DC. Prints `ready config=URL
+//!     me=ADDR secret=HEX`, then one `req conn_id=.. ad_tag=HEX flags=0x.. client=..
+//!     proxy=.. problems=[..]` line per new connection id (or failed check) it sees.
 //! ```
 
 use std::collections::HashMap;
@@ -162,10 +169,23 @@ fn open(
     })
 }
 
+/// Set by `--framed`: the verify pattern is a stream of MTProto intermediate-transport
+/// messages, one per 16 KiB record (a 4-byte length of 16380, then 16380 pattern bytes), so
+/// a proxy in middle-proxy mode can parse it; the fake ME echoes each message and the proxy
+/// frames it back the same way, so the stream comes back unchanged as in direct mode.
+static FRAMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// The verify pattern: byte `i` of the stream, independent of how it is chunked.
 fn pattern(offset: u64, out: &mut [u8]) {
+    let framed = FRAMED.load(std::sync::atomic::Ordering::Relaxed);
+    let length = ((RECORD - 4) as u32).to_le_bytes();
     for (i, b) in out.iter_mut().enumerate() {
         let pos = offset + i as u64;
+        let in_message = (pos % RECORD as u64) as usize;
+        if framed && in_message < 4 {
+            *b = length[in_message];
+            continue;
+        }
         let mut x = (pos >> 3).wrapping_add(0x9E37_79B9_7F4A_7C15);
         x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -315,7 +335,13 @@ fn load(opts: &HashMap<String, String>, verify: bool) {
     });
     let pid: Option<u32> = get("pid").map(|v| v.parse().unwrap_or_else(|_| die("bad --pid")));
     let label = get("label").unwrap_or_else(|| addr.clone());
-    let per_conn = total / conns as u64;
+    let mut per_conn = total / conns as u64;
+    if FRAMED.load(std::sync::atomic::Ordering::Relaxed) {
+        if !verify {
+            die("--framed needs --verify (the intermediate tag)");
+        }
+        per_conn -= per_conn % RECORD as u64;
+    }
 
     let rt = runtime();
     let mut opened = Vec::new();
@@ -405,6 +431,55 @@ fn aes_speed() {
     );
 }
 
+/// Runs the kit's fake middle proxy until killed, printing what it sees.
+fn middle(opts: &HashMap<String, String>) {
+    use frontgate_testkit::fake_middle::{self, ConfigServer, MiddleOptions};
+    let secret = match opts.get("secret") {
+        Some(text) => hex_bytes(text),
+        None => {
+            let mut s = vec![0u8; 128];
+            rand::thread_rng().fill_bytes(&mut s);
+            s
+        }
+    };
+    let rt = Runtime::new().unwrap();
+    rt.block_on(async {
+        let options = MiddleOptions {
+            secret: secret.clone(),
+            proxy_ip: None,
+            forward: opts.get("forward").map(|a| {
+                a.parse()
+                    .unwrap_or_else(|_| die(format!("bad --forward {a}")))
+            }),
+        };
+        let mut me = fake_middle::spawn([127, 0, 0, 1].into(), options).await;
+        let config = ConfigServer::start(&secret, me.addr).await;
+        let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        println!(
+            "ready config=http://{} me={} secret={hex}",
+            config.addr, me.addr
+        );
+        io::stdout().flush().ok();
+        while let Some(seen) = me.requests.recv().await {
+            let tag: String = seen
+                .ad_tag
+                .map(|t| t.iter().map(|b| format!("{b:02x}")).collect())
+                .unwrap_or_else(|| "none".into());
+            println!(
+                "req conn_id={} ad_tag={tag} flags={:#x} client={} proxy={} problems={:?}",
+                seen.conn_id, seen.flags, seen.client, seen.proxy, seen.problems
+            );
+            io::stdout().flush().ok();
+        }
+    });
+}
+
+fn hex_bytes(text: &str) -> Vec<u8> {
+    (0..text.len() / 2)
+        .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).unwrap_or_else(|_| die("bad hex")))
+        .collect()
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let cmd = args.next().unwrap_or_default();
@@ -413,6 +488,7 @@ fn main() {
     while let Some(a) = args.next() {
         match a.strip_prefix("--") {
             Some("verify") => verify = true,
+            Some("framed") => FRAMED.store(true, std::sync::atomic::Ordering::Relaxed),
             Some(key) => {
                 let v = args
                     .next()
@@ -427,6 +503,7 @@ fn main() {
         "echo" => serve(opts.get("listen").map_or("127.0.0.1:0", |s| s), false),
         "load" => load(&opts, verify),
         "aes" => aes_speed(),
-        _ => die("usage: bench-mtproto-client aes | dc|echo --listen ADDR | load --connect ADDR --mode mtproto|plain --sni NAME [--secret HEX] [--conns N] [--bytes N] [--verify] [--pid PID] [--label TEXT]"),
+        "middle" => middle(&opts),
+        _ => die("usage: bench-mtproto-client aes | dc|echo --listen ADDR | load --connect ADDR --mode mtproto|plain --sni NAME [--secret HEX] [--conns N] [--bytes N] [--verify [--framed]] [--pid PID] [--label TEXT] | middle [--secret HEX] [--forward DC_ADDR]"),
     }
 }

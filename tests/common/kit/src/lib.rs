@@ -7,6 +7,7 @@
 //! - [`backend`]: a fake backend that names itself and echoes (optionally behind a PROXY
 //!   header), and a raw echo server.
 //! - [`fake_dc`]: a fake Telegram DC speaking obfuscated2.
+//! - [`fake_middle`]: a fake Telegram middle proxy (RPC protocol) and its config server.
 //! - [`mtproto_client`]: a Telegram client: fake-TLS hello, server flight check,
 //!   obfuscated2, TLS-record framing.
 //! - [`net`]: the client side of a test: connect and identify the backend, reads and waits
@@ -18,6 +19,7 @@
 
 pub mod backend;
 pub mod fake_dc;
+pub mod fake_middle;
 pub mod hello;
 pub mod mtproto_client;
 pub mod net;
