@@ -23,6 +23,11 @@ pub const KEEPALIVE: Duration = Duration::from_secs(10);
 const WRITE_QUEUE: usize = 1024;
 /// Messages queued for one session before the ME connection waits for it.
 const SESSION_QUEUE: usize = 256;
+/// How long the ME connection waits for a session whose queue is full before it closes
+/// that session: every session on the connection waits meanwhile (the ME protocol has no
+/// per-session flow control), so a client that reads far slower than it asks is cut
+/// rather than left to stall the others.
+pub const SLOW_SESSION_GRACE: Duration = Duration::from_secs(1);
 
 /// What the ME sent for one session.
 #[derive(Debug)]
@@ -232,11 +237,28 @@ async fn read_loop(mut reader: LinkReader, conn: Arc<MeConn>, pings: Pings) {
         };
         if let (Some(session), Some(incoming)) = (session, incoming) {
             // A session that is gone has dropped its receiver; nothing to do then.
-            let _ = session.send(incoming).await;
+            let sent = session.send_timeout(incoming, SLOW_SESSION_GRACE).await;
+            if let Err(mpsc::error::SendTimeoutError::Timeout(_)) = sent {
+                cut_slow_session(&conn, conn_id);
+            }
         }
     };
     tracing::warn!(dc = conn.dc, middle_proxy = %conn.server, reason = %why, "middle-proxy connection lost");
     conn.die();
+}
+
+/// Closes session `conn_id`, whose client has not taken [`SESSION_QUEUE`] messages for
+/// [`SLOW_SESSION_GRACE`]: its queue is dropped (its relay ends) and the ME is told.
+fn cut_slow_session(conn: &MeConn, conn_id: u64) {
+    if conn.lock().remove(&conn_id).is_some() {
+        let _ = conn.queue.try_send(rpc::close_conn(conn_id).to_vec());
+        tracing::info!(
+            dc = conn.dc,
+            middle_proxy = %conn.server,
+            "closed a middle-proxy session whose client reads too slowly: it held up the \
+             other sessions on the connection"
+        );
+    }
 }
 
 /// After a failed dial, sessions of the DC skip dialling (and go straight to the fallback)
