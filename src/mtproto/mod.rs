@@ -19,6 +19,7 @@
 //! - [`record_sizing`]: the sizes of the records sent to a client, shaped like the site's.
 //! - [`replay`]: bounded memory of accepted handshakes.
 //! - [`obfuscated2`]: the 64-byte init, key derivation and AES-256-CTR on both legs.
+//! - [`aes_ctr`]: the AES-256-CTR keystream in batches, and re-encryption in one pass.
 //! - [`site_sample`]: one HTTPS download from a route's site, to learn its record sizes.
 //! - [`session`]: one client session: handshake, DC connect, relay, counters.
 //! - [`dc_health`]: which DC addresses answer, and how fast: the order a session dials them.
@@ -26,6 +27,7 @@
 //! - [`state`]: the replay cache and the users' counters, kept across reloads.
 //! - [`links`]: the users' `tg://` / `t.me` links and QR codes.
 
+pub mod aes_ctr;
 pub mod dc_health;
 pub mod faketls;
 pub mod gate;
