@@ -1,9 +1,11 @@
 //! Per-byte cost of the MTProto relay, on one core, without sockets: the work
 //! `mtproto::session` does for every 16 KiB TLS record in each direction.
 //!
-//! - `aes256_ctr/16KiB`: one AES-256-CTR pass (the unit everything below is made of); also
-//!   at a 5-byte offset (where an outgoing record's payload sits) and two ciphers in a row
-//!   (the floor for one relay direction in normal mode).
+//! - `aes256_ctr/16KiB`: one AES-256-CTR pass of `mtproto::aes_ctr` (AWS-LC; the unit
+//!   everything below is made of); also at a 5-byte offset (where an outgoing record's
+//!   payload sits), two ciphers over the same bytes as `reencrypt` does them (one relay
+//!   direction in normal mode) and as two passes, and the `aes` + `ctr` crates (one pass,
+//!   two passes): the keystream the relay used before.
 //! - `uplink/...`: client -> DC: strip the record headers in place (`RecordDecoder`), decrypt
 //!   with the client key, encrypt with the DC key. The input is a copy of 4 records as one
 //!   64 KiB socket read would hold them (the copy is batch setup, not timed).
@@ -23,6 +25,9 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use frontgate::config::Secret;
+
+/// The `ctr` crate's AES-256-CTR, the reference the relay's own keystream is compared with.
+type CtrCrate = ctr::Ctr128BE<aes::Aes256>;
 use frontgate::mtproto::obfuscated2::{
     dc_init, parse_client_init, reencrypt, AesCtr, ClientObfuscation, Downlink, ProtocolTag,
     INIT_LEN,
@@ -101,13 +106,36 @@ fn aes_baseline(c: &mut Criterion) {
             black_box(&buf);
         })
     });
-    // Two ciphers over the same bytes: the floor for either relay direction in normal mode.
+    // Two ciphers over the same bytes: either relay direction in normal mode, as
+    // `reencrypt` does it (batch by batch) and as two passes.
     let mut second = client_leg().encrypt;
     let mut buf = random(PAYLOAD);
+    group.bench_function("16KiB_reencrypt_one_pass", |b| {
+        b.iter(|| {
+            reencrypt(&mut cipher, &mut second, &mut buf);
+            black_box(&buf);
+        })
+    });
     group.bench_function("16KiB_two_ciphers", |b| {
         b.iter(|| {
             cipher.apply_keystream(&mut buf);
             second.apply_keystream(&mut buf);
+            black_box(&buf);
+        })
+    });
+    // The `aes` + `ctr` crates: what the relay used before.
+    let mut reference = CtrCrate::new(&[7; 32].into(), &[9; 16].into());
+    let mut reference_second = CtrCrate::new(&[8; 32].into(), &[10; 16].into());
+    group.bench_function("16KiB_ctr_crate", |b| {
+        b.iter(|| {
+            reference.apply_keystream(&mut buf);
+            black_box(&buf);
+        })
+    });
+    group.bench_function("16KiB_two_ciphers_ctr_crate", |b| {
+        b.iter(|| {
+            reference.apply_keystream(&mut buf);
+            reference_second.apply_keystream(&mut buf);
             black_box(&buf);
         })
     });

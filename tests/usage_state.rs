@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::fake_dc;
-use common::sessions::{echo_until_closed, session, LOCAL};
+use common::sessions::{echo_paced_until_closed, session, LOCAL};
 use common::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -107,7 +107,11 @@ async fn usage_survives_sigterm_and_sigkill() {
     // session is cut, and his next hello is fronted. Counted from zero, it would not be.
     let (_gateway, addr) = start(&config).await;
     let bob_session = session(addr, &BOB, SNI, LOCAL).await.expect("bob served");
-    let (moved, _) = echo_until_closed(bob_session, 16 * 1024, QUOTA).await;
+    // Paced (at most ~0.8 MB/s): the policy check every 250 ms then cuts him within about
+    // 200 kB of his quota however fast the relay is, and a count from zero (1 MiB left)
+    // would move more than the bound below.
+    let pace = Duration::from_millis(10);
+    let (moved, _) = echo_paced_until_closed(bob_session, 4096, QUOTA, pace).await;
     assert!(
         moved < QUOTA - after_kill as usize + 512 * 1024,
         "cut after {moved} more bytes"

@@ -22,7 +22,7 @@ use crate::forward::idle::IdleClock;
 use crate::forward::shutdown::{InFlight, Shutdown};
 
 /// A direction's buffer for its first reads: a request, a handshake record, a keep-alive.
-const SMALL_BUFFER: usize = 4 * 1024;
+pub(crate) const SMALL_BUFFER: usize = 4 * 1024;
 /// A direction's buffer during a burst: large enough for bulk throughput.
 const LARGE_BUFFER: usize = 64 * 1024;
 
@@ -80,15 +80,17 @@ pub struct RelayStats {
 /// Shared between both directions: byte counts, the time of the last byte either way and
 /// the writes still pending.
 #[derive(Default)]
-struct Progress {
+pub(crate) struct Progress {
     clock: IdleClock,
-    in_flight: InFlight,
+    /// Writes not finished yet (a shutdown waits for them).
+    pub(crate) in_flight: InFlight,
     upstream: AtomicU64,
     downstream: AtomicU64,
 }
 
 impl Progress {
-    fn moved(&self, counter: &AtomicU64, n: usize) {
+    /// Counts `n` bytes delivered in one direction and restarts the idle clock.
+    pub(crate) fn moved(&self, counter: &AtomicU64, n: usize) {
         counter.fetch_add(n as u64, Ordering::Relaxed);
         self.clock.touch();
     }
@@ -122,7 +124,9 @@ impl Progress {
 }
 
 /// Relays between two TCP sockets until both directions are closed, one fails, the relay is
-/// idle for `idle`, or `shutdown` finds it quiet.
+/// idle for `idle`, or `shutdown` finds it quiet. On Linux the kernel moves the bytes
+/// (`splice(2)` through a pipe per direction, [`crate::forward::splice`]); elsewhere each
+/// direction copies through a buffer.
 pub async fn relay_tcp(
     client: &TcpStream,
     backend: &TcpStream,
@@ -150,8 +154,13 @@ pub async fn relay_tcp(
     progress.finish(end)
 }
 
+/// One direction between TCP sockets (Linux: through a pipe, in the kernel).
+#[cfg(target_os = "linux")]
+use crate::forward::splice::pump_splice as pump_tcp;
+
 /// One direction between TCP sockets, readiness-driven so that no buffer is taken before
 /// the first byte.
+#[cfg(not(target_os = "linux"))]
 async fn pump_tcp(
     (from, from_side): (&TcpStream, Side),
     (to, to_side): (&TcpStream, Side),

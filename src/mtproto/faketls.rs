@@ -8,15 +8,11 @@
 
 use std::time::Duration;
 
-use hmac::digest::KeyInit;
-use hmac::{Hmac, Mac};
+use hmac::Mac;
 use rand::Rng;
-use sha2::Sha256;
 use subtle::{Choice, ConstantTimeEq};
 
 use crate::config::secret::Secret;
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// Offset of the 32-byte `random` (digest) in a handshake record: 5 record header bytes,
 /// 4 handshake header bytes, 2 version bytes.
@@ -93,12 +89,13 @@ pub fn verify_client_hello<'a>(
     let mut random = [0u8; DIGEST_LEN];
     random.copy_from_slice(&record[DIGEST_OFFSET..DIGEST_OFFSET + DIGEST_LEN]);
 
+    // What every user's HMAC covers: the record with its `random` zeroed.
+    let mut signed = record.to_vec();
+    signed[DIGEST_OFFSET..DIGEST_OFFSET + DIGEST_LEN].fill(0);
     let mut matched: Option<(usize, &Secret, u32)> = None;
     for (index, secret) in users.into_iter().enumerate() {
-        let mut mac = new_mac(secret);
-        mac.update(&record[..DIGEST_OFFSET]);
-        mac.update(&[0u8; DIGEST_LEN]);
-        mac.update(&record[DIGEST_OFFSET + DIGEST_LEN..]);
+        let mut mac = secret.hmac();
+        mac.update(&signed);
         let computed = mac.finalize().into_bytes();
         let mut xored = [0u8; DIGEST_LEN];
         for (x, (c, r)) in xored.iter_mut().zip(computed.iter().zip(random.iter())) {
@@ -151,14 +148,6 @@ fn check_hello_shape(record: &[u8]) -> Result<(), FakeTlsReject> {
     }
 }
 
-fn new_mac(secret: &Secret) -> HmacSha256 {
-    // RFC 2104 §2: a key shorter than the hash block is zero-padded to the block size, so
-    // the padded 64-byte key gives the same MAC without a fallible constructor.
-    let mut key = [0u8; 64];
-    key[..secret.as_bytes().len()].copy_from_slice(secret.as_bytes());
-    <HmacSha256 as KeyInit>::new(&key.into())
-}
-
 /// A plausible size for the fake certificate record (PROTOCOL.md §3: peers use a random size
 /// in roughly 1024..4096 bytes).
 pub fn random_cert_len() -> usize {
@@ -189,7 +178,7 @@ pub fn sign_flight(secret: &Secret, client_random: &[u8; 32], flight: &mut [u8])
         return;
     };
     debug_assert!(digest_field.iter().all(|&b| b == 0));
-    let mut mac = new_mac(secret);
+    let mut mac = secret.hmac();
     mac.update(client_random);
     mac.update(flight);
     let digest = mac.finalize().into_bytes();
@@ -200,6 +189,8 @@ pub fn sign_flight(secret: &Secret, client_random: &[u8; 32], flight: &mut [u8])
 mod tests {
     use super::*;
     use crate::mtproto::mimic::{FlightProfile, MAX_RECORD_PAYLOAD as MAX_FAKE_CERT_LEN};
+    use hmac::Hmac;
+    use sha2::Sha256;
 
     const CHANGE_CIPHER_SPEC: [u8; 6] = [0x14, 0x03, 0x03, 0x00, 0x01, 0x01];
     use crate::mtproto::test_vectors::{b64, testdata};

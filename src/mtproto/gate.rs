@@ -13,10 +13,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpStream;
 
 use crate::admission::loop_guard::OutboundAddrs;
+use crate::config::users::MtprotoUser;
 use crate::config::{MimicMode, MtprotoRoute, MtprotoSettings};
 use crate::forward::pool::Pool;
 use crate::forward::shutdown::Shutdown;
-use crate::mtproto::faketls::{random_cert_len, verify_client_hello, FakeTlsReject};
+use crate::mtproto::faketls::{random_cert_len, verify_client_hello, FakeTlsClient, FakeTlsReject};
 use crate::mtproto::mimic::{FlightProfile, HelloShape, MimicError};
 use crate::mtproto::mirror::{self, MirrorError};
 use crate::mtproto::record_sizing::RecordSizing;
@@ -140,6 +141,36 @@ fn auth_failed(client: IpAddr, reason: &str) {
     tracing::info!(%client, reason, "mtproto auth failed from {client}");
 }
 
+/// The digest check of a hello on an `mtproto: true` route: which of `users` (if any) signed
+/// `record`, trying only the users who may use `server_name` (which also bounds the digest
+/// work). [`FakeTlsClient::user`] is an index into `users`. This is the whole decision
+/// between the MTProto core and the route's backend, short of the replay cache.
+pub fn check_hello(
+    users: &[MtprotoUser],
+    record: &[u8],
+    server_name: Option<&str>,
+    now_unix: u64,
+    max_skew: Duration,
+) -> Result<FakeTlsClient, FakeTlsReject> {
+    let name = server_name.map(|n| n.trim_end_matches('.').to_ascii_lowercase());
+    let allowed = |user: &&MtprotoUser| user.policy.allows_name(name.as_deref());
+    let mut auth = verify_client_hello(
+        record,
+        users.iter().filter(allowed).map(|user| &user.secret),
+        now_unix,
+        max_skew,
+    )?;
+    // From the position among the candidates back to the index in `users` (no list of
+    // candidates is kept: one more pass over the policies, on success only).
+    auth.user = users
+        .iter()
+        .enumerate()
+        .filter(|(_, user)| allowed(user))
+        .nth(auth.user)
+        .map_or(auth.user, |(index, _)| index);
+    Ok(auth)
+}
+
 /// Checks a TLS ClientHello that reached an `mtproto: true` route and serves it if it is a
 /// fake-TLS client. `peeked` holds every byte read so far (the hello and anything after it);
 /// the session ends when `shutdown` finds it quiet.
@@ -153,20 +184,14 @@ pub async fn fake_tls(
     shutdown: &Shutdown,
 ) -> Gate {
     let Core { settings, state } = core;
-    // Only the users who may use this name are tried (which also bounds the digest work).
-    let name = hello
-        .server_name
-        .map(|n| n.trim_end_matches('.').to_ascii_lowercase());
-    let candidates: Vec<usize> = (0..settings.users.len())
-        .filter(|&i| settings.users[i].policy.allows_name(name.as_deref()))
-        .collect();
-    let verified = verify_client_hello(
+    let verified = check_hello(
+        &settings.users,
         hello.single_record,
-        candidates.iter().map(|&i| &settings.users[i].secret),
+        hello.server_name,
         unix_now(),
         settings.max_clock_skew,
     );
-    let mut auth = match verified {
+    let auth = match verified {
         Ok(auth) => auth,
         Err(reject) => {
             if !matches!(reject, FakeTlsReject::Malformed) {
@@ -178,7 +203,6 @@ pub async fn fake_tls(
             };
         }
     };
-    auth.user = candidates[auth.user];
     if !state.replay.insert_if_new(&auth.random).await {
         auth_failed(client_ip, "replayed handshake");
         return Gate::Fallback {
@@ -469,5 +493,67 @@ fn finish(outcome: SessionOutcome, before: Vec<u8>, settings: &MtprotoSettings) 
             to_client: bytes_to_client,
             end: reason.to_string(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::users::UserPolicy;
+    use crate::config::Secret;
+    use frontgate_testkit::mtproto_client::build_hello;
+
+    fn user(name: &str, byte: u8, routes: Option<&[&str]>) -> MtprotoUser {
+        MtprotoUser {
+            name: name.into(),
+            secret: Secret::from_bytes([byte; 16]),
+            policy: UserPolicy {
+                routes: routes.map(|r| r.iter().map(|s| s.to_string()).collect()),
+                ..UserPolicy::default()
+            },
+        }
+    }
+
+    #[test]
+    fn the_signer_is_found_among_the_users_of_the_name_and_named_by_its_index() {
+        let users = [
+            user("a", 1, Some(&["other.example"])),
+            user("b", 2, None),
+            user("c", 3, Some(&["tg.example"])),
+            user("d", 4, Some(&["other.example"])),
+            user("e", 5, None),
+        ];
+        let now = 1_800_000_000;
+        let skew = Duration::from_secs(600);
+        for (index, sni) in [(2, "tg.example"), (4, "TG.example."), (1, "tg.example")] {
+            let hello = build_hello(users[index].secret.as_bytes(), sni, &[0x1301], now as u32);
+            let auth = check_hello(&users, &hello.record, Some(sni), now, skew).unwrap();
+            assert_eq!(auth.user, index, "{sni}");
+            assert_eq!(auth.secret, users[index].secret);
+        }
+        // A user bound to another name is not tried: its valid hello goes to the site.
+        let hello = build_hello(
+            users[3].secret.as_bytes(),
+            "tg.example",
+            &[0x1301],
+            now as u32,
+        );
+        assert_eq!(
+            check_hello(&users, &hello.record, Some("tg.example"), now, skew),
+            Err(FakeTlsReject::NoUserMatched)
+        );
+        let auth = check_hello(&users, &hello.record, Some("other.example"), now, skew).unwrap();
+        assert_eq!(auth.user, 3);
+        // No SNI: only the users bound to no name.
+        let hello = build_hello(users[2].secret.as_bytes(), "", &[0x1301], now as u32);
+        assert_eq!(
+            check_hello(&users, &hello.record, None, now, skew),
+            Err(FakeTlsReject::NoUserMatched)
+        );
+        let hello = build_hello(users[4].secret.as_bytes(), "", &[0x1301], now as u32);
+        assert_eq!(
+            check_hello(&users, &hello.record, None, now, skew).map(|a| a.user),
+            Ok(4)
+        );
     }
 }

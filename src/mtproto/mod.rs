@@ -21,6 +21,7 @@
 //! - [`replay_guard`]: the replay check: the local cache, then the fleet's in Redis.
 //! - [`shared_state`]: the fleet-wide state in Redis (`state.redis`) and its outages.
 //! - [`obfuscated2`]: the 64-byte init, key derivation and AES-256-CTR on both legs.
+//! - [`aes_ctr`]: the AES-256-CTR keystream in batches, and re-encryption in one pass.
 //! - [`site_sample`]: one HTTPS download from a route's site, to learn its record sizes.
 //! - [`session`]: one client session: handshake, DC connect, relay, counters.
 //! - [`dc_health`]: which DC addresses answer, and how fast: the order a session dials them.
@@ -29,6 +30,7 @@
 //! - [`links`]: the users' `tg://` / `t.me` links and QR codes.
 //! - [`middle`]: middle-proxy mode (ad_tag sessions through Telegram's middle proxies).
 
+pub mod aes_ctr;
 pub mod dc_health;
 pub mod faketls;
 pub mod gate;

@@ -11,8 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::secret::Secret;
 
-/// AES-256 in CTR mode with the 16-byte IV as a 128-bit big-endian counter.
-pub type AesCtr = ctr::Ctr128BE<aes::Aes256>;
+pub use crate::mtproto::aes_ctr::{reencrypt, AesCtr};
 
 /// Length of the obfuscated2 init.
 pub const INIT_LEN: usize = 64;
@@ -219,18 +218,6 @@ pub fn dc_init(tag: ProtocolTag, dc: i16, fast: Option<&ClientObfuscation>) -> D
     }
 }
 
-/// Bytes one cipher pass covers before the second runs over the same bytes, so both passes
-/// of a re-encryption find them in the L1 cache (~5% faster than two passes over 64 KiB).
-const REENCRYPT_CHUNK: usize = 16 * 1024;
-
-/// Moves relayed bytes from one leg's keystream to the other's, in place: decrypts `data`
-/// with `decrypt`, encrypts it with `encrypt`, chunk by chunk.
-pub fn reencrypt(decrypt: &mut AesCtr, encrypt: &mut AesCtr, data: &mut [u8]) {
-    for chunk in data.chunks_mut(REENCRYPT_CHUNK) {
-        decrypt.apply_keystream(chunk);
-        encrypt.apply_keystream(chunk);
-    }
-}
 #[cfg(test)]
 mod tests {
     use super::*;

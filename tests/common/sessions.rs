@@ -2,7 +2,7 @@
 //! user policies and their persistence.
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use frontgate_testkit::mtproto_client as client;
 use frontgate_testkit::SOON;
@@ -62,9 +62,21 @@ pub const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 /// Echoes `chunk`-byte pieces until the session ends; returns the payload bytes moved both
 /// ways and when the total first reached `mark` (if it did).
 pub async fn echo_until_closed(
+    session: (client::Writer, client::Reader),
+    chunk: usize,
+    mark: usize,
+) -> (usize, Option<Instant>) {
+    echo_paced_until_closed(session, chunk, mark, Duration::ZERO).await
+}
+
+/// [`echo_until_closed`] with `pause` after each round trip. The pace bounds what one
+/// interval of the gateway's policy check (`ENFORCE_EVERY`) lets through, however fast the
+/// relay is.
+pub async fn echo_paced_until_closed(
     (mut w, mut r): (client::Writer, client::Reader),
     chunk: usize,
     mark: usize,
+    pause: Duration,
 ) -> (usize, Option<Instant>) {
     let data = vec![0x5au8; chunk];
     let mut moved = 0;
@@ -79,6 +91,9 @@ pub async fn echo_until_closed(
         }
         if moved >= mark && reached.is_none() {
             reached = Some(Instant::now());
+        }
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
         }
     }
     (moved, reached)
