@@ -422,3 +422,73 @@ async fn http_get(addr: SocketAddr, path: &str) -> String {
     stream.read_to_string(&mut text).await.unwrap();
     text.split_once("\r\n\r\n").unwrap().1.to_string()
 }
+
+/// One intermediate-transport message `message` written to the session.
+async fn send_message(w: &mut client::Writer, message: &[u8]) {
+    let mut wire = (message.len() as u32).to_le_bytes().to_vec();
+    wire.extend_from_slice(message);
+    w.send(&wire).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_and_does_not_stall_the_other_sessions() {
+    bounded(async {
+        common::log_capture::start();
+        let (_me, config) = middle(None).await;
+        let dc = fake_dc::spawn().await;
+        let site = Backend::start("site").await;
+        let lines = format!(
+            "  ad_tag: {}\n{}",
+            hex::encode(TAG_GLOBAL),
+            middle_proxy_block(&config, "")
+        );
+        let (_gw, addr) = gateway(&route_file(&dc, &site, "", None, &lines)).await;
+        let open = || client::connect_faketls(addr, &ALICE, SNI, client::INTERMEDIATE, 2, false);
+        // The stalled session dials the first ME connection; a held one, once it has echoed,
+        // the second. Every later session then shares the first (the least loaded, first in
+        // order) with the stalled one.
+        let (mut stalled_w, _stalled_r, _) = open().await;
+        let ping = random_messages(&[64]).remove(0);
+        send_message(&mut stalled_w, &ping).await;
+        let (mut held_w, mut held_r, _) = open().await;
+        send_message(&mut held_w, &ping).await;
+        assert_eq!(
+            held_r.recv_exact(4 + ping.len()).await.unwrap()[4..],
+            ping[..]
+        );
+        // The stalled client asks for 16 MiB of echo in 1 KiB messages and reads none of it:
+        // its socket fills, then its queue at the ME connection.
+        let flood = tokio::spawn(async move {
+            let message = random_messages(&[1024]).remove(0);
+            for _ in 0..16 * 1024 {
+                let mut wire = Vec::new();
+                for _ in 0..64 {
+                    wire.extend_from_slice(&(message.len() as u32).to_le_bytes());
+                    wire.extend_from_slice(&message);
+                }
+                if stalled_w.send(&wire).await.is_err() {
+                    break;
+                }
+            }
+            stalled_w
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !common::log_capture::text().contains("client reads too slowly") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the stalled session was never cut"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // A session on the same ME connection still gets its answers.
+        let messages = random_messages(&[100, 70_000]);
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            message_echo(addr, &ALICE, client::INTERMEDIATE, &messages, false),
+        )
+        .await
+        .expect("the other sessions are not held up by the stalled one");
+        flood.abort();
+    })
+    .await;
+}
