@@ -450,6 +450,66 @@ async fn download_records(gateway: SocketAddr) -> Vec<usize> {
     r.record_lengths
 }
 
+/// The record lengths a fake-TLS client reads back after echoing four 64 KiB messages
+/// (intermediate transport) through a gateway in middle-proxy mode.
+async fn middle_download_records(gateway: SocketAddr) -> Vec<usize> {
+    let (_, mut w, mut r, _) =
+        client::connect(gateway, &ALICE, SNI, client::INTERMEDIATE, 2, false).await;
+    let mut message = vec![0x5a; 64 * 1024];
+    message[0] |= 1; // an encrypted message (its auth key id is not 0)
+    for _ in 0..4 {
+        let mut wire = (message.len() as u32).to_le_bytes().to_vec();
+        wire.extend_from_slice(&message);
+        w.send(&wire).await.unwrap();
+    }
+    for _ in 0..4 {
+        let echoed = r.recv_exact(4 + message.len()).await.unwrap();
+        assert_eq!(echoed[4..], message[..], "the ME's echo came back whole");
+    }
+    r.record_lengths
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn middle_proxy_sessions_take_the_sites_record_sizes_too() {
+    use common::fake_middle::{self, ConfigServer, MiddleOptions};
+    const SITE_RECORD: usize = 4096 + 17;
+    let site = chunked_site(4096, 1 << 20).await;
+    let dc = fake_dc::spawn().await;
+    let secret = vec![0x77; 128];
+    let options = MiddleOptions {
+        secret: secret.clone(),
+        proxy_ip: None,
+        forward: None,
+    };
+    let me = fake_middle::spawn(std::net::Ipv4Addr::LOCALHOST.into(), options).await;
+    let config = ConfigServer::start(&secret, me.addr).await;
+    let (_gw, addr) = gateway(&format!(
+        "mtproto:\n  users: {{ alice: {} }}\n  ad_tag: {}\n  middle_proxy:\n    secret_url: {}\n    config_url: {}\n    config_v6_url: {}\n  datacenters: {{ 2: [{}] }}\nroutes:\n  - sni: {SNI}\n    mtproto: true\n    mimic: live\n    to: {site}\n",
+        hex::encode(ALICE),
+        hex::encode([0x1a; 16]),
+        config.url("/getProxySecret"),
+        config.url("/getProxyConfig"),
+        config.url("/getProxyConfigV6"),
+        dc.addr,
+    ))
+    .await;
+    // The gateway downloads from the site in the background at start.
+    let deadline = tokio::time::Instant::now() + SOON;
+    let lengths = loop {
+        let lengths = middle_download_records(addr).await;
+        if lengths.iter().max() == Some(&SITE_RECORD) || tokio::time::Instant::now() > deadline {
+            break lengths;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(lengths.iter().max(), Some(&SITE_RECORD), "{lengths:?}");
+    let full = lengths.iter().filter(|&&len| len == SITE_RECORD).count();
+    assert!(
+        full * SITE_RECORD * 10 >= 4 * 64 * 1024 * 8,
+        "most bytes go in the site's full records, not cut at each batch's end: {lengths:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_records_take_the_sites_record_sizes() {
     // 4096 + 17: what a TLS 1.3 site with `ssl_buffer_size 4k` sends, within what clients

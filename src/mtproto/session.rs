@@ -447,6 +447,7 @@ async fn establish(
                         client.peer_addr().map_or(0, |a| a.port()),
                     ),
                     ad_tag,
+                    sizing,
                 };
                 let start = MiddleStart {
                     user,

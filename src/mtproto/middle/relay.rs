@@ -6,6 +6,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use aes::cipher::StreamCipher;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,7 +19,8 @@ use crate::config::middle::AdTag;
 use crate::forward::idle::IdleClock;
 use crate::forward::shutdown::{InFlight, Shutdown};
 use crate::mtproto::obfuscated2::{AesCtr, ProtocolTag};
-use crate::mtproto::records::{record_header_for, RecordDecoder, MAX_OUTGOING_PAYLOAD};
+use crate::mtproto::record_sizing::SizingCursor;
+use crate::mtproto::records::{record_header_for, RecordDecoder};
 use crate::mtproto::session::EndReason;
 use crate::mtproto::users::Admission;
 
@@ -43,6 +45,8 @@ pub struct ClientLeg {
     pub client_addr: SocketAddr,
     /// The promoted channel.
     pub ad_tag: AdTag,
+    /// The sizes of the records to the client: the site's, as in direct mode.
+    pub sizing: Arc<SizingCursor>,
 }
 
 /// Relays `leg` through `me`; returns client bytes read, client bytes written and why it
@@ -111,15 +115,30 @@ pub async fn relay(
         }
     };
     let mut encrypt = leg.encrypt;
+    let sizing = leg.sizing;
     let download = async {
         let mut plain = Vec::with_capacity(WRITE_BATCH);
         let mut wire = Vec::with_capacity(WRITE_BATCH + 64);
+        // Encrypted bytes of a record the last batch could not fill (more was queued).
+        let mut held = Vec::new();
         loop {
-            let Some(first) = incoming_rx.recv().await else {
-                return Ok::<(), EndReason>(());
+            let first = if held.is_empty() {
+                incoming_rx.recv().await
+            } else {
+                incoming_rx.try_recv().ok()
+            };
+            // Nothing followed the held bytes at once: they go now, whole or not.
+            let end = match first {
+                Some(_) => false,
+                None if held.is_empty() => return Ok::<(), EndReason>(()),
+                None => true,
             };
             plain.clear();
-            let mut next = Some(first);
+            plain.append(&mut held);
+            let start = plain.len();
+            // Whether the batch stopped full, with more queued behind it.
+            let mut more = false;
+            let mut next = first;
             while let Some(item) = next.take() {
                 match item {
                     Incoming::Data(frame, at) => encode_message(leg.tag, &frame[at..], &mut plain),
@@ -127,15 +146,15 @@ pub async fn relay(
                 }
                 if plain.len() < WRITE_BATCH {
                     next = incoming_rx.try_recv().ok();
+                } else {
+                    more = true;
                 }
             }
-            encrypt.apply_keystream(&mut plain);
+            encrypt.apply_keystream(&mut plain[start..]);
             let out: &[u8] = if tls {
                 wire.clear();
-                for chunk in plain.chunks(MAX_OUTGOING_PAYLOAD) {
-                    wire.extend_from_slice(&record_header_for(chunk.len()));
-                    wire.extend_from_slice(chunk);
-                }
+                let rest = frame_records(&plain, &sizing, more && !end, &mut wire);
+                held.extend_from_slice(&plain[plain.len() - rest..]);
                 &wire
             } else {
                 &plain
@@ -167,4 +186,29 @@ pub async fn relay(
     };
     let _ = client.shutdown().await;
     (up_bytes, down_bytes, reason)
+}
+
+/// Wraps `payload` (encrypted, in stream order) into TLS records of the sizes `sizing` gives
+/// next, appended to `wire`. With `hold_tail`, a last record that would be cut short is not
+/// written (more payload follows at once, and a site's records are not cut by a buffer's
+/// end); returns how many bytes of `payload` that left out.
+fn frame_records(
+    payload: &[u8],
+    sizing: &SizingCursor,
+    hold_tail: bool,
+    wire: &mut Vec<u8>,
+) -> usize {
+    let mut rest = payload;
+    while !rest.is_empty() {
+        let ceiling = sizing.ceiling_ahead(0);
+        if hold_tail && rest.len() < ceiling {
+            break;
+        }
+        let n = rest.len().min(ceiling);
+        sizing.start_record();
+        wire.extend_from_slice(&record_header_for(n));
+        wire.extend_from_slice(&rest[..n]);
+        rest = &rest[n..];
+    }
+    rest.len()
 }
