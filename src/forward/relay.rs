@@ -174,30 +174,60 @@ async fn pump_tcp(
             .await
             .map_err(|e| from_side.error(e))?;
         loop {
-            let buf = buffer.get();
-            let n = match from.try_read(buf) {
-                Ok(0) => {
-                    shutdown_write(to);
-                    return Ok(());
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    buffer.drained();
-                    break;
-                }
-                Err(e) => return Err(from_side.error(e)),
-            };
-            let pending = progress.in_flight.hold();
-            write_all_tcp(to, &buf[..n])
-                .await
-                .map_err(|e| to_side.error(e))?;
-            drop(pending);
-            progress.moved(counter, n);
-            if n == buf.len() {
-                buffer.grow();
+            let sides = ((from, from_side), (to, to_side));
+            match forward_ready(sides, &mut buffer, progress, counter).await? {
+                Forwarded::Ended => return Ok(()),
+                Forwarded::Drained => break,
+                Forwarded::Moved { filled: true } => buffer.grow(),
+                Forwarded::Moved { filled: false } => {}
             }
         }
     }
+}
+
+/// What [`forward_ready`] did with one read.
+pub(crate) enum Forwarded {
+    /// The source ended; the destination's write side is shut down.
+    Ended,
+    /// The source has nothing more now; the buffer was given back.
+    Drained,
+    /// A read was written on in full; `filled` when it filled the buffer.
+    Moved {
+        /// The read took the whole buffer: the source may have more than it holds.
+        filled: bool,
+    },
+}
+
+/// One non-blocking read of `from` into `buffer`, written in full to `to` and counted in
+/// `counter` (the copy step of the readiness-driven directions).
+pub(crate) async fn forward_ready(
+    ((from, from_side), (to, to_side)): ((&TcpStream, Side), (&TcpStream, Side)),
+    buffer: &mut ByteBuffer,
+    progress: &Progress,
+    counter: &AtomicU64,
+) -> Result<Forwarded, SideError> {
+    let buf = buffer.get();
+    let n = match from.try_read(buf) {
+        Ok(0) => {
+            shutdown_write(to);
+            return Ok(Forwarded::Ended);
+        }
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            buffer.drained();
+            return Ok(Forwarded::Drained);
+        }
+        Err(e) => return Err(from_side.error(e)),
+    };
+    let pending = progress.in_flight.hold();
+    write_all_tcp(to, &buf[..n])
+        .await
+        .map_err(|e| to_side.error(e))?;
+    drop(pending);
+    progress.moved(counter, n);
+    Ok(Forwarded::Moved {
+        filled: n == buf.len(),
+    })
 }
 
 /// Writes all of `data` to a socket shared with a reader of the same socket (no `&mut`

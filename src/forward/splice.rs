@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 
 use crate::forward::buffer::{ByteBuffer, QUIET};
 use crate::forward::relay::{
-    shutdown_write, write_all_tcp, Progress, Side, SideError, SMALL_BUFFER,
+    forward_ready, shutdown_write, Forwarded, Progress, Side, SideError, SMALL_BUFFER,
 };
 
 /// Most bytes one `splice` moves from the source into the pipe: the default pipe size.
@@ -74,27 +74,12 @@ async fn light(
     loop {
         from.readable().await.map_err(|e| from_side.error(e))?;
         loop {
-            let buf = buffer.get();
-            let n = match from.try_read(buf) {
-                Ok(0) => {
-                    shutdown_write(to);
-                    return Ok(Phase::Ended);
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    buffer.drained();
-                    break;
-                }
-                Err(e) => return Err(from_side.error(e)),
-            };
-            let pending = progress.in_flight.hold();
-            write_all_tcp(to, &buf[..n])
-                .await
-                .map_err(|e| to_side.error(e))?;
-            drop(pending);
-            progress.moved(counter, n);
-            if n == buf.len() {
-                return Ok(Phase::Burst);
+            let sides = ((from, from_side), (to, to_side));
+            match forward_ready(sides, &mut buffer, progress, counter).await? {
+                Forwarded::Ended => return Ok(Phase::Ended),
+                Forwarded::Drained => break,
+                Forwarded::Moved { filled: true } => return Ok(Phase::Burst),
+                Forwarded::Moved { filled: false } => {}
             }
         }
     }
