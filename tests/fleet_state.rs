@@ -45,29 +45,21 @@ async fn instance(
 
 /// `/metrics` of `gateway` as text.
 async fn metrics(gateway: &Gateway) -> String {
-    let addr = gateway.metrics_addr().expect("metrics endpoint runs");
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: fleet\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await.unwrap();
-    text
+    http_get(
+        gateway.metrics_addr().expect("metrics endpoint runs"),
+        "/metrics",
+    )
+    .await
 }
 
 /// `/stats` of `gateway`.
 async fn stats(gateway: &Gateway) -> serde_json::Value {
-    let addr = gateway.metrics_addr().expect("metrics endpoint runs");
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(b"GET /stats HTTP/1.1\r\nHost: fleet\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await.unwrap();
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"))
+    let body = http_get(
+        gateway.metrics_addr().expect("metrics endpoint runs"),
+        "/stats",
+    )
+    .await;
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
 /// The value of the sample `series` (name and labels exactly as exposed) in `text`.

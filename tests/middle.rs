@@ -413,16 +413,6 @@ async fn a_public_ip_the_middle_proxy_does_not_see_is_diagnosed_in_the_log() {
     .await;
 }
 
-async fn http_get(addr: SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await.unwrap();
-    text.split_once("\r\n\r\n").unwrap().1.to_string()
-}
-
 /// One intermediate-transport message `message` written to the session.
 async fn send_message(w: &mut client::Writer, message: &[u8]) {
     let mut wire = (message.len() as u32).to_le_bytes().to_vec();

@@ -209,7 +209,7 @@ async fn the_active_check_marks_a_blackhole_down_before_any_client_waits_and_see
     let hole_failures_now = server_stats(metrics, hole.addr).await["failures"]
         .as_u64()
         .unwrap();
-    let exposition = metrics_text(metrics).await;
+    let exposition = http_get(metrics, "/metrics").await;
     for (server, up) in [(a_addr, 1), (hole.addr, 0), (b.addr, 1)] {
         let line = format!("frontgate_backend_up{{route=\"non_tls\",backend=\"{server}\"}} {up}");
         assert!(
@@ -238,9 +238,6 @@ async fn the_active_check_marks_a_blackhole_down_before_any_client_waits_and_see
     // The backend families parse as OpenMetrics (on their own: the parser refuses the empty
     // per-user families a gateway without users writes).
     let body: String = exposition
-        .split_once("\r\n\r\n")
-        .unwrap()
-        .1
         .lines()
         .filter(|line| line.contains("frontgate_backend_") || *line == "# EOF")
         .map(|line| format!("{line}\n"))
@@ -249,17 +246,6 @@ async fn the_active_check_marks_a_blackhole_down_before_any_client_waits_and_see
     if let Err(e) = openmetrics_parser::openmetrics::parse_openmetrics(&body) {
         panic!("not OpenMetrics text: {e:?}\n{body}");
     }
-}
-
-async fn metrics_text(metrics: SocketAddr) -> String {
-    let mut stream = TcpStream::connect(metrics).await.unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.unwrap();
-    answer
 }
 
 /// How many of `names` are each name.
@@ -593,14 +579,7 @@ async fn an_mtproto_routes_site_is_checked_with_a_tls_handshake() {
 }
 
 async fn stats_json(metrics: SocketAddr) -> serde_json::Value {
-    let mut stream = TcpStream::connect(metrics).await.unwrap();
-    stream
-        .write_all(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.unwrap();
-    serde_json::from_str(answer.split_once("\r\n\r\n").unwrap().1).unwrap()
+    serde_json::from_str(&http_get(metrics, "/stats").await).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

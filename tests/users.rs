@@ -216,17 +216,6 @@ async fn the_rate_limit_holds_for_one_and_for_four_sessions() {
     );
 }
 
-/// `GET path` on the metrics listener; the body.
-async fn http_get(addr: SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await.unwrap();
-    text.split_once("\r\n\r\n").unwrap().1.to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_and_metrics_show_each_users_state_quota_and_refusals() {
     let site = Backend::start("site").await;

@@ -132,3 +132,20 @@ pub fn readv_from<'a>(
         Ok(*fed - start)
     }
 }
+
+/// `GET path` on an HTTP endpoint (the metrics listener) with `Connection: close`; the
+/// answer's body. Panics if no complete answer arrives within [`SOON`].
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(SOON, stream.read_to_string(&mut answer))
+        .await
+        .expect("the endpoint answers and closes")
+        .unwrap();
+    match answer.split_once("\r\n\r\n") {
+        Some((_, body)) => body.to_string(),
+        None => panic!("no complete HTTP answer: {answer:?}"),
+    }
+}
