@@ -30,7 +30,7 @@ pub(super) struct RunArgs {
 }
 
 pub(super) fn main(args: RunArgs) -> ExitCode {
-    logging::init(args.log_format);
+    let _log_writer = logging::init(args.log_format);
     match serve(args.config.path, args.listen) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
