@@ -8,13 +8,13 @@
 //! idle relayed connection holds no copy buffer at all.
 
 use std::future::Future;
-use std::io;
+use std::io::{self, Read};
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::forward::buffer::ByteBuffer;
@@ -207,7 +207,7 @@ pub(crate) async fn forward_ready(
     counter: &AtomicU64,
 ) -> Result<Forwarded, SideError> {
     let buf = buffer.get();
-    let n = match from.try_read(buf) {
+    let n = match read_ready(from, buf) {
         Ok(0) => {
             shutdown_write(to);
             return Ok(Forwarded::Ended);
@@ -228,6 +228,27 @@ pub(crate) async fn forward_ready(
     Ok(Forwarded::Moved {
         filled: n == buf.len(),
     })
+}
+
+/// One non-blocking read of `from` into `buf`. A read shorter than `buf` has emptied the
+/// socket's receive queue, so on Linux tokio is told the socket is no longer readable: the
+/// direction's next read waits for epoll's next edge instead of finding out with a read that
+/// fails with `EAGAIN` (tokio's own `poll_read` does the same; an EOF already seen stays
+/// readable, since tokio never clears a closed state).
+fn read_ready(from: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    let mut short = None;
+    let read = from.try_io(Interest::READABLE, || {
+        let n = (&*socket2::SockRef::from(from)).read(buf)?;
+        if cfg!(target_os = "linux") && 0 < n && n < buf.len() {
+            short = Some(n);
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match short {
+        Some(n) => Ok(n),
+        None => read,
+    }
 }
 
 /// Writes all of `data` to a socket shared with a reader of the same socket (no `&mut`
