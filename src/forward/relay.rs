@@ -7,11 +7,11 @@
 //! none before the first byte, reused while bytes flow, given back after a quiet spell, so an
 //! idle relayed connection holds no copy buffer at all.
 
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::io::{self, Read};
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::Poll;
+use std::task::{ready, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
@@ -134,24 +134,43 @@ pub async fn relay_tcp(
     shutdown: &Shutdown,
 ) -> RelayStats {
     let progress = Progress::default();
-    let both = async {
-        tokio::try_join!(
-            pump_tcp(
-                (client, Side::Client),
-                (backend, Side::Backend),
-                &progress,
-                &progress.upstream
-            ),
-            pump_tcp(
-                (backend, Side::Backend),
-                (client, Side::Client),
-                &progress,
-                &progress.downstream
-            ),
-        )
+    let upstream = Direction {
+        from: client,
+        from_side: Side::Client,
+        to: backend,
+        to_side: Side::Backend,
+        progress: &progress,
+        counter: &progress.upstream,
     };
+    let downstream = Direction {
+        from: backend,
+        from_side: Side::Backend,
+        to: client,
+        to_side: Side::Client,
+        progress: &progress,
+        counter: &progress.downstream,
+    };
+    let both = async { tokio::try_join!(pump_tcp(&upstream), pump_tcp(&downstream)) };
     let end = progress.drive(pin!(both), idle, shutdown).await;
     progress.finish(end)
+}
+
+/// One direction of a TCP relay: where it reads, where it writes, and where it counts.
+/// The pumps take it by reference, so each of their nested futures holds one pointer
+/// instead of a copy of every argument (an idle relay's state is a benchmark target).
+pub(crate) struct Direction<'a> {
+    /// The socket read from.
+    pub(crate) from: &'a TcpStream,
+    /// Which end `from` is, for errors.
+    pub(crate) from_side: Side,
+    /// The socket written to.
+    pub(crate) to: &'a TcpStream,
+    /// Which end `to` is, for errors.
+    pub(crate) to_side: Side,
+    /// The relay's shared clock and in-flight count.
+    pub(crate) progress: &'a Progress,
+    /// This direction's byte count.
+    pub(crate) counter: &'a AtomicU64,
 }
 
 /// One direction between TCP sockets (Linux: through a pipe, in the kernel).
@@ -161,21 +180,15 @@ use crate::forward::splice::pump_splice as pump_tcp;
 /// One direction between TCP sockets, readiness-driven so that no buffer is taken before
 /// the first byte.
 #[cfg(not(target_os = "linux"))]
-async fn pump_tcp(
-    (from, from_side): (&TcpStream, Side),
-    (to, to_side): (&TcpStream, Side),
-    progress: &Progress,
-    counter: &AtomicU64,
-) -> Result<(), SideError> {
+async fn pump_tcp(dir: &Direction<'_>) -> Result<(), SideError> {
     let mut buffer = ByteBuffer::bytes(SMALL_BUFFER, LARGE_BUFFER);
     loop {
         buffer
-            .wait(pin!(from.readable()))
+            .wait(pin!(until_readable(dir.from)))
             .await
-            .map_err(|e| from_side.error(e))?;
+            .map_err(|e| dir.from_side.error(e))?;
         loop {
-            let sides = ((from, from_side), (to, to_side));
-            match forward_ready(sides, &mut buffer, progress, counter).await? {
+            match forward_ready(dir, &mut buffer).await? {
                 Forwarded::Ended => return Ok(()),
                 Forwarded::Drained => break,
                 Forwarded::Moved { filled: true } => buffer.grow(),
@@ -198,18 +211,16 @@ pub(crate) enum Forwarded {
     },
 }
 
-/// One non-blocking read of `from` into `buffer`, written in full to `to` and counted in
-/// `counter` (the copy step of the readiness-driven directions).
+/// One non-blocking read of the direction's source into `buffer`, written in full to its
+/// destination and counted (the copy step of the readiness-driven directions).
 pub(crate) async fn forward_ready(
-    ((from, from_side), (to, to_side)): ((&TcpStream, Side), (&TcpStream, Side)),
+    dir: &Direction<'_>,
     buffer: &mut ByteBuffer,
-    progress: &Progress,
-    counter: &AtomicU64,
 ) -> Result<Forwarded, SideError> {
     let buf = buffer.get();
-    let n = match read_ready(from, buf) {
+    let n = match read_ready(dir.from, buf) {
         Ok(0) => {
-            shutdown_write(to);
+            shutdown_write(dir.to);
             return Ok(Forwarded::Ended);
         }
         Ok(n) => n,
@@ -217,14 +228,14 @@ pub(crate) async fn forward_ready(
             buffer.drained();
             return Ok(Forwarded::Drained);
         }
-        Err(e) => return Err(from_side.error(e)),
+        Err(e) => return Err(dir.from_side.error(e)),
     };
-    let pending = progress.in_flight.hold();
-    write_all_tcp(to, &buf[..n])
+    let pending = dir.progress.in_flight.hold();
+    write_all_tcp(dir.to, &buf[..n])
         .await
-        .map_err(|e| to_side.error(e))?;
+        .map_err(|e| dir.to_side.error(e))?;
     drop(pending);
-    progress.moved(counter, n);
+    dir.progress.moved(dir.counter, n);
     Ok(Forwarded::Moved {
         filled: n == buf.len(),
     })
@@ -253,20 +264,42 @@ fn read_ready(from: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
 
 /// Writes all of `data` to a socket shared with a reader of the same socket (no `&mut`
 /// needed), waiting for write readiness when its send buffer is full.
-pub(crate) async fn write_all_tcp(to: &TcpStream, mut data: &[u8]) -> io::Result<()> {
-    while !data.is_empty() {
-        match to.try_write(data) {
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => to.writable().await?,
-            Err(e) => return Err(e),
+pub(crate) async fn write_all_tcp(to: &TcpStream, data: &[u8]) -> io::Result<()> {
+    // Polled by hand rather than awaiting a writability future: the wait keeps no state of
+    // its own (see `until_readable`).
+    let mut rest = data;
+    poll_fn(|cx| loop {
+        if rest.is_empty() {
+            return Poll::Ready(Ok(()));
         }
-    }
+        match to.try_write(rest) {
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                ready!(to.poll_write_ready(cx))?;
+            }
+            Err(e) => return Poll::Ready(Err(e)),
+        }
+    })
+    .await?;
     // `try_read` and `try_write` never yield: a direction whose peers are always ready (a
     // client uploading flat out over loopback) would keep its task to itself and starve the
     // other direction, which shares the task. Each write counts against tokio's cooperative
     // budget, so the task yields now and then.
     tokio::task::consume_budget().await;
     Ok(())
+}
+
+/// Waits until `stream` is readable. tokio keeps the task's waker in the socket's one reader
+/// slot (a relay direction is the only reader of its source), where `readable()` would keep a
+/// 150-byte waiter in the relay's own state: on every idle connection, for its whole life.
+pub(crate) async fn until_readable(stream: &TcpStream) -> io::Result<()> {
+    poll_fn(|cx| stream.poll_read_ready(cx)).await
+}
+
+/// Waits until `stream` is writable, keeping no waiter in the caller's state (as
+/// [`until_readable`]; a relay direction is the only writer of its destination).
+pub(crate) async fn until_writable(stream: &TcpStream) -> io::Result<()> {
+    poll_fn(|cx| stream.poll_write_ready(cx)).await
 }
 
 /// Propagates EOF; the peer may already be gone, which is not an error worth reporting.

@@ -15,7 +15,6 @@
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::AtomicU64;
 
 use rustix::pipe::{pipe_with, splice, PipeFlags, SpliceFlags};
 use tokio::io::Interest;
@@ -23,7 +22,8 @@ use tokio::net::TcpStream;
 
 use crate::forward::buffer::{ByteBuffer, QUIET};
 use crate::forward::relay::{
-    forward_ready, shutdown_write, Forwarded, Progress, Side, SideError, SMALL_BUFFER,
+    forward_ready, shutdown_write, until_readable, until_writable, Direction, Forwarded, SideError,
+    SMALL_BUFFER,
 };
 
 /// Most bytes one `splice` moves from the source into the pipe: the default pipe size.
@@ -46,17 +46,12 @@ struct Pipe {
 }
 
 /// One direction between TCP sockets; see the module documentation.
-pub(crate) async fn pump_splice(
-    from: (&TcpStream, Side),
-    to: (&TcpStream, Side),
-    progress: &Progress,
-    counter: &AtomicU64,
-) -> Result<(), SideError> {
+pub(crate) async fn pump_splice(dir: &Direction<'_>) -> Result<(), SideError> {
     loop {
-        if let Phase::Ended = light(from, to, progress, counter).await? {
+        if let Phase::Ended = light(dir).await? {
             return Ok(());
         }
-        if let Phase::Ended = burst(from, to, progress, counter).await? {
+        if let Phase::Ended = burst(dir).await? {
             return Ok(());
         }
     }
@@ -64,18 +59,14 @@ pub(crate) async fn pump_splice(
 
 /// Copies light traffic through a small buffer, held only while the source has bytes,
 /// until the source ends or a read fills the buffer.
-async fn light(
-    (from, from_side): (&TcpStream, Side),
-    (to, to_side): (&TcpStream, Side),
-    progress: &Progress,
-    counter: &AtomicU64,
-) -> Result<Phase, SideError> {
+async fn light(dir: &Direction<'_>) -> Result<Phase, SideError> {
     let mut buffer = ByteBuffer::bytes(SMALL_BUFFER, SMALL_BUFFER);
     loop {
-        from.readable().await.map_err(|e| from_side.error(e))?;
+        until_readable(dir.from)
+            .await
+            .map_err(|e| dir.from_side.error(e))?;
         loop {
-            let sides = ((from, from_side), (to, to_side));
-            match forward_ready(sides, &mut buffer, progress, counter).await? {
+            match forward_ready(dir, &mut buffer).await? {
                 Forwarded::Ended => return Ok(Phase::Ended),
                 Forwarded::Drained => break,
                 Forwarded::Moved { filled: true } => return Ok(Phase::Burst),
@@ -86,15 +77,11 @@ async fn light(
 }
 
 /// Moves a burst through a pipe until the source ends or stays quiet for [`QUIET`].
-async fn burst(
-    (from, from_side): (&TcpStream, Side),
-    (to, to_side): (&TcpStream, Side),
-    progress: &Progress,
-    counter: &AtomicU64,
-) -> Result<Phase, SideError> {
+async fn burst(dir: &Direction<'_>) -> Result<Phase, SideError> {
+    let (from, to) = (dir.from, dir.to);
     // No pipe (file descriptors exhausted) fails the relay like a failed read.
     let (read, write) = pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)
-        .map_err(|e| from_side.error(e.into()))?;
+        .map_err(|e| dir.from_side.error(e.into()))?;
     let pipe = Pipe { read, write };
     loop {
         // The burst's first wake is the read that filled the small buffer: bytes may wait.
@@ -118,20 +105,20 @@ async fn burst(
                 Ok(n) => n,
                 // The pipe is empty here, so "would block" is the socket's.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(from_side.error(e)),
+                Err(e) => return Err(dir.from_side.error(e)),
             };
-            let pending = progress.in_flight.hold();
+            let pending = dir.progress.in_flight.hold();
             drain_into(&pipe, n, to)
                 .await
-                .map_err(|e| to_side.error(e))?;
+                .map_err(|e| dir.to_side.error(e))?;
             drop(pending);
-            progress.moved(counter, n);
+            dir.progress.moved(dir.counter, n);
             // Like `write_all_tcp`: count against tokio's budget so the other direction,
             // which shares the task, gets its turn.
             tokio::task::consume_budget().await;
         }
-        match tokio::time::timeout(QUIET, from.readable()).await {
-            Ok(ready) => ready.map_err(|e| from_side.error(e))?,
+        match tokio::time::timeout(QUIET, until_readable(from)).await {
+            Ok(ready) => ready.map_err(|e| dir.from_side.error(e))?,
             Err(_) => return Ok(Phase::Quiet),
         }
     }
@@ -155,7 +142,7 @@ async fn drain_into(pipe: &Pipe, mut n: usize, to: &TcpStream) -> io::Result<()>
         match spliced {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(m) => n -= m,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => to.writable().await?,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => until_writable(to).await?,
             Err(e) => return Err(e),
         }
     }

@@ -31,7 +31,7 @@ use crate::config::datacenters::DcAddr;
 use crate::config::{MtprotoSettings, Secret};
 use crate::forward::buffer::{ByteBuffer, ElasticBuffer};
 use crate::forward::idle::{deadline_after, IdleClock};
-use crate::forward::relay::{shutdown_write, write_all_tcp};
+use crate::forward::relay::{shutdown_write, until_readable, write_all_tcp};
 use crate::forward::shutdown::{InFlight, Shutdown};
 use crate::mtproto::dc_health;
 use crate::mtproto::faketls::FakeTlsClient;
@@ -819,7 +819,7 @@ async fn upload(
     let mut buffer = ByteBuffer::bytes(SMALL_BUF, UPLOAD_BUF);
     loop {
         buffer
-            .wait(pin!(client.readable()))
+            .wait(pin!(until_readable(client)))
             .await
             .map_err(|e| EndReason::ClientIo(e.kind()))?;
         loop {
@@ -891,7 +891,7 @@ async fn download<M: Fn(usize) -> Framer>(
     };
     loop {
         framer
-            .wait(pin!(dc.readable()))
+            .wait(pin!(until_readable(dc)))
             .await
             .map_err(|e| EndReason::DcIo(e.kind()))?;
         let batch = framer.get();
