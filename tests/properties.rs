@@ -78,7 +78,7 @@ fn peek_segments(wire: &[u8], sizes: &[usize], preread: bool) -> FirstFlight {
 
 fn tls(flight: FirstFlight) -> ClientHello {
     match flight {
-        FirstFlight::Tls(hello) => hello,
+        FirstFlight::Tls(hello) => *hello,
         other => panic!("not a parsed hello: {other:?}"),
     }
 }

@@ -3,13 +3,15 @@
 //! the relay. Whatever happens, exactly one log line describes the connection at its end.
 
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::admission::limits::{IpSlot, TotalSlot};
 use crate::admission::loop_guard::Registration;
 use crate::admission::netpolicy::{self, Refusal};
 use crate::admission::proxy_in;
@@ -177,42 +179,97 @@ impl Record {
 /// The TLS-termination and MTProto paths are boxed: their state machines are large, and the
 /// future of every connection would otherwise be as large as the largest path even for a
 /// plain relay (memory per idle connection is a benchmark target).
-pub async fn handle(
+// An `async move` block rather than an `async fn`: the block keeps its captures in place,
+// where an `async fn` would keep a second copy of its arguments in its state.
+#[allow(clippy::manual_async_fn)]
+pub fn handle(
     stream: TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
     ctx: Arc<Context>,
     shutdown: Shutdown,
-) {
-    let snapshot = ctx.current.load_full();
-    let mut record = Record {
-        peer,
-        client: proxy_out::canonical(peer),
-        sni: None,
-        route: None,
-        user: None,
-        backend: None,
-        upstream_bytes: 0,
-        downstream_bytes: 0,
-        started: Instant::now(),
-    };
-    let outcome = tokio::select! {
-        // A connection that ends on its own in the same instant is reported as it ended.
-        biased;
-        outcome = serve(stream, local, &snapshot, &ctx, &shutdown, &mut record) => outcome,
-        () = shutdown.interrupted() => Outcome::Shutdown,
-    };
-    record.log(&outcome);
-    if let Outcome::Refused(refusal) = &outcome {
-        refused(refusal, &record, &ctx);
+) -> impl Future<Output = ()> {
+    async move {
+        let snapshot = ctx.current.load_full();
+        let mut record = Record {
+            peer,
+            client: proxy_out::canonical(peer),
+            sni: None,
+            route: None,
+            user: None,
+            backend: None,
+            upstream_bytes: 0,
+            downstream_bytes: 0,
+            started: Instant::now(),
+        };
+        let outcome = tokio::select! {
+            // A connection that ends on its own in the same instant is reported as it ended.
+            biased;
+            outcome = set_up_then_relay(stream, local, &snapshot, &ctx, &shutdown, &mut record) => outcome,
+            () = shutdown.interrupted() => Outcome::Shutdown,
+        };
+        record.log(&outcome);
+        if let Outcome::Refused(refusal) = &outcome {
+            refused(refusal, &record, &ctx);
+        }
+        let route = record.route.as_deref().unwrap_or("-");
+        ctx.metrics.connection_closed(
+            route,
+            outcome.kind(),
+            record.upstream_bytes,
+            record.downstream_bytes,
+        );
     }
-    let route = record.route.as_deref().unwrap_or("-");
-    ctx.metrics.connection_closed(
-        route,
-        outcome.kind(),
-        record.upstream_bytes,
-        record.downstream_bytes,
-    );
+}
+
+/// Sets the connection up in a boxed future, freed before a passthrough relay starts, so an
+/// idle relayed connection carries the relay's state and not the room of every step before it
+/// (the nested setup futures are larger than the relay; memory per idle connection is a
+/// benchmark target).
+async fn set_up_then_relay(
+    stream: TcpStream,
+    local: SocketAddr,
+    snapshot: &Snapshot,
+    ctx: &Context,
+    shutdown: &Shutdown,
+    record: &mut Record,
+) -> Outcome {
+    let setting_up = Box::pin(serve(stream, local, snapshot, ctx, shutdown, record));
+    let relay = match setting_up.await {
+        Step::Done(outcome) => return outcome,
+        Step::Relay(passthrough) => passthrough,
+    };
+    let stats = relay::relay_tcp(&relay.client, &relay.backend, relay.idle, shutdown).await;
+    relayed(stats, record)
+}
+
+/// Where setting a connection up left it.
+enum Step {
+    /// It has ended (refused, served by TLS termination or MTProto, or failed).
+    Done(Outcome),
+    /// A passthrough relay is ready to start.
+    Relay(Passthrough),
+}
+
+impl From<Outcome> for Step {
+    fn from(outcome: Outcome) -> Self {
+        Step::Done(outcome)
+    }
+}
+
+/// The admission slots a connection holds until it ends.
+struct Admitted {
+    _total: TotalSlot,
+    _per_ip: IpSlot,
+}
+
+/// A client and the backend it is relayed to, with everything held while the relay runs.
+struct Passthrough {
+    client: TcpStream,
+    backend: TcpStream,
+    idle: Duration,
+    _held: Held,
+    _admitted: Admitted,
 }
 
 async fn serve(
@@ -222,21 +279,21 @@ async fn serve(
     ctx: &Context,
     shutdown: &Shutdown,
     record: &mut Record,
-) -> Outcome {
+) -> Step {
     let config = &*snapshot.config;
     // A direct client is checked at accept, before anything else is spent on it; a trusted
     // balancer's client once its PROXY header has said who the client is.
     let balancer = config.is_trusted_proxy(record.peer.ip());
     if !balancer {
         if let Err(refused) = check_global(snapshot, record) {
-            return refused;
+            return refused.into();
         }
     }
-    let Some(_total) = ctx.counts.admit(config.limits.max_connections) else {
-        return Outcome::OverTotalLimit;
+    let Some(total) = ctx.counts.admit(config.limits.max_connections) else {
+        return Outcome::OverTotalLimit.into();
     };
     if ctx.outbound.is_ours(record.peer, local).await {
-        return Outcome::Loop;
+        return Outcome::Loop.into();
     }
     // Nagle would delay the small handshake records both ways.
     let _ = stream.set_nodelay(true);
@@ -246,38 +303,42 @@ async fn serve(
         let header = read_proxy_header(&mut stream, deadline, record).await;
         match header.and_then(|rest| check_global(snapshot, record).map(|()| rest)) {
             Ok(already_read) => already_read,
-            Err(outcome) => return outcome,
+            Err(outcome) => return outcome.into(),
         }
     } else {
         Vec::new()
     };
-    let Some(_per_ip) = ctx
+    let Some(per_ip) = ctx
         .counts
         .admit_ip(record.client.ip(), config.limits.max_connections_per_ip)
     else {
-        return Outcome::OverIpLimit;
+        return Outcome::OverIpLimit.into();
+    };
+    let admitted = Admitted {
+        _total: total,
+        _per_ip: per_ip,
     };
     let Peeked { flight, bytes } =
         match tokio::time::timeout_at(deadline, hello::peek(&mut stream, already_read)).await {
-            Err(_) => return Outcome::HelloTimeout,
-            Ok(Err(e)) => return Outcome::ClientGone(e),
+            Err(_) => return Outcome::HelloTimeout.into(),
+            Ok(Err(e)) => return Outcome::ClientGone(e).into(),
             Ok(Ok(peeked)) => peeked,
         };
     let client_ip = record.client.ip();
     let plain = try_plain_mtproto(stream, client_ip, &flight, bytes, snapshot, shutdown);
     let (stream, bytes) = match plain.await {
         Gate::Fallback { client, bytes } => (client, bytes),
-        served => return mtproto_outcome(served, record),
+        served => return mtproto_outcome(served, record).into(),
     };
     if let FirstFlight::Tls(hello) = &flight {
         record.sni = hello.server_name.clone();
     }
     let Some(route) = router::decide(&config.routes, &flight).cloned() else {
-        return Outcome::NoRoute;
+        return Outcome::NoRoute.into();
     };
     record.route = Some(route.label.clone());
     if let Err(refusal) = netpolicy::check_route(&route, record.client.ip()) {
-        return Outcome::Refused(refusal);
+        return Outcome::Refused(refusal).into();
     }
     let conn = Conn {
         local,
@@ -286,16 +347,22 @@ async fn serve(
         shutdown,
         snapshot,
     };
-    dispatch(
+    let arrival = Arrival {
         stream,
         flight,
         bytes,
-        &route.action,
-        snapshot,
-        &conn,
-        record,
-    )
-    .await
+        admitted,
+    };
+    dispatch(arrival, &route.action, snapshot, &conn, record).await
+}
+
+/// A connection whose first flight is read and whose route is decided.
+struct Arrival {
+    stream: TcpStream,
+    flight: FirstFlight,
+    /// Every byte read so far, to be replayed to the backend.
+    bytes: Vec<u8>,
+    admitted: Admitted,
 }
 
 /// The global network policy for the client in `record` (the peer, or the address a trusted
@@ -358,16 +425,21 @@ async fn try_plain_mtproto(
 
 /// Carries out the route's action. Every path but TLS termination ends in one passthrough
 /// relay; `flight` is consumed before it so the parsed hello is not kept for the
-/// connection's whole life.
+/// connection's whole life. TLS termination and MTProto sessions run here, holding the
+/// admission slots; a passthrough relay is handed back ready to start.
 async fn dispatch(
-    stream: TcpStream,
-    flight: FirstFlight,
-    bytes: Vec<u8>,
+    arrival: Arrival,
     action: &Action,
     snapshot: &Snapshot,
     conn: &Conn<'_>,
     record: &mut Record,
-) -> Outcome {
+) -> Step {
+    let Arrival {
+        stream,
+        flight,
+        bytes,
+        admitted,
+    } = arrival;
     let (stream, forward, bytes) = match action {
         Action::Forward(forward) => {
             drop(flight);
@@ -377,7 +449,7 @@ async fn dispatch(
             drop(flight);
             let terminator = snapshot.terminators.get(&terminate.settings).cloned();
             let terminated = terminate_tls(stream, terminate, terminator, bytes, conn, record);
-            return Box::pin(terminated).await;
+            return Box::pin(terminated).await.into();
         }
         Action::Mtproto(target) => {
             let gate = match (flight, &snapshot.config.mtproto, &snapshot.mtproto) {
@@ -408,11 +480,20 @@ async fn dispatch(
             };
             match gate {
                 Gate::Fallback { client, bytes } => (client, &target.forward, bytes),
-                served => return mtproto_outcome(served, record),
+                served => return mtproto_outcome(served, record).into(),
             }
         }
     };
-    forward_tcp(stream, forward, bytes, conn, record).await
+    match open_backend(forward, &bytes, conn, record).await {
+        Ok((backend, held)) => Step::Relay(Passthrough {
+            client: stream,
+            backend,
+            idle: conn.config.timeouts.idle,
+            _held: held,
+            _admitted: admitted,
+        }),
+        Err(outcome) => outcome.into(),
+    }
 }
 
 /// What the MTProto gate needs of the parsed hello.
@@ -559,24 +640,6 @@ async fn terminate_tls(
     };
     let idle = conn.config.timeouts.idle;
     let stats = relay::relay_streams(session.stream, backend, idle, conn.shutdown).await;
-    relayed(stats, record)
-}
-
-/// Passthrough: connect, send the PROXY header (if any) and the peeked bytes, relay.
-async fn forward_tcp(
-    client: TcpStream,
-    forward: &Forward,
-    peeked: Vec<u8>,
-    conn: &Conn<'_>,
-    record: &mut Record,
-) -> Outcome {
-    let (backend, _held) = match open_backend(forward, &peeked, conn, record).await {
-        Ok(opened) => opened,
-        Err(outcome) => return outcome,
-    };
-    drop(peeked);
-    let idle = conn.config.timeouts.idle;
-    let stats = relay::relay_tcp(&client, &backend, idle, conn.shutdown).await;
     relayed(stats, record)
 }
 

@@ -60,8 +60,9 @@ pub enum HelloDefect {
 /// What the first bytes of a connection turned out to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FirstFlight {
-    /// A complete, parsed ClientHello.
-    Tls(ClientHello),
+    /// A complete, parsed ClientHello (boxed: the flight is kept in the connection's state
+    /// until the route is decided, and a plain relay's state should not carry its room).
+    Tls(Box<ClientHello>),
     /// The first bytes are not a TLS handshake record.
     NotTls,
     /// It starts like TLS but is not a usable ClientHello; routed as a hello without SNI.
@@ -222,7 +223,7 @@ impl Assembler {
                 } else {
                     rebuild_record(message)
                 };
-                Progress::Done(FirstFlight::Tls(hello))
+                Progress::Done(FirstFlight::Tls(Box::new(hello)))
             }
             Err(why) => self.defect(why),
         })
