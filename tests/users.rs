@@ -160,6 +160,42 @@ async fn a_user_may_use_only_their_own_names() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_user_set_is_checked_across_the_cores_and_the_right_user_is_served() {
+    let site = Backend::start("site").await;
+    let dc = fake_dc::spawn().await;
+    // More users than one core checks alone (faketls::PARALLEL_FROM): the digest check
+    // is split over threads while tokio moves the worker's other tasks away. Alice is last,
+    // Bob in the middle, each with a name of their own so a wrong index would show.
+    let many = 2 * frontgate::mtproto::faketls::PARALLEL_FROM;
+    let mut users = String::new();
+    for i in 0..many {
+        let mut secret = [0x5au8; 16];
+        secret[..4].copy_from_slice(&(i as u32).to_le_bytes());
+        users.push_str(&format!("    u{i}: {}\n", hex(&secret)));
+        if i == many / 2 {
+            users.push_str(&format!(
+                "    bob:\n      secret: {}\n      routes: [b.test]\n",
+                hex(&BOB)
+            ));
+        }
+    }
+    users.push_str(&format!(
+        "    alice:\n      secret: {}\n      routes: [a.test]\n",
+        hex(&ALICE)
+    ));
+    let (_gw, addr) = users_gateway(&users, site.addr, dc.addr).await;
+    let (alice, bob) = tokio::join!(
+        session(addr, &ALICE, "a.test", LOCAL),
+        session(addr, &BOB, "b.test", LOCAL)
+    );
+    assert!(alice.is_some() && bob.is_some(), "both users are served");
+    assert!(
+        session(addr, &ALICE, "b.test", LOCAL).await.is_none(),
+        "alice on bob's name: the check found alice, not a neighbour"
+    );
+}
+
 /// Echoes `total` payload bytes (the sender in a task of its own, so both directions run
 /// at once) and returns the payload bytes per second that came back.
 async fn echo_rate((mut w, mut r): (client::Writer, client::Reader), total: usize) -> f64 {

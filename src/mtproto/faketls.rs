@@ -6,6 +6,7 @@
 //! Nothing here does I/O: the router hands in the hello bytes it already read, and the
 //! session writes the flight this module builds.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use hmac::Mac;
@@ -76,7 +77,8 @@ pub enum FakeTlsReject {
 /// `record` is the hello as ONE TLS record (`16 03 01` + u16 length + the handshake message);
 /// when the hello came split over several records the caller rebuilds it first. Every user is
 /// tried (one HMAC each) and the 28-byte comparison is constant-time, so the decision time
-/// does not depend on which digest byte differs. The first matching user wins. Replay
+/// does not depend on which digest byte differs. The first matching user wins. From
+/// [`PARALLEL_FROM`] users on, the users are split over the cores. Replay
 /// detection is the caller's job: put [`FakeTlsClient::random`] into the
 /// [`crate::mtproto::replay::ReplayCache`] after success.
 pub fn verify_client_hello<'a>(
@@ -92,24 +94,8 @@ pub fn verify_client_hello<'a>(
     // What every user's HMAC covers: the record with its `random` zeroed.
     let mut signed = record.to_vec();
     signed[DIGEST_OFFSET..DIGEST_OFFSET + DIGEST_LEN].fill(0);
-    let mut matched: Option<(usize, &Secret, u32)> = None;
-    for (index, secret) in users.into_iter().enumerate() {
-        let mut mac = secret.hmac();
-        mac.update(&signed);
-        let computed = mac.finalize().into_bytes();
-        let mut xored = [0u8; DIGEST_LEN];
-        for (x, (c, r)) in xored.iter_mut().zip(computed.iter().zip(random.iter())) {
-            *x = c ^ r;
-        }
-        let ok: Choice = xored[..28].ct_eq(&[0u8; 28]);
-        // Branching on the per-user verdict is fine: it reveals which user matched (to a
-        // client that already knows a secret), never which byte differed.
-        if bool::from(ok) && matched.is_none() {
-            let ts = u32::from_le_bytes([xored[28], xored[29], xored[30], xored[31]]);
-            matched = Some((index, secret, ts));
-        }
-    }
-
+    let users: Vec<&Secret> = users.into_iter().collect();
+    let matched = first_signer(&users, &signed, &random).map(|(user, ts)| (user, users[user], ts));
     let (user, secret, timestamp) = matched.ok_or(FakeTlsReject::NoUserMatched)?;
     let skew = now_unix.abs_diff(u64::from(timestamp));
     if Duration::from_secs(skew) > max_skew {
@@ -124,6 +110,73 @@ pub fn verify_client_hello<'a>(
         random,
         timestamp,
     })
+}
+
+/// Candidates from which the digest check is spread over the machine's cores. Below it one
+/// core decides in about half a millisecond or less (~530 ns per user on the project's
+/// machine, BENCHMARKS.md), where starting threads would cost more than it saves.
+pub const PARALLEL_FROM: usize = 1024;
+
+/// The index of the first of `users` whose HMAC of `signed` matches `random`'s first 28
+/// bytes, and the timestamp its last four bytes then carry. Every user is tried, whatever
+/// matched; a large set is split over the cores, each part scanned whole, and the earliest
+/// match wins as in one pass.
+fn first_signer(users: &[&Secret], signed: &[u8], random: &[u8; 32]) -> Option<(usize, u32)> {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if users.len() < PARALLEL_FROM || cores == 1 {
+        return scan(users, 0, signed, random);
+    }
+    let part = users.len().div_ceil(cores);
+    std::thread::scope(|scope| {
+        let mut parts = users.chunks(part).enumerate();
+        let (_, first_part) = parts.next()?;
+        let others: Vec<_> = parts
+            .map(|(i, users)| {
+                let scanning = move || scan(users, i * part, signed, random);
+                // A part whose thread cannot start is scanned here instead.
+                std::thread::Builder::new()
+                    .name("frontgate-digest".into())
+                    .spawn_scoped(scope, scanning)
+                    .map_err(|_| scan(users, i * part, signed, random))
+            })
+            .collect();
+        let first = scan(first_part, 0, signed, random);
+        others.into_iter().fold(first, |earlier, other| {
+            // A scan cannot panic; if one did, its part matched no one.
+            earlier.or(match other {
+                Ok(thread) => thread.join().unwrap_or(None),
+                Err(scanned_here) => scanned_here,
+            })
+        })
+    })
+}
+
+/// [`first_signer`] over one part of the users, whose first index is `offset`.
+fn scan(
+    users: &[&Secret],
+    offset: usize,
+    signed: &[u8],
+    random: &[u8; 32],
+) -> Option<(usize, u32)> {
+    let mut matched = None;
+    for (index, secret) in users.iter().enumerate() {
+        let mut mac = secret.hmac();
+        mac.update(signed);
+        let computed = mac.finalize().into_bytes();
+        let mut xored = [0u8; DIGEST_LEN];
+        for (x, (c, r)) in xored.iter_mut().zip(computed.iter().zip(random.iter())) {
+            *x = c ^ r;
+        }
+        let ok: Choice = xored[..28].ct_eq(&[0u8; 28]);
+        // Branching on the per-user verdict is fine: it reveals which user matched (to a
+        // client that already knows a secret), never which byte differed.
+        if bool::from(ok) && matched.is_none() {
+            let ts = u32::from_le_bytes([xored[28], xored[29], xored[30], xored[31]]);
+            matched = Some((offset + index, ts));
+        }
+    }
+    matched
 }
 
 /// `16 03 0x LL LL 01 LLLLLL ...` with both lengths matching the slice.
@@ -327,6 +380,39 @@ mod tests {
                 Err(FakeTlsReject::NoUserMatched)
             );
         }
+    }
+
+    #[test]
+    fn a_large_set_split_over_the_cores_finds_the_first_signer() {
+        let h = &hellos("client-hello-ok-")[0];
+        let others: Vec<Secret> = (0..3 * PARALLEL_FROM as u32)
+            .map(|i| {
+                let mut bytes = [0x55u8; 16];
+                bytes[..4].copy_from_slice(&i.to_le_bytes());
+                Secret::from_bytes(bytes)
+            })
+            .collect();
+        let n = others.len();
+        // The signer first, last, at a part's edge on one to four cores, and twice (the
+        // earlier one wins, as in one pass).
+        for at in [
+            vec![0],
+            vec![n - 1],
+            vec![n / 2, n / 2 + 1],
+            vec![n / 4 + 1, n - 3],
+        ] {
+            let mut users = others.clone();
+            for &i in &at {
+                users[i] = vector_secret();
+            }
+            let got = verify_client_hello(&h.full, &users, h.time, SKEW).unwrap();
+            assert_eq!(got.user, at[0], "signer at {at:?}");
+            assert_eq!(got.timestamp as u64, h.time);
+        }
+        assert_eq!(
+            verify_client_hello(&h.full, &others, h.time, SKEW),
+            Err(FakeTlsReject::NoUserMatched)
+        );
     }
 
     #[test]

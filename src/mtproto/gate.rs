@@ -17,7 +17,9 @@ use crate::config::users::MtprotoUser;
 use crate::config::{MimicMode, MtprotoRoute, MtprotoSettings};
 use crate::forward::pool::Pool;
 use crate::forward::shutdown::Shutdown;
-use crate::mtproto::faketls::{random_cert_len, verify_client_hello, FakeTlsClient, FakeTlsReject};
+use crate::mtproto::faketls::{
+    random_cert_len, verify_client_hello, FakeTlsClient, FakeTlsReject, PARALLEL_FROM,
+};
 use crate::mtproto::mimic::{FlightProfile, HelloShape, MimicError};
 use crate::mtproto::mirror::{self, MirrorError};
 use crate::mtproto::record_sizing::RecordSizing;
@@ -184,13 +186,25 @@ pub async fn fake_tls(
     shutdown: &Shutdown,
 ) -> Gate {
     let Core { settings, state } = core;
-    let verified = check_hello(
-        &settings.users,
-        hello.single_record,
-        hello.server_name,
-        unix_now(),
-        settings.max_clock_skew,
-    );
+    let check = || {
+        check_hello(
+            &settings.users,
+            hello.single_record,
+            hello.server_name,
+            unix_now(),
+            settings.max_clock_skew,
+        )
+    };
+    // A large user set keeps this thread busy for milliseconds: tell tokio, so the other
+    // connections on this worker move to another one meanwhile (current-thread runtimes,
+    // as in tests, cannot hand work over and check in place).
+    let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::MultiThread;
+    let verified = if settings.users.len() >= PARALLEL_FROM && multi_thread {
+        tokio::task::block_in_place(check)
+    } else {
+        check()
+    };
     let auth = match verified {
         Ok(auth) => auth,
         Err(reject) => {
