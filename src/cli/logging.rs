@@ -21,8 +21,9 @@ pub(super) enum LogFormat {
     Json,
 }
 
-/// Lines the queue holds before a new line waits (about 5 MiB of 300-byte lines).
-const QUEUED_LINES: usize = 16 * 1024;
+/// Lines the queue holds before a new line waits: a second or more of a busy gateway's lines
+/// (about 1.2 MiB of 300-byte lines at most; the queue's own slots take 128 KiB).
+const QUEUED_LINES: usize = 4 * 1024;
 /// The writer's buffer: the lines of one drain of the queue go out in one write.
 const WRITE_BUFFER: usize = 64 * 1024;
 
