@@ -1,6 +1,7 @@
 //! The idle clock shared by both directions of a relay (passthrough and MTProto alike):
-//! every moved byte resets it, and [`IdleClock::expired`] resolves once nothing moved for the
-//! configured time. One atomic store per chunk, no timer reset per byte. Also home of
+//! every moved byte resets it, and [`IdleClock::deadline`] says when the relay is idle unless
+//! something moves before (the relay's watch, `forward::shutdown::Shutdown::watch`, sleeps
+//! until then and looks again). One atomic store per chunk, no timer reset per byte. Also home of
 //! [`later`] and [`deadline_after`], the one place a configured duration is added to an
 //! instant, so no configured value can make that addition panic.
 
@@ -47,16 +48,11 @@ impl IdleClock {
         self.last_activity_ms.store(now, Ordering::Relaxed);
     }
 
-    /// Resolves once nothing has moved for `idle`.
-    pub async fn expired(&self, idle: Duration) {
-        loop {
-            let last = Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed));
-            let deadline = later(later(self.started, last), idle);
-            if Instant::now() >= deadline {
-                return;
-            }
-            tokio::time::sleep_until(deadline).await;
-        }
+    /// When the relay is idle for `idle` unless something moves before: the last activity
+    /// plus `idle`.
+    pub fn deadline(&self, idle: Duration) -> Instant {
+        let last = Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed));
+        later(later(self.started, last), idle)
     }
 }
 
@@ -67,23 +63,25 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn activity_pushes_the_deadline_back() {
         let clock = IdleClock::default();
+        let started = Instant::now();
+        assert_eq!(
+            clock.deadline(Duration::from_secs(10)),
+            started + Duration::from_secs(10)
+        );
         tokio::time::sleep(Duration::from_secs(8)).await;
         clock.touch();
-        let started = Instant::now();
-        clock.expired(Duration::from_secs(10)).await;
-        assert_eq!(started.elapsed().as_secs(), 10);
+        assert_eq!(
+            clock.deadline(Duration::from_secs(10)),
+            started + Duration::from_secs(18)
+        );
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_longest_duration_waits_instead_of_panicking() {
+    async fn the_longest_duration_is_far_away_instead_of_a_panic() {
         let clock = IdleClock::default();
         clock.touch();
-        let waited = tokio::time::timeout(Duration::from_secs(3600), clock.expired(Duration::MAX));
-        assert!(
-            waited.await.is_err(),
-            "an idle limit of Duration::MAX expired"
-        );
         let now = Instant::now();
+        assert!(clock.deadline(Duration::MAX) >= later(now, FAR_FUTURE));
         assert!(deadline_after(Duration::MAX) >= later(now, FAR_FUTURE));
         assert_eq!(
             later(now, Duration::from_secs(5)),

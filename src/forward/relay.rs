@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 
 use crate::forward::buffer::ByteBuffer;
 use crate::forward::idle::IdleClock;
-use crate::forward::shutdown::{InFlight, Shutdown};
+use crate::forward::shutdown::{InFlight, Shutdown, Watched};
 
 /// A direction's buffer for its first reads: a request, a handshake record, a keep-alive.
 pub(crate) const SMALL_BUFFER: usize = 4 * 1024;
@@ -109,8 +109,10 @@ impl Progress {
                 Ok(_) => RelayEnd::Finished,
                 Err(e) => RelayEnd::Failed(e),
             },
-            () = self.clock.expired(idle) => RelayEnd::IdleTimeout,
-            () = shutdown.relaying(&self.clock, &self.in_flight) => RelayEnd::Shutdown,
+            watched = shutdown.watch(&self.clock, &self.in_flight, idle) => match watched {
+                Watched::Idle => RelayEnd::IdleTimeout,
+                Watched::Drained => RelayEnd::Shutdown,
+            },
         }
     }
 

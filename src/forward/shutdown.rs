@@ -10,14 +10,18 @@
 //! [`ShutdownSwitch::cut_all`] (the grace period is over, or a second signal) ends every
 //! connection at once.
 
-use std::future::Future;
+use std::future::{poll_fn, Future};
+use std::ops::ControlFlow;
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::forward::idle::IdleClock;
+use crate::forward::idle::{later, IdleClock};
 
 /// How long a relay must have moved no byte (with no write pending) to be cut by a drain.
 /// Longer than a pause inside a transfer on a loaded box, short enough that a process with
@@ -87,7 +91,7 @@ impl ShutdownSwitch {
 
 /// One connection's view of the gateway's shutdown. The connection's driver races its work
 /// against [`interrupted`](Self::interrupted); its relay races the copying against
-/// [`relaying`](Self::relaying). Dropped at the connection's end, it counts the connection as
+/// [`watch`](Self::watch). Dropped at the connection's end, it counts the connection as
 /// cut or finished for the shutdown's report.
 #[derive(Debug)]
 pub struct Shutdown {
@@ -113,27 +117,78 @@ impl Shutdown {
     }
 
     /// Marks the start of the connection's relay, whose idle clock is `clock` and whose
-    /// pending writes `in_flight` counts; the future resolves when the drain has begun and
-    /// the relay is quiet (see the module documentation).
-    pub fn relaying<'a>(
+    /// pending writes `in_flight` counts, and watches it: resolves with [`Watched::Idle`] once
+    /// nothing moved for `idle`, or with [`Watched::Drained`] once the drain has begun and the
+    /// relay is quiet (see the module documentation). One timer serves both, so the watch
+    /// stays small: every relay holds one for its whole life.
+    pub fn watch<'a>(
         &'a self,
         clock: &'a IdleClock,
         in_flight: &'a InFlight,
-    ) -> impl Future<Output = ()> + 'a {
+        idle: Duration,
+    ) -> impl Future<Output = Watched> + 'a {
         self.relaying.store(true, Ordering::Relaxed);
         async move {
-            self.signal.drain.cancelled().await;
-            loop {
-                clock.expired(QUIET_BEFORE_CUT).await;
-                if in_flight.is_empty() {
-                    break;
+            let mut drain = pin!(self.signal.drain.cancelled());
+            let mut timer = pin!(tokio::time::sleep_until(clock.deadline(idle)));
+            let mut draining = false;
+            poll_fn(|cx| {
+                // The drain's start moves the next look forward; otherwise only the timer does.
+                let mut look = !draining && drain.as_mut().poll(cx).is_ready();
+                draining |= look;
+                loop {
+                    if look || timer.is_elapsed() {
+                        match self.verdict(clock, in_flight, idle, draining) {
+                            ControlFlow::Break(watched) => return Poll::Ready(watched),
+                            ControlFlow::Continue(at) => timer.as_mut().reset(at),
+                        }
+                        look = false;
+                    }
+                    if timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
                 }
-                // A write waits for the peer to take it: look again once it could have.
-                tokio::time::sleep(QUIET_BEFORE_CUT).await;
-            }
-            self.cut.store(true, Ordering::Relaxed);
+            })
+            .await
         }
     }
+
+    /// Whether a watched relay ends now, and if not when to look again.
+    fn verdict(
+        &self,
+        clock: &IdleClock,
+        in_flight: &InFlight,
+        idle: Duration,
+        draining: bool,
+    ) -> ControlFlow<Watched, Instant> {
+        let now = Instant::now();
+        let idle_at = clock.deadline(idle);
+        if now >= idle_at {
+            return ControlFlow::Break(Watched::Idle);
+        }
+        if !draining {
+            return ControlFlow::Continue(idle_at);
+        }
+        let quiet_at = clock.deadline(QUIET_BEFORE_CUT);
+        if now < quiet_at {
+            return ControlFlow::Continue(idle_at.min(quiet_at));
+        }
+        if in_flight.is_empty() {
+            self.cut.store(true, Ordering::Relaxed);
+            return ControlFlow::Break(Watched::Drained);
+        }
+        // A write waits for the peer to take it: look again once it could have.
+        ControlFlow::Continue(idle_at.min(later(now, QUIET_BEFORE_CUT)))
+    }
+}
+
+/// Why [`Shutdown::watch`] ended a relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watched {
+    /// Nothing moved either way for the relay's idle timeout.
+    Idle,
+    /// The drain began and the relay was quiet: the drain cut it.
+    Drained,
 }
 
 impl Drop for Shutdown {
@@ -201,18 +256,18 @@ mod tests {
         let held = in_flight.hold();
         let started = Instant::now();
         {
-            let relay = conn.relaying(&clock, &in_flight);
+            let relay = conn.watch(&clock, &in_flight, Duration::MAX);
             tokio::pin!(relay);
             switch.drain();
             // A relaying connection is no longer interrupted by the drain.
             tokio::select! {
                 () = conn.interrupted() => panic!("the drain interrupted a relay"),
-                () = &mut relay => panic!("a relay with a pending write was cut"),
+                _ = &mut relay => panic!("a relay with a pending write was cut"),
                 () = tokio::time::sleep(QUIET_BEFORE_CUT * 10) => {}
             }
             drop(held);
             clock.touch();
-            relay.await;
+            assert_eq!(relay.await, Watched::Drained);
         }
         assert!(started.elapsed() >= QUIET_BEFORE_CUT * 11);
         drop(conn);
@@ -224,12 +279,57 @@ mod tests {
         let switch = ShutdownSwitch::new();
         let conn = switch.subscribe();
         let (clock, in_flight) = (IdleClock::default(), InFlight::default());
-        drop(conn.relaying(&clock, &in_flight));
+        drop(conn.watch(&clock, &in_flight, Duration::MAX));
         switch.cut_all();
         conn.interrupted().await;
         switch.all_cut().await;
         drop(conn);
         assert_eq!(switch.counts(), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watch_ends_an_idle_relay_and_counts_activity() {
+        let switch = ShutdownSwitch::new();
+        let conn = switch.subscribe();
+        let (clock, in_flight) = (IdleClock::default(), InFlight::default());
+        let started = Instant::now();
+        {
+            let watch = conn.watch(&clock, &in_flight, Duration::from_secs(30));
+            tokio::pin!(watch);
+            tokio::select! {
+                _ = &mut watch => panic!("the watch ended a relay before its idle timeout"),
+                () = tokio::time::sleep(Duration::from_secs(20)) => clock.touch(),
+            }
+            assert_eq!(watch.await, Watched::Idle);
+        }
+        assert_eq!(started.elapsed(), Duration::from_secs(50));
+        drop(conn);
+        assert_eq!(
+            switch.counts(),
+            (0, 0),
+            "an idle timeout is not a drain's cut"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_cuts_a_quiet_relay_before_its_idle_timeout() {
+        let switch = ShutdownSwitch::new();
+        let conn = switch.subscribe();
+        let (clock, in_flight) = (IdleClock::default(), InFlight::default());
+        let started = Instant::now();
+        {
+            let watch = conn.watch(&clock, &in_flight, Duration::from_secs(3600));
+            tokio::pin!(watch);
+            tokio::select! {
+                _ = &mut watch => panic!("the watch ended a relay with no drain"),
+                () = tokio::time::sleep(Duration::from_secs(60)) => switch.drain(),
+            }
+            // Quiet for a minute already: cut as soon as the drain begins.
+            assert_eq!(watch.await, Watched::Drained);
+        }
+        assert_eq!(started.elapsed(), Duration::from_secs(60));
+        drop(conn);
+        assert_eq!(switch.counts(), (1, 0));
     }
 
     #[test]

@@ -32,7 +32,7 @@ use crate::config::{MtprotoSettings, Secret};
 use crate::forward::buffer::{ByteBuffer, ElasticBuffer};
 use crate::forward::idle::{deadline_after, IdleClock};
 use crate::forward::relay::{shutdown_write, until_readable, write_all_tcp};
-use crate::forward::shutdown::{InFlight, Shutdown};
+use crate::forward::shutdown::{InFlight, Shutdown, Watched};
 use crate::mtproto::dc_health;
 use crate::mtproto::faketls::FakeTlsClient;
 use crate::mtproto::middle::{self, MiddleProxy};
@@ -791,9 +791,13 @@ async fn relay(
             Ok(_) => EndReason::Closed,
             Err(reason) => reason,
         },
-        () = shared.activity.expired(idle_timeout) => EndReason::IdleTimeout,
+        watched = shutdown.watch(&shared.activity, &shared.in_flight, idle_timeout) => {
+            match watched {
+                Watched::Idle => EndReason::IdleTimeout,
+                Watched::Drained => EndReason::Shutdown,
+            }
+        }
         () = admission.cut.cancelled() => EndReason::UserCut,
-        () = shutdown.relaying(&shared.activity, &shared.in_flight) => EndReason::Shutdown,
     };
     (
         shared.up_bytes.load(Ordering::Relaxed),

@@ -17,7 +17,7 @@ use super::mux::{Incoming, MeSession};
 use super::rpc::{proxy_req, ProxyReqHeader};
 use crate::config::middle::AdTag;
 use crate::forward::idle::IdleClock;
-use crate::forward::shutdown::{InFlight, Shutdown};
+use crate::forward::shutdown::{InFlight, Shutdown, Watched};
 use crate::mtproto::obfuscated2::{AesCtr, ProtocolTag};
 use crate::mtproto::record_sizing::SizingCursor;
 use crate::mtproto::records::{record_header_for, RecordDecoder};
@@ -180,9 +180,11 @@ pub async fn relay(
         biased;
         done = upload => done.err().unwrap_or(EndReason::Closed),
         done = download => done.err().unwrap_or(EndReason::Closed),
-        () = activity.expired(idle_timeout) => EndReason::IdleTimeout,
+        watched = shutdown.watch(&activity, &in_flight, idle_timeout) => match watched {
+            Watched::Idle => EndReason::IdleTimeout,
+            Watched::Drained => EndReason::Shutdown,
+        },
         () = admission.cut.cancelled() => EndReason::UserCut,
-        () = shutdown.relaying(&activity, &in_flight) => EndReason::Shutdown,
     };
     let _ = client.shutdown().await;
     (up_bytes, down_bytes, reason)
