@@ -94,8 +94,13 @@ pub fn verify_client_hello<'a>(
     // What every user's HMAC covers: the record with its `random` zeroed.
     let mut signed = record.to_vec();
     signed[DIGEST_OFFSET..DIGEST_OFFSET + DIGEST_LEN].fill(0);
-    let users: Vec<&Secret> = users.into_iter().collect();
-    let matched = first_signer(&users, &signed, &random).map(|(user, ts)| (user, users[user], ts));
+    let users = users.into_iter();
+    // A set that cannot reach the split is scanned as it comes, with no list of its own.
+    let matched = if users.size_hint().1.is_some_and(|most| most < PARALLEL_FROM) {
+        scan(users, 0, &signed, &random)
+    } else {
+        first_signer(&users.collect::<Vec<_>>(), &signed, &random)
+    };
     let (user, secret, timestamp) = matched.ok_or(FakeTlsReject::NoUserMatched)?;
     let skew = now_unix.abs_diff(u64::from(timestamp));
     if Duration::from_secs(skew) > max_skew {
@@ -117,15 +122,15 @@ pub fn verify_client_hello<'a>(
 /// machine, BENCHMARKS.md), where starting threads would cost more than it saves.
 pub const PARALLEL_FROM: usize = 1024;
 
-/// The index of the first of `users` whose HMAC of `signed` matches `random`'s first 28
-/// bytes, and the timestamp its last four bytes then carry. Every user is tried, whatever
+/// The first of `users` whose HMAC of `signed` matches `random`'s first 28 bytes, with the
+/// timestamp its last four bytes then carry. Every user is tried, whatever
 /// matched; a large set is split over the cores, each part scanned whole, and the earliest
 /// match wins as in one pass.
-fn first_signer(users: &[&Secret], signed: &[u8], random: &[u8; 32]) -> Option<(usize, u32)> {
+fn first_signer<'a>(users: &[&'a Secret], signed: &[u8], random: &[u8; 32]) -> Option<Signer<'a>> {
     static CORES: OnceLock<usize> = OnceLock::new();
     let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if users.len() < PARALLEL_FROM || cores == 1 {
-        return scan(users, 0, signed, random);
+        return scan(users.iter().copied(), 0, signed, random);
     }
     let part = users.len().div_ceil(cores);
     std::thread::scope(|scope| {
@@ -133,15 +138,15 @@ fn first_signer(users: &[&Secret], signed: &[u8], random: &[u8; 32]) -> Option<(
         let (_, first_part) = parts.next()?;
         let others: Vec<_> = parts
             .map(|(i, users)| {
-                let scanning = move || scan(users, i * part, signed, random);
+                let scanning = move || scan(users.iter().copied(), i * part, signed, random);
                 // A part whose thread cannot start is scanned here instead.
                 std::thread::Builder::new()
                     .name("frontgate-digest".into())
                     .spawn_scoped(scope, scanning)
-                    .map_err(|_| scan(users, i * part, signed, random))
+                    .map_err(|_| scanning())
             })
             .collect();
-        let first = scan(first_part, 0, signed, random);
+        let first = scan(first_part.iter().copied(), 0, signed, random);
         others.into_iter().fold(first, |earlier, other| {
             // A scan cannot panic; if one did, its part matched no one.
             earlier.or(match other {
@@ -152,15 +157,19 @@ fn first_signer(users: &[&Secret], signed: &[u8], random: &[u8; 32]) -> Option<(
     })
 }
 
+/// A user whose secret signed the hello: its index, its secret, and the timestamp the
+/// digest's last four bytes carry.
+type Signer<'a> = (usize, &'a Secret, u32);
+
 /// [`first_signer`] over one part of the users, whose first index is `offset`.
-fn scan(
-    users: &[&Secret],
+fn scan<'a>(
+    users: impl IntoIterator<Item = &'a Secret>,
     offset: usize,
     signed: &[u8],
     random: &[u8; 32],
-) -> Option<(usize, u32)> {
+) -> Option<Signer<'a>> {
     let mut matched = None;
-    for (index, secret) in users.iter().enumerate() {
+    for (index, secret) in users.into_iter().enumerate() {
         let mut mac = secret.hmac();
         mac.update(signed);
         let computed = mac.finalize().into_bytes();
@@ -173,7 +182,7 @@ fn scan(
         // client that already knows a secret), never which byte differed.
         if bool::from(ok) && matched.is_none() {
             let ts = u32::from_le_bytes([xored[28], xored[29], xored[30], xored[31]]);
-            matched = Some((offset + index, ts));
+            matched = Some((offset + index, secret, ts));
         }
     }
     matched
