@@ -6,7 +6,7 @@ use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -239,7 +239,8 @@ async fn set_up_then_relay(
         Step::Done(outcome) => return outcome,
         Step::Relay(passthrough) => passthrough,
     };
-    let stats = relay::relay_tcp(&relay.client, &relay.backend, relay.idle, shutdown).await;
+    let idle = snapshot.config.timeouts.idle;
+    let stats = relay::relay_tcp(&relay.client, &relay.backend, idle, shutdown).await;
     relayed(stats, record)
 }
 
@@ -267,7 +268,6 @@ struct Admitted {
 struct Passthrough {
     client: TcpStream,
     backend: TcpStream,
-    idle: Duration,
     _held: Held,
     _admitted: Admitted,
 }
@@ -488,7 +488,6 @@ async fn dispatch(
         Ok((backend, held)) => Step::Relay(Passthrough {
             client: stream,
             backend,
-            idle: conn.config.timeouts.idle,
             _held: held,
             _admitted: admitted,
         }),
