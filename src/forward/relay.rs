@@ -35,7 +35,7 @@ pub enum RelayEnd {
     IdleTimeout,
     /// A socket failed (reset, broken pipe, ...).
     Failed(SideError),
-    /// The gateway is shutting down and the relay was quiet.
+    /// The gateway is shutting down and the relay was quiet, or every connection was cut.
     Shutdown,
 }
 
@@ -98,9 +98,9 @@ impl Progress {
     /// Runs both directions until they finish, one fails, nothing moves for `idle`, or the
     /// gateway drains while the relay is quiet.
     /// (`both` is pinned by the caller so that the relay's state holds it once.)
-    async fn drive<F>(&self, both: Pin<&mut F>, idle: Duration, shutdown: &Shutdown) -> RelayEnd
+    async fn drive<F, T>(&self, both: Pin<&mut F>, idle: Duration, shutdown: &Shutdown) -> RelayEnd
     where
-        F: Future<Output = Result<((), ()), SideError>>,
+        F: Future<Output = Result<T, SideError>>,
     {
         tokio::select! {
             // Bytes that are ready are relayed before a timer may end the relay.
@@ -111,7 +111,7 @@ impl Progress {
             },
             watched = shutdown.watch(&self.clock, &self.in_flight, idle) => match watched {
                 Watched::Idle => RelayEnd::IdleTimeout,
-                Watched::Drained => RelayEnd::Shutdown,
+                Watched::Drained | Watched::Cut => RelayEnd::Shutdown,
             },
         }
     }
@@ -152,6 +152,9 @@ pub async fn relay_tcp(
         progress: &progress,
         counter: &progress.downstream,
     };
+    #[cfg(target_os = "linux")]
+    let both = crate::forward::splice::pump_both(&upstream, &downstream);
+    #[cfg(not(target_os = "linux"))]
     let both = async { tokio::try_join!(pump_tcp(&upstream), pump_tcp(&downstream)) };
     let end = progress.drive(pin!(both), idle, shutdown).await;
     progress.finish(end)
@@ -175,10 +178,6 @@ pub(crate) struct Direction<'a> {
     pub(crate) counter: &'a AtomicU64,
 }
 
-/// One direction between TCP sockets (Linux: through a pipe, in the kernel).
-#[cfg(target_os = "linux")]
-use crate::forward::splice::pump_splice as pump_tcp;
-
 /// One direction between TCP sockets, readiness-driven so that no buffer is taken before
 /// the first byte.
 #[cfg(not(target_os = "linux"))]
@@ -201,7 +200,8 @@ async fn pump_tcp(dir: &Direction<'_>) -> Result<(), SideError> {
 }
 
 /// What [`forward_ready`] did with one read.
-pub(crate) enum Forwarded {
+#[cfg(not(target_os = "linux"))]
+enum Forwarded {
     /// The source ended; the destination's write side is shut down.
     Ended,
     /// The source has nothing more now; the buffer was given back.
@@ -215,7 +215,8 @@ pub(crate) enum Forwarded {
 
 /// One non-blocking read of the direction's source into `buffer`, written in full to its
 /// destination and counted (the copy step of the readiness-driven directions).
-pub(crate) async fn forward_ready(
+#[cfg(not(target_os = "linux"))]
+async fn forward_ready(
     dir: &Direction<'_>,
     buffer: &mut ByteBuffer,
 ) -> Result<Forwarded, SideError> {
@@ -248,7 +249,7 @@ pub(crate) async fn forward_ready(
 /// direction's next read waits for epoll's next edge instead of finding out with a read that
 /// fails with `EAGAIN` (tokio's own `poll_read` does the same; an EOF already seen stays
 /// readable, since tokio never clears a closed state).
-fn read_ready(from: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_ready(from: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     let mut short = None;
     let read = from.try_io(Interest::READABLE, || {
         let n = (&*socket2::SockRef::from(from)).read(buf)?;
@@ -296,12 +297,6 @@ pub(crate) async fn write_all_tcp(to: &TcpStream, data: &[u8]) -> io::Result<()>
 /// 150-byte waiter in the relay's own state: on every idle connection, for its whole life.
 pub(crate) async fn until_readable(stream: &TcpStream) -> io::Result<()> {
     poll_fn(|cx| stream.poll_read_ready(cx)).await
-}
-
-/// Waits until `stream` is writable, keeping no waiter in the caller's state (as
-/// [`until_readable`]; a relay direction is the only writer of its destination).
-pub(crate) async fn until_writable(stream: &TcpStream) -> io::Result<()> {
-    poll_fn(|cx| stream.poll_write_ready(cx)).await
 }
 
 /// Propagates EOF; the peer may already be gone, which is not an error worth reporting.

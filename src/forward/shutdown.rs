@@ -10,16 +10,16 @@
 //! [`ShutdownSwitch::cut_all`] (the grace period is over, or a second signal) ends every
 //! connection at once.
 
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::ops::ControlFlow;
-use std::pin::pin;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::forward::idle::{later, IdleClock};
 
@@ -89,7 +89,7 @@ impl ShutdownSwitch {
     }
 }
 
-/// One connection's view of the gateway's shutdown. The connection's driver races its work
+/// One connection's view of the gateway's shutdown. The connection's driver races its setup
 /// against [`interrupted`](Self::interrupted); its relay races the copying against
 /// [`watch`](Self::watch). Dropped at the connection's end, it counts the connection as
 /// cut or finished for the shutdown's report.
@@ -118,9 +118,10 @@ impl Shutdown {
 
     /// Marks the start of the connection's relay, whose idle clock is `clock` and whose
     /// pending writes `in_flight` counts, and watches it: resolves with [`Watched::Idle`] once
-    /// nothing moved for `idle`, or with [`Watched::Drained`] once the drain has begun and the
-    /// relay is quiet (see the module documentation). One timer serves both, so the watch
-    /// stays small: every relay holds one for its whole life.
+    /// nothing moved for `idle`, with [`Watched::Drained`] once the drain has begun and the
+    /// relay is quiet (see the module documentation), and with [`Watched::Cut`] once every
+    /// connection is cut. One timer and one wait serve all three, so the watch stays small:
+    /// every relay holds one for its whole life.
     pub fn watch<'a>(
         &'a self,
         clock: &'a IdleClock,
@@ -128,28 +129,14 @@ impl Shutdown {
         idle: Duration,
     ) -> impl Future<Output = Watched> + 'a {
         self.relaying.store(true, Ordering::Relaxed);
-        async move {
-            let mut drain = pin!(self.signal.drain.cancelled());
-            let mut timer = pin!(tokio::time::sleep_until(clock.deadline(idle)));
-            let mut draining = false;
-            poll_fn(|cx| {
-                // The drain's start moves the next look forward; otherwise only the timer does.
-                let mut look = !draining && drain.as_mut().poll(cx).is_ready();
-                draining |= look;
-                loop {
-                    if look || timer.is_elapsed() {
-                        match self.verdict(clock, in_flight, idle, draining) {
-                            ControlFlow::Break(watched) => return Poll::Ready(watched),
-                            ControlFlow::Continue(at) => timer.as_mut().reset(at),
-                        }
-                        look = false;
-                    }
-                    if timer.as_mut().poll(cx).is_pending() {
-                        return Poll::Pending;
-                    }
-                }
-            })
-            .await
+        Watch {
+            shutdown: self,
+            clock,
+            in_flight,
+            idle,
+            draining: false,
+            signal: self.signal.drain.cancelled(),
+            timer: tokio::time::sleep_until(clock.deadline(idle)),
         }
     }
 
@@ -182,6 +169,55 @@ impl Shutdown {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// The future of [`Shutdown::watch`], written out so that it holds its two waits and
+    /// nothing else.
+    struct Watch<'a> {
+        shutdown: &'a Shutdown,
+        clock: &'a IdleClock,
+        in_flight: &'a InFlight,
+        idle: Duration,
+        // Whether the drain has begun (then `signal` waits for the cut of every connection).
+        draining: bool,
+        // The drain's start, then (once it has begun) the cut of every connection.
+        #[pin]
+        signal: WaitForCancellationFuture<'a>,
+        #[pin]
+        timer: Sleep,
+    }
+}
+
+impl Future for Watch<'_> {
+    type Output = Watched;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Watched> {
+        let mut this = self.project();
+        let shutdown = *this.shutdown;
+        // The drain's start moves the next look forward; otherwise only the timer does.
+        let mut look = false;
+        while this.signal.as_mut().poll(cx).is_ready() {
+            if *this.draining {
+                return Poll::Ready(Watched::Cut);
+            }
+            (*this.draining, look) = (true, true);
+            this.signal.set(shutdown.signal.cut_all.cancelled());
+        }
+        loop {
+            if look || this.timer.is_elapsed() {
+                let (clock, in_flight) = (*this.clock, *this.in_flight);
+                match shutdown.verdict(clock, in_flight, *this.idle, *this.draining) {
+                    ControlFlow::Break(watched) => return Poll::Ready(watched),
+                    ControlFlow::Continue(at) => this.timer.as_mut().reset(at),
+                }
+                look = false;
+            }
+            if this.timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
 /// Why [`Shutdown::watch`] ended a relay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Watched {
@@ -189,6 +225,8 @@ pub enum Watched {
     Idle,
     /// The drain began and the relay was quiet: the drain cut it.
     Drained,
+    /// Every connection was cut (the grace period ran out, or a second signal came).
+    Cut,
 }
 
 impl Drop for Shutdown {
@@ -330,6 +368,39 @@ mod tests {
         assert_eq!(started.elapsed(), Duration::from_secs(60));
         drop(conn);
         assert_eq!(switch.counts(), (1, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cut_all_ends_a_busy_watched_relay_and_it_counts_as_neither() {
+        let switch = ShutdownSwitch::new();
+        let conn = switch.subscribe();
+        let (clock, in_flight) = (IdleClock::default(), InFlight::default());
+        let held = in_flight.hold();
+        {
+            let watch = conn.watch(&clock, &in_flight, Duration::from_secs(3600));
+            tokio::pin!(watch);
+            switch.drain();
+            tokio::select! {
+                _ = &mut watch => panic!("the drain cut a relay with a pending write"),
+                () = tokio::time::sleep(QUIET_BEFORE_CUT * 10) => switch.cut_all(),
+            }
+            assert_eq!(watch.await, Watched::Cut);
+        }
+        drop(held);
+        drop(conn);
+        assert_eq!(switch.counts(), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_relay_watched_after_the_cut_ends_at_once() {
+        let switch = ShutdownSwitch::new();
+        let conn = switch.subscribe();
+        let (clock, in_flight) = (IdleClock::default(), InFlight::default());
+        switch.cut_all();
+        let watched = conn
+            .watch(&clock, &in_flight, Duration::from_secs(3600))
+            .await;
+        assert_eq!(watched, Watched::Cut);
     }
 
     #[test]

@@ -794,7 +794,7 @@ async fn relay(
         watched = shutdown.watch(&shared.activity, &shared.in_flight, idle_timeout) => {
             match watched {
                 Watched::Idle => EndReason::IdleTimeout,
-                Watched::Drained => EndReason::Shutdown,
+                Watched::Drained | Watched::Cut => EndReason::Shutdown,
             }
         }
         () = admission.cut.cancelled() => EndReason::UserCut,

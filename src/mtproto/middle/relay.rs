@@ -182,7 +182,7 @@ pub async fn relay(
         done = download => done.err().unwrap_or(EndReason::Closed),
         watched = shutdown.watch(&activity, &in_flight, idle_timeout) => match watched {
             Watched::Idle => EndReason::IdleTimeout,
-            Watched::Drained => EndReason::Shutdown,
+            Watched::Drained | Watched::Cut => EndReason::Shutdown,
         },
         () = admission.cut.cancelled() => EndReason::UserCut,
     };
