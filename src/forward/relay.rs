@@ -575,6 +575,51 @@ mod tests {
         .await;
     }
 
+    /// A destination that reads slowly fills its socket: the relay waits for it in the
+    /// middle of its writes (a burst's pipe drain, a light write) and still delivers every
+    /// byte in order and counts it, and the transfer is not mistaken for idleness.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_reader_gets_every_byte_and_each_is_counted() {
+        let (client, client_side) = pair().await;
+        let (backend_side, mut backend) = pair().await;
+        let relay = spawn_tcp_relay(client_side, backend_side);
+        let up = pattern(6 * 1024 * 1024 + 3, 0x33);
+        let (mut client_read, mut client_write) = client.into_split();
+        let upload = async {
+            client_write.write_all(b"hi").await.unwrap();
+            client_write.write_all(&up[2..]).await.unwrap();
+            client_write.shutdown().await.unwrap();
+        };
+        let slow_backend = async {
+            let (mut got, mut buf) = (Vec::new(), vec![0u8; 16 * 1024]);
+            loop {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                match backend.read(&mut buf).await.unwrap() {
+                    0 => break,
+                    n => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            assert!(
+                got[2..] == up[2..] && &got[..2] == b"hi",
+                "every byte, in order"
+            );
+            backend.write_all(b"bye").await.unwrap();
+            backend.shutdown().await.unwrap();
+        };
+        let download = async {
+            let mut got = Vec::new();
+            client_read.read_to_end(&mut got).await.unwrap();
+            assert_eq!(got, b"bye");
+        };
+        tokio::join!(upload, slow_backend, download);
+        let stats = relay.await.unwrap();
+        assert!(matches!(stats.end, RelayEnd::Finished), "{:?}", stats.end);
+        assert_eq!(
+            (stats.upstream_bytes, stats.downstream_bytes),
+            (up.len() as u64, 3)
+        );
+    }
+
     #[tokio::test]
     async fn generic_relay_half_closes_too() {
         let (mut a, a_side) = tokio::io::duplex(1024);
