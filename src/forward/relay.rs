@@ -11,7 +11,7 @@ use std::future::{poll_fn, Future};
 use std::io::{self, Read};
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{ready, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
@@ -270,26 +270,33 @@ pub(crate) fn read_ready(from: &TcpStream, buf: &mut [u8]) -> io::Result<usize> 
 pub(crate) async fn write_all_tcp(to: &TcpStream, data: &[u8]) -> io::Result<()> {
     // Polled by hand rather than awaiting a writability future: the wait keeps no state of
     // its own (see `until_readable`).
-    let mut rest = data;
-    poll_fn(|cx| loop {
-        if rest.is_empty() {
-            return Poll::Ready(Ok(()));
-        }
-        match to.try_write(rest) {
-            Ok(n) => rest = &rest[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                ready!(to.poll_write_ready(cx))?;
-            }
-            Err(e) => return Poll::Ready(Err(e)),
-        }
-    })
-    .await?;
+    let mut written = 0;
+    poll_fn(|cx| poll_write_tcp(to, data, &mut written, cx)).await?;
     // `try_read` and `try_write` never yield: a direction whose peers are always ready (a
     // client uploading flat out over loopback) would keep its task to itself and starve the
     // other direction, which shares the task. Each write counts against tokio's cooperative
     // budget, so the task yields now and then.
     tokio::task::consume_budget().await;
     Ok(())
+}
+
+/// Writes `data[*written..]` to `to`, advancing `written` as bytes go out and waiting for
+/// write readiness (the waker in the socket's one writer slot) when its send buffer is full.
+pub(crate) fn poll_write_tcp(
+    to: &TcpStream,
+    data: &[u8],
+    written: &mut usize,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
+    while *written < data.len() {
+        match to.try_write(&data[*written..]) {
+            Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Ok(n) => *written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready!(to.poll_write_ready(cx))?,
+            Err(e) => return Poll::Ready(Err(e)),
+        }
+    }
+    Poll::Ready(Ok(()))
 }
 
 /// Waits until `stream` is readable. tokio keeps the task's waker in the socket's one reader
@@ -586,7 +593,8 @@ mod tests {
         let up = pattern(6 * 1024 * 1024 + 3, 0x33);
         let (mut client_read, mut client_write) = client.into_split();
         let upload = async {
-            client_write.write_all(b"hi").await.unwrap();
+            // A small message first (light traffic), then a burst.
+            client_write.write_all(&up[..2]).await.unwrap();
             client_write.write_all(&up[2..]).await.unwrap();
             client_write.shutdown().await.unwrap();
         };
@@ -599,10 +607,7 @@ mod tests {
                     n => got.extend_from_slice(&buf[..n]),
                 }
             }
-            assert!(
-                got[2..] == up[2..] && &got[..2] == b"hi",
-                "every byte, in order"
-            );
+            assert!(got == up, "every byte, in order");
             backend.write_all(b"bye").await.unwrap();
             backend.shutdown().await.unwrap();
         };

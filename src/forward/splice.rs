@@ -31,7 +31,9 @@ use tokio::time::{sleep_until, Sleep};
 
 use crate::forward::buffer::QUIET;
 use crate::forward::idle::deadline_after;
-use crate::forward::relay::{read_ready, shutdown_write, Direction, SideError, SMALL_BUFFER};
+use crate::forward::relay::{
+    poll_write_tcp, read_ready, shutdown_write, Direction, SideError, SMALL_BUFFER,
+};
 use crate::forward::shutdown::InFlightGuard;
 
 /// Most bytes one `splice` moves from the source into the pipe: the default pipe size.
@@ -142,12 +144,13 @@ impl<'a> Light<'a> {
         loop {
             if let Some(buffer) = &self.buffer {
                 if self.written < self.filled {
-                    ready!(poll_write(
-                        dir,
-                        &buffer[..self.filled],
-                        &mut self.written,
-                        cx
-                    ))?;
+                    let before = self.written;
+                    let wrote =
+                        poll_write_tcp(dir.to, &buffer[..self.filled], &mut self.written, cx);
+                    if self.written > before {
+                        dir.progress.moved(dir.counter, self.written - before);
+                    }
+                    ready!(wrote).map_err(|e| dir.to_side.error(e))?;
                     self.in_flight = None;
                     if self.filled == buffer.len() {
                         return Poll::Ready(Burst::start(dir).map(Phase::Burst));
@@ -184,29 +187,6 @@ impl<'a> Light<'a> {
             }
         }
     }
-}
-
-/// Writes `data[*written..]` to the direction's destination, counting what goes out.
-fn poll_write(
-    dir: &Direction<'_>,
-    data: &[u8],
-    written: &mut usize,
-    cx: &mut Context<'_>,
-) -> Poll<Result<(), SideError>> {
-    while *written < data.len() {
-        match dir.to.try_write(&data[*written..]) {
-            Ok(0) => return Poll::Ready(Err(dir.to_side.error(io::ErrorKind::WriteZero.into()))),
-            Ok(n) => {
-                *written += n;
-                dir.progress.moved(dir.counter, n);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                ready!(dir.to.poll_write_ready(cx)).map_err(|e| dir.to_side.error(e))?;
-            }
-            Err(e) => return Poll::Ready(Err(dir.to_side.error(e))),
-        }
-    }
-    Poll::Ready(Ok(()))
 }
 
 impl<'a> Burst<'a> {
