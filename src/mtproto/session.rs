@@ -120,12 +120,22 @@ pub enum EndReason {
     /// The client broke the TLS record layer mid-session.
     #[error("bad TLS record: {0}")]
     BadRecord(RecordError),
-    /// The gateway is shutting down and the session was quiet.
+    /// The gateway is shutting down and the session was quiet, or every connection was cut.
     #[error("shutdown")]
     Shutdown,
     /// The user may no longer be served (disabled, removed, expired or over quota).
     #[error("user cut off")]
     UserCut,
+}
+
+impl From<Watched> for EndReason {
+    /// What the relay's shutdown watch ending a session means for its log line.
+    fn from(watched: Watched) -> Self {
+        match watched {
+            Watched::Idle => EndReason::IdleTimeout,
+            Watched::Drained | Watched::Cut => EndReason::Shutdown,
+        }
+    }
 }
 
 /// How a session ended; the router logs it (without secrets) and acts on `Fallback`.
@@ -791,12 +801,7 @@ async fn relay(
             Ok(_) => EndReason::Closed,
             Err(reason) => reason,
         },
-        watched = shutdown.watch(&shared.activity, &shared.in_flight, idle_timeout) => {
-            match watched {
-                Watched::Idle => EndReason::IdleTimeout,
-                Watched::Drained | Watched::Cut => EndReason::Shutdown,
-            }
-        }
+        watched = shutdown.watch(&shared.activity, &shared.in_flight, idle_timeout) => watched.into(),
         () = admission.cut.cancelled() => EndReason::UserCut,
     };
     (

@@ -17,7 +17,7 @@ use super::mux::{Incoming, MeSession};
 use super::rpc::{proxy_req, ProxyReqHeader};
 use crate::config::middle::AdTag;
 use crate::forward::idle::IdleClock;
-use crate::forward::shutdown::{InFlight, Shutdown, Watched};
+use crate::forward::shutdown::{InFlight, Shutdown};
 use crate::mtproto::obfuscated2::{AesCtr, ProtocolTag};
 use crate::mtproto::record_sizing::SizingCursor;
 use crate::mtproto::records::{record_header_for, RecordDecoder};
@@ -180,10 +180,7 @@ pub async fn relay(
         biased;
         done = upload => done.err().unwrap_or(EndReason::Closed),
         done = download => done.err().unwrap_or(EndReason::Closed),
-        watched = shutdown.watch(&activity, &in_flight, idle_timeout) => match watched {
-            Watched::Idle => EndReason::IdleTimeout,
-            Watched::Drained | Watched::Cut => EndReason::Shutdown,
-        },
+        watched = shutdown.watch(&activity, &in_flight, idle_timeout) => watched.into(),
         () = admission.cut.cancelled() => EndReason::UserCut,
     };
     let _ = client.shutdown().await;
