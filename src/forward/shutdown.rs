@@ -325,21 +325,35 @@ mod tests {
         assert_eq!(switch.counts(), (0, 0));
     }
 
+    /// Polls `watch` for `quiet_for`, failing with `too_early` if it ends sooner, then does
+    /// `then` and waits for the watch's verdict.
+    async fn watch_past(
+        watch: impl Future<Output = Watched>,
+        quiet_for: Duration,
+        then: impl FnOnce(),
+        too_early: &str,
+    ) -> Watched {
+        tokio::pin!(watch);
+        tokio::select! {
+            watched = &mut watch => panic!("{too_early} ({watched:?})"),
+            () = tokio::time::sleep(quiet_for) => then(),
+        }
+        watch.await
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_watch_ends_an_idle_relay_and_counts_activity() {
         let switch = ShutdownSwitch::new();
         let conn = switch.subscribe();
         let (clock, in_flight) = (IdleClock::default(), InFlight::default());
         let started = Instant::now();
-        {
-            let watch = conn.watch(&clock, &in_flight, Duration::from_secs(30));
-            tokio::pin!(watch);
-            tokio::select! {
-                _ = &mut watch => panic!("the watch ended a relay before its idle timeout"),
-                () = tokio::time::sleep(Duration::from_secs(20)) => clock.touch(),
-            }
-            assert_eq!(watch.await, Watched::Idle);
-        }
+        let watched = watch_past(
+            conn.watch(&clock, &in_flight, Duration::from_secs(30)),
+            Duration::from_secs(20),
+            || clock.touch(),
+            "the watch ended a relay before its idle timeout",
+        );
+        assert_eq!(watched.await, Watched::Idle);
         assert_eq!(started.elapsed(), Duration::from_secs(50));
         drop(conn);
         assert_eq!(
@@ -355,16 +369,14 @@ mod tests {
         let conn = switch.subscribe();
         let (clock, in_flight) = (IdleClock::default(), InFlight::default());
         let started = Instant::now();
-        {
-            let watch = conn.watch(&clock, &in_flight, Duration::from_secs(3600));
-            tokio::pin!(watch);
-            tokio::select! {
-                _ = &mut watch => panic!("the watch ended a relay with no drain"),
-                () = tokio::time::sleep(Duration::from_secs(60)) => switch.drain(),
-            }
-            // Quiet for a minute already: cut as soon as the drain begins.
-            assert_eq!(watch.await, Watched::Drained);
-        }
+        let watched = watch_past(
+            conn.watch(&clock, &in_flight, Duration::from_secs(3600)),
+            Duration::from_secs(60),
+            || switch.drain(),
+            "the watch ended a relay with no drain",
+        );
+        // Quiet for a minute already: cut as soon as the drain begins.
+        assert_eq!(watched.await, Watched::Drained);
         assert_eq!(started.elapsed(), Duration::from_secs(60));
         drop(conn);
         assert_eq!(switch.counts(), (1, 0));
@@ -376,16 +388,14 @@ mod tests {
         let conn = switch.subscribe();
         let (clock, in_flight) = (IdleClock::default(), InFlight::default());
         let held = in_flight.hold();
-        {
-            let watch = conn.watch(&clock, &in_flight, Duration::from_secs(3600));
-            tokio::pin!(watch);
-            switch.drain();
-            tokio::select! {
-                _ = &mut watch => panic!("the drain cut a relay with a pending write"),
-                () = tokio::time::sleep(QUIET_BEFORE_CUT * 10) => switch.cut_all(),
-            }
-            assert_eq!(watch.await, Watched::Cut);
-        }
+        switch.drain();
+        let watched = watch_past(
+            conn.watch(&clock, &in_flight, Duration::from_secs(3600)),
+            QUIET_BEFORE_CUT * 10,
+            || switch.cut_all(),
+            "the drain cut a relay with a pending write",
+        );
+        assert_eq!(watched.await, Watched::Cut);
         drop(held);
         drop(conn);
         assert_eq!(switch.counts(), (0, 0));
