@@ -147,6 +147,12 @@ fn auth_failed(client: IpAddr, reason: &str) {
 /// `record`, trying only the users who may use `server_name` (which also bounds the digest
 /// work). [`FakeTlsClient::user`] is an index into `users`. This is the whole decision
 /// between the MTProto core and the route's backend, short of the replay cache.
+///
+/// Called on a runtime worker, a check over [`PARALLEL_FROM`] candidates or more (which keeps
+/// the thread busy for milliseconds) first tells a multi-thread runtime to move the worker's
+/// other connections to another thread meanwhile. What counts is the candidates for this
+/// name, not the route's whole user list: a large list of users bound to other names costs
+/// one pass over their policies, not a worker hand-over.
 pub fn check_hello(
     users: &[MtprotoUser],
     record: &[u8],
@@ -156,12 +162,21 @@ pub fn check_hello(
 ) -> Result<FakeTlsClient, FakeTlsReject> {
     let name = server_name.map(|n| n.trim_end_matches('.').to_ascii_lowercase());
     let allowed = |user: &&MtprotoUser| user.policy.allows_name(name.as_deref());
-    let mut auth = verify_client_hello(
-        record,
-        users.iter().filter(allowed).map(|user| &user.secret),
-        now_unix,
-        max_skew,
-    )?;
+    let verify = || {
+        verify_client_hello(
+            record,
+            users.iter().filter(allowed).map(|user| &user.secret),
+            now_unix,
+            max_skew,
+        )
+    };
+    let many =
+        users.len() >= PARALLEL_FROM && users.iter().filter(allowed).count() >= PARALLEL_FROM;
+    let mut auth = if many {
+        off_the_worker(verify)
+    } else {
+        verify()
+    }?;
     // From the position among the candidates back to the index in `users` (no list of
     // candidates is kept: one more pass over the policies, on success only).
     auth.user = users
@@ -171,6 +186,20 @@ pub fn check_hello(
         .nth(auth.user)
         .map_or(auth.user, |(index, _)| index);
     Ok(auth)
+}
+
+/// Runs `work`, which holds its thread for a while: on a multi-thread runtime's worker
+/// through `block_in_place`, so tokio hands the worker's other tasks to another thread;
+/// in place anywhere else (a current-thread runtime, as in tests, cannot hand work over;
+/// no runtime at all, as in benchmarks).
+fn off_the_worker<T>(work: impl FnOnce() -> T) -> T {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread {
+        tokio::task::block_in_place(work)
+    } else {
+        work()
+    }
 }
 
 /// Checks a TLS ClientHello that reached an `mtproto: true` route and serves it if it is a
@@ -186,25 +215,13 @@ pub async fn fake_tls(
     shutdown: &Shutdown,
 ) -> Gate {
     let Core { settings, state } = core;
-    let check = || {
-        check_hello(
-            &settings.users,
-            hello.single_record,
-            hello.server_name,
-            unix_now(),
-            settings.max_clock_skew,
-        )
-    };
-    // A large user set keeps this thread busy for milliseconds: tell tokio, so the other
-    // connections on this worker move to another one meanwhile (current-thread runtimes,
-    // as in tests, cannot hand work over and check in place).
-    let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
-        == tokio::runtime::RuntimeFlavor::MultiThread;
-    let verified = if settings.users.len() >= PARALLEL_FROM && multi_thread {
-        tokio::task::block_in_place(check)
-    } else {
-        check()
-    };
+    let verified = check_hello(
+        &settings.users,
+        hello.single_record,
+        hello.server_name,
+        unix_now(),
+        settings.max_clock_skew,
+    );
     let auth = match verified {
         Ok(auth) => auth,
         Err(reject) => {
@@ -569,5 +586,57 @@ mod tests {
             check_hello(&users, &hello.record, None, now, skew).map(|a| a.user),
             Ok(4)
         );
+    }
+
+    /// Many users, of whom `candidates` may use `tg.example` and the rest only `other.example`;
+    /// the last candidate signs. Secrets are distinct: byte 0 and 1 carry the index.
+    fn crowd(users: usize, candidates: usize) -> Vec<MtprotoUser> {
+        (0..users)
+            .map(|i| {
+                let mut bytes = [7u8; 16];
+                bytes[..4].copy_from_slice(&(i as u32).to_le_bytes());
+                let routes = (i >= candidates).then(|| vec!["other.example".to_string()]);
+                MtprotoUser {
+                    name: format!("u{i}"),
+                    secret: Secret::from_bytes(bytes),
+                    policy: UserPolicy {
+                        routes,
+                        ..UserPolicy::default()
+                    },
+                }
+            })
+            .collect()
+    }
+
+    /// The large-set path hands the worker over (`block_in_place`) only where a runtime can:
+    /// on a multi-thread worker, not on a current-thread runtime (where `block_in_place`
+    /// panics), and the signer is found either way, with few or many candidates.
+    #[test]
+    fn large_sets_are_checked_on_every_kind_of_runtime() {
+        let now = 1_800_000_000;
+        let skew = Duration::from_secs(600);
+        for candidates in [3, PARALLEL_FROM + 5] {
+            let users = crowd(2 * PARALLEL_FROM + candidates, candidates);
+            let signer = candidates - 1;
+            let hello = build_hello(
+                users[signer].secret.as_bytes(),
+                "tg.example",
+                &[0x1301],
+                now as u32,
+            );
+            let check = || check_hello(&users, &hello.record, Some("tg.example"), now, skew);
+            let multi = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .build()
+                .unwrap();
+            let current = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            for runtime in [&multi, &current] {
+                let found = runtime.block_on(async { check() });
+                assert_eq!(found.map(|a| a.user), Ok(signer), "{candidates} candidates");
+            }
+            assert_eq!(check().map(|a| a.user), Ok(signer), "no runtime");
+        }
     }
 }
