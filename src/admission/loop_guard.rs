@@ -19,9 +19,12 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use crate::forward::pool::{Lease, Pool};
 use crate::forward::proxy_out::canonical;
+use crate::forward::upstream::ConnectError;
 
 /// `(local, remote)` of every live outbound connection, and the destinations of the
 /// attempts still connecting.
@@ -87,6 +90,50 @@ impl OutboundAddrs {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Addrs> {
         self.addrs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A backend connection made through a route's pool and registered with the guard.
+#[derive(Debug)]
+pub struct Guarded {
+    /// The stream, Nagle off.
+    pub stream: TcpStream,
+    /// The address it reached.
+    pub addr: SocketAddr,
+    /// What keeps it counted until it ends.
+    pub held: Held,
+}
+
+/// What a backend connection holds until it ends: its loop-guard registration and its
+/// place in the pool server's live count.
+#[derive(Debug)]
+pub struct Held {
+    _registration: Registration,
+    _lease: Lease,
+}
+
+impl OutboundAddrs {
+    /// Connects `client`'s connection to one of `pool`'s servers (balance and health as the
+    /// pool orders them, each address bounded by `timeout`), announcing every attempt before
+    /// it starts and registering the connection that succeeds while it lives: the one way a
+    /// backend connection is opened.
+    pub async fn connect(
+        self: &Arc<Self>,
+        pool: &Arc<Pool>,
+        client: std::net::IpAddr,
+        timeout: std::time::Duration,
+    ) -> Result<Guarded, ConnectError> {
+        let connected = pool
+            .connect(client, timeout, |addr| self.connecting(addr))
+            .await?;
+        Ok(Guarded {
+            stream: connected.stream,
+            addr: connected.addr,
+            held: Held {
+                _registration: connected.announced.connected(connected.local),
+                _lease: connected.lease,
+            },
+        })
     }
 }
 

@@ -12,7 +12,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::admission::limits::{IpSlot, TotalSlot};
-use crate::admission::loop_guard::Registration;
+use crate::admission::loop_guard::{Guarded, Held};
 use crate::admission::netpolicy::{self, Refusal};
 use crate::admission::proxy_in;
 use crate::config::{Action, Config, Forward, Terminate};
@@ -20,7 +20,7 @@ use crate::conn::context::{Context, Snapshot};
 use crate::conn::hello::{self, ClientHello, FirstFlight, PeekError, Peeked};
 use crate::conn::router;
 use crate::forward::idle::deadline_after;
-use crate::forward::pool::{self, Lease};
+use crate::forward::pool;
 use crate::forward::prefixed::PrefixedStream;
 use crate::forward::proxy_out;
 use crate::forward::relay::{self, RelayEnd, RelayStats, Side, SideError};
@@ -532,13 +532,6 @@ struct Conn<'a> {
     snapshot: &'a Snapshot,
 }
 
-/// What a backend connection holds until it ends: its loop-guard registration and its
-/// place in the pool server's live count.
-struct Held {
-    _registration: Registration,
-    _lease: Lease,
-}
-
 /// Records an MTProto session's facts and turns it into the connection's outcome.
 fn mtproto_outcome(gate: Gate, record: &mut Record) -> Outcome {
     match gate {
@@ -589,21 +582,15 @@ async fn open_backend(
     let outbound = &conn.ctx.outbound;
     // Every route's pool is built with its snapshot.
     let pool = pool::running_or_fresh(&conn.snapshot.pools, &forward.pool);
-    let connected = pool
-        .connect(record.client.ip(), conn.config.timeouts.connect, |addr| {
-            outbound.connecting(addr)
-        })
+    let Guarded {
+        stream: mut backend,
+        addr,
+        held,
+    } = outbound
+        .connect(&pool, record.client.ip(), conn.config.timeouts.connect)
         .await
         .map_err(Outcome::ConnectFailed)?;
-    let mut backend = connected.stream;
-    record.backend = Some(connected.addr);
-    let local_of_backend = backend
-        .local_addr()
-        .map_err(|e| Outcome::RelayError(Side::Backend.error(e)))?;
-    let held = Held {
-        _registration: connected.announced.connected(local_of_backend),
-        _lease: connected.lease,
-    };
+    record.backend = Some(addr);
     let mut head = proxy_out::encode(forward.proxy_protocol, record.client, conn.local);
     head.extend_from_slice(first);
     backend

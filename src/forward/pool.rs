@@ -168,6 +168,8 @@ pub struct Connected<A> {
     pub stream: TcpStream,
     /// The address it reached.
     pub addr: SocketAddr,
+    /// Its own (local) address.
+    pub local: SocketAddr,
     /// What `announce` returned for that address.
     pub announced: A,
     /// Counts the connection in its server's `active` until dropped.
@@ -364,13 +366,19 @@ impl Pool {
             for addr in addrs {
                 let announced = announce(addr);
                 let started = Instant::now();
-                match connect_one(addr, timeout).await {
-                    Ok(stream) => {
+                // A socket whose own address cannot be read has already failed.
+                let connected = match connect_one(addr, timeout).await {
+                    Ok(stream) => stream.local_addr().map(|local| (stream, local)),
+                    Err(e) => Err(e),
+                };
+                match connected {
+                    Ok((stream, local)) => {
                         self.servers[index].observe(started.elapsed());
                         self.connected(index);
                         return Ok(Connected {
                             stream,
                             addr,
+                            local,
                             announced,
                             lease,
                         });

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use crate::admission::loop_guard::OutboundAddrs;
+use crate::admission::loop_guard::{Guarded, OutboundAddrs};
 use crate::forward::pool::Pool;
 use crate::forward::upstream::ConnectError;
 use crate::mtproto::mimic::{self, Arrival, MAX_FLIGHT_LEN};
@@ -62,13 +62,11 @@ pub async fn backend_flight(
 ) -> Result<Vec<u8>, MirrorError> {
     let started = Instant::now();
     let deadline = started.checked_add(budget).unwrap_or(started);
-    let connected = pool
-        .connect(client, budget, |addr| outbound.connecting(addr))
-        .await?;
-    let _registration = connected
-        .announced
-        .connected(connected.stream.local_addr()?);
-    let mut backend = connected.stream;
+    let Guarded {
+        stream: mut backend,
+        held: _held,
+        ..
+    } = outbound.connect(pool, client, budget).await?;
     let mut request = Vec::with_capacity(head.len() + hello.len());
     request.extend_from_slice(head);
     request.extend_from_slice(hello);

@@ -24,7 +24,7 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 
-use crate::admission::loop_guard::OutboundAddrs;
+use crate::admission::loop_guard::{Guarded, OutboundAddrs};
 use crate::forward::any_chain;
 use crate::forward::pool::Pool;
 use crate::forward::upstream::ConnectError;
@@ -77,13 +77,11 @@ pub async fn response_records(
     let name = ServerName::try_from(server_name.to_string())
         .map_err(|_| SampleError::BadName(server_name.to_string()))?;
     let within = Within { deadline, budget };
-    let connected = pool
-        .connect(client, budget, |addr| outbound.connecting(addr))
-        .await?;
-    let _registration = connected
-        .announced
-        .connected(connected.stream.local_addr()?);
-    let mut backend = connected.stream;
+    let Guarded {
+        stream: mut backend,
+        held: _held,
+        ..
+    } = outbound.connect(pool, client, budget).await?;
     within.run(backend.write_all(head)).await??;
     let connector =
         tokio_rustls::TlsConnector::from(Arc::new(any_chain::client_config(&[b"http/1.1"])?));
