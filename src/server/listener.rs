@@ -70,3 +70,25 @@ pub async fn accept_loop(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client that connects and says nothing is accepted at once, as at a fronted site
+    /// without `TCP_DEFER_ACCEPT` (nginx's default): the hello timeout then runs from the
+    /// handshake. With deferred accept the kernel would hold it back, resend its SYN-ACK
+    /// after a second and only then hand it over, a difference a prober can time
+    /// (BENCHMARKS.md, performance pass 4).
+    #[tokio::test]
+    async fn a_silent_client_is_accepted_at_once() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let accepted = tokio::time::timeout(Duration::from_millis(900), listener.accept()).await;
+        assert!(
+            matches!(accepted, Ok(Ok(_))),
+            "a silent connection waited for data before it was accepted"
+        );
+    }
+}
