@@ -588,8 +588,8 @@ mod tests {
         );
     }
 
-    /// Many users, of whom `candidates` may use `tg.example` and the rest only `other.example`;
-    /// the last candidate signs. Secrets are distinct: byte 0 and 1 carry the index.
+    /// `users` users, of whom the first `candidates` may use `tg.example` and the rest only
+    /// `other.example`; each secret's first four bytes carry the user's index.
     fn crowd(users: usize, candidates: usize) -> Vec<MtprotoUser> {
         (0..users)
             .map(|i| {
