@@ -423,6 +423,7 @@ async fn read_now<R: AsyncRead + Unpin>(from: &mut R, buf: &mut [u8]) -> Option<
 mod tests {
     use super::*;
     use crate::forward::shutdown::ShutdownSwitch;
+    use proptest::prelude::*;
     use tokio::net::TcpListener;
 
     /// A connection's shutdown handle from a switch nobody throws.
@@ -623,6 +624,79 @@ mod tests {
             (stats.upstream_bytes, stats.downstream_bytes),
             (up.len() as u64, 3)
         );
+    }
+
+    /// One side's script: writes of these sizes, some after a pause.
+    type Script = Vec<(usize, bool)>;
+
+    /// Writes from one byte (light traffic) to bursts several times the small buffer, each
+    /// after a pause longer than a burst's [`crate::forward::buffer::QUIET`] or not.
+    fn script() -> impl Strategy<Value = Script> {
+        let size = prop_oneof![1usize..16, 1_000usize..5_000, 60_000usize..300_000];
+        prop::collection::vec((size, any::<bool>()), 1..7)
+    }
+
+    /// Plays `script` of `data` into `to` (each pause 1.5 s of the paused clock), then
+    /// half-closes.
+    async fn play<W: AsyncWrite + Unpin>(to: &mut W, script: &Script, data: &[u8]) {
+        let mut at = 0;
+        for &(size, pause) in script {
+            if pause {
+                tokio::time::sleep(Duration::from_millis(1_500)).await;
+            }
+            to.write_all(&data[at..at + size]).await.unwrap();
+            at += size;
+        }
+        to.shutdown().await.unwrap();
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 32,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// Whatever the sizes of the writes and the pauses between them, each way at once,
+        /// the TCP relay moves every byte in order, passes each half-close on and counts
+        /// exactly: bursts start, end after a quiet spell (the paused clock makes the
+        /// pauses instant) and start again, and light traffic goes between them.
+        #[test]
+        fn the_tcp_relay_moves_any_script_of_writes_and_pauses(up in script(), down in script()) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            let (sent_up, sent_down, stats) = runtime.block_on(async {
+                let (client, client_side) = pair().await;
+                let (backend_side, backend) = pair().await;
+                let relay = tokio::spawn(async move {
+                    let idle = Duration::from_secs(86_400);
+                    relay_tcp(&client_side, &backend_side, idle, &no_shutdown()).await
+                });
+                let total = |script: &Script| script.iter().map(|(size, _)| size).sum::<usize>();
+                let (up_bytes, down_bytes) = (pattern(total(&up), 0x3c), pattern(total(&down), 0xc3));
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut backend_read, mut backend_write) = backend.into_split();
+                let mut at_backend = Vec::new();
+                let mut at_client = Vec::new();
+                tokio::join!(
+                    play(&mut client_write, &up, &up_bytes),
+                    play(&mut backend_write, &down, &down_bytes),
+                    async { backend_read.read_to_end(&mut at_backend).await.unwrap() },
+                    async { client_read.read_to_end(&mut at_client).await.unwrap() },
+                );
+                assert!(at_backend == up_bytes, "every byte up, in order, then EOF");
+                assert!(at_client == down_bytes, "every byte down, in order, then EOF");
+                (up_bytes.len(), down_bytes.len(), relay.await.unwrap())
+            });
+            prop_assert!(matches!(stats.end, RelayEnd::Finished), "{:?}", stats.end);
+            prop_assert_eq!(
+                (stats.upstream_bytes, stats.downstream_bytes),
+                (sent_up as u64, sent_down as u64)
+            );
+        }
     }
 
     #[tokio::test]
