@@ -650,6 +650,43 @@ mod tests {
         to.shutdown().await.unwrap();
     }
 
+    /// Runs `relay` between two socket pairs on a paused clock while `up` and `down` play
+    /// at once, and checks that every byte arrived in order each way, then EOF.
+    fn play_through<F, Fut>(up: &Script, down: &Script, relay: F) -> (u64, u64, RelayStats)
+    where
+        F: FnOnce(TcpStream, TcpStream) -> Fut,
+        Fut: Future<Output = RelayStats> + Send + 'static,
+    {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (client, client_side) = pair().await;
+            let (backend_side, backend) = pair().await;
+            let relay = tokio::spawn(relay(client_side, backend_side));
+            let total = |script: &Script| script.iter().map(|(size, _)| size).sum::<usize>();
+            let (up_bytes, down_bytes) = (pattern(total(up), 0x3c), pattern(total(down), 0xc3));
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut backend_read, mut backend_write) = backend.into_split();
+            let (mut at_backend, mut at_client) = (Vec::new(), Vec::new());
+            tokio::join!(
+                play(&mut client_write, up, &up_bytes),
+                play(&mut backend_write, down, &down_bytes),
+                async { backend_read.read_to_end(&mut at_backend).await.unwrap() },
+                async { client_read.read_to_end(&mut at_client).await.unwrap() },
+            );
+            assert!(at_backend == up_bytes, "every byte up, in order, then EOF");
+            assert!(
+                at_client == down_bytes,
+                "every byte down, in order, then EOF"
+            );
+            let stats = relay.await.unwrap();
+            (up_bytes.len() as u64, down_bytes.len() as u64, stats)
+        })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig {
             cases: 32,
@@ -658,44 +695,23 @@ mod tests {
         })]
 
         /// Whatever the sizes of the writes and the pauses between them, each way at once,
-        /// the TCP relay moves every byte in order, passes each half-close on and counts
-        /// exactly: bursts start, end after a quiet spell (the paused clock makes the
-        /// pauses instant) and start again, and light traffic goes between them.
+        /// both relays move every byte in order, pass each half-close on and count exactly:
+        /// the TCP relay's bursts start, end after a quiet spell (the paused clock makes the
+        /// pauses instant) and start again with light traffic between them, and the stream
+        /// relay's buffer grows and goes back the same way.
         #[test]
-        fn the_tcp_relay_moves_any_script_of_writes_and_pauses(up in script(), down in script()) {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .start_paused(true)
-                .build()
-                .unwrap();
-            let (sent_up, sent_down, stats) = runtime.block_on(async {
-                let (client, client_side) = pair().await;
-                let (backend_side, backend) = pair().await;
-                let relay = tokio::spawn(async move {
-                    let idle = Duration::from_secs(86_400);
-                    relay_tcp(&client_side, &backend_side, idle, &no_shutdown()).await
-                });
-                let total = |script: &Script| script.iter().map(|(size, _)| size).sum::<usize>();
-                let (up_bytes, down_bytes) = (pattern(total(&up), 0x3c), pattern(total(&down), 0xc3));
-                let (mut client_read, mut client_write) = client.into_split();
-                let (mut backend_read, mut backend_write) = backend.into_split();
-                let mut at_backend = Vec::new();
-                let mut at_client = Vec::new();
-                tokio::join!(
-                    play(&mut client_write, &up, &up_bytes),
-                    play(&mut backend_write, &down, &down_bytes),
-                    async { backend_read.read_to_end(&mut at_backend).await.unwrap() },
-                    async { client_read.read_to_end(&mut at_client).await.unwrap() },
-                );
-                assert!(at_backend == up_bytes, "every byte up, in order, then EOF");
-                assert!(at_client == down_bytes, "every byte down, in order, then EOF");
-                (up_bytes.len(), down_bytes.len(), relay.await.unwrap())
+        fn both_relays_move_any_script_of_writes_and_pauses(up in script(), down in script()) {
+            let idle = Duration::from_secs(86_400);
+            let by_tcp = play_through(&up, &down, |client, backend| async move {
+                relay_tcp(&client, &backend, idle, &no_shutdown()).await
             });
-            prop_assert!(matches!(stats.end, RelayEnd::Finished), "{:?}", stats.end);
-            prop_assert_eq!(
-                (stats.upstream_bytes, stats.downstream_bytes),
-                (sent_up as u64, sent_down as u64)
-            );
+            let by_streams = play_through(&up, &down, |client, backend| async move {
+                relay_streams(client, backend, idle, &no_shutdown()).await
+            });
+            for (sent_up, sent_down, stats) in [by_tcp, by_streams] {
+                prop_assert!(matches!(stats.end, RelayEnd::Finished), "{:?}", stats.end);
+                prop_assert_eq!((stats.upstream_bytes, stats.downstream_bytes), (sent_up, sent_down));
+            }
         }
     }
 
