@@ -78,7 +78,8 @@ pub enum FakeTlsReject {
 /// when the hello came split over several records the caller rebuilds it first. Every user is
 /// tried (one HMAC each) and the 28-byte comparison is constant-time, so the decision time
 /// does not depend on which digest byte differs. The first matching user wins. From
-/// [`PARALLEL_FROM`] users on, the users are split over the cores. Replay
+/// [`PARALLEL_FROM`] users on, the users are split over the cores, and a multi-thread
+/// runtime's worker first hands its other tasks to another thread (`block_in_place`). Replay
 /// detection is the caller's job: put [`FakeTlsClient::random`] into the
 /// [`crate::mtproto::replay::ReplayCache`] after success.
 pub fn verify_client_hello<'a>(
@@ -124,12 +125,39 @@ pub const PARALLEL_FROM: usize = 1024;
 
 /// The first of `users` whose HMAC of `signed` matches `random`'s first 28 bytes, with the
 /// timestamp its last four bytes then carry. Every user is tried, whatever
-/// matched; a large set is split over the cores, each part scanned whole, and the earliest
-/// match wins as in one pass.
+/// matched; a large set, which keeps a thread busy for milliseconds, is checked off the
+/// runtime's worker ([`off_the_worker`]) and split over the cores, each part scanned whole,
+/// and the earliest match wins as in one pass.
 fn first_signer<'a>(users: &[&'a Secret], signed: &[u8], random: &[u8; 32]) -> Option<Signer<'a>> {
+    if users.len() < PARALLEL_FROM {
+        return scan(users.iter().copied(), 0, signed, random);
+    }
+    off_the_worker(|| split_over_cores(users, signed, random))
+}
+
+/// Runs `work`, which holds its thread for a while: on a multi-thread runtime's worker
+/// through `block_in_place`, so tokio hands the worker's other tasks to another thread;
+/// in place anywhere else (a current-thread runtime, as in tests, cannot hand work over;
+/// no runtime at all, as in benchmarks).
+fn off_the_worker<T>(work: impl FnOnce() -> T) -> T {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread {
+        tokio::task::block_in_place(work)
+    } else {
+        work()
+    }
+}
+
+/// [`first_signer`] over a large set: one part per core, on scoped threads.
+fn split_over_cores<'a>(
+    users: &[&'a Secret],
+    signed: &[u8],
+    random: &[u8; 32],
+) -> Option<Signer<'a>> {
     static CORES: OnceLock<usize> = OnceLock::new();
     let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    if users.len() < PARALLEL_FROM || cores == 1 {
+    if cores == 1 {
         return scan(users.iter().copied(), 0, signed, random);
     }
     let part = users.len().div_ceil(cores);

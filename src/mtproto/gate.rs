@@ -17,9 +17,7 @@ use crate::config::users::MtprotoUser;
 use crate::config::{MimicMode, MtprotoRoute, MtprotoSettings};
 use crate::forward::pool::Pool;
 use crate::forward::shutdown::Shutdown;
-use crate::mtproto::faketls::{
-    random_cert_len, verify_client_hello, FakeTlsClient, FakeTlsReject, PARALLEL_FROM,
-};
+use crate::mtproto::faketls::{random_cert_len, verify_client_hello, FakeTlsClient, FakeTlsReject};
 use crate::mtproto::mimic::{FlightProfile, HelloShape, MimicError};
 use crate::mtproto::mirror::{self, MirrorError};
 use crate::mtproto::record_sizing::RecordSizing;
@@ -148,11 +146,9 @@ fn auth_failed(client: IpAddr, reason: &str) {
 /// work). [`FakeTlsClient::user`] is an index into `users`. This is the whole decision
 /// between the MTProto core and the route's backend, short of the replay cache.
 ///
-/// Called on a runtime worker, a check over [`PARALLEL_FROM`] candidates or more (which keeps
-/// the thread busy for milliseconds) first tells a multi-thread runtime to move the worker's
-/// other connections to another thread meanwhile. What counts is the candidates for this
-/// name, not the route's whole user list: a large list of users bound to other names costs
-/// one pass over their policies, not a worker hand-over.
+/// From [`PARALLEL_FROM`](crate::mtproto::faketls::PARALLEL_FROM) candidates for this name
+/// on (not users in the whole list), the check runs off the runtime's worker and over the
+/// cores ([`verify_client_hello`]).
 pub fn check_hello(
     users: &[MtprotoUser],
     record: &[u8],
@@ -162,21 +158,12 @@ pub fn check_hello(
 ) -> Result<FakeTlsClient, FakeTlsReject> {
     let name = server_name.map(|n| n.trim_end_matches('.').to_ascii_lowercase());
     let allowed = |user: &&MtprotoUser| user.policy.allows_name(name.as_deref());
-    let verify = || {
-        verify_client_hello(
-            record,
-            users.iter().filter(allowed).map(|user| &user.secret),
-            now_unix,
-            max_skew,
-        )
-    };
-    let many =
-        users.len() >= PARALLEL_FROM && users.iter().filter(allowed).count() >= PARALLEL_FROM;
-    let mut auth = if many {
-        off_the_worker(verify)
-    } else {
-        verify()
-    }?;
+    let mut auth = verify_client_hello(
+        record,
+        users.iter().filter(allowed).map(|user| &user.secret),
+        now_unix,
+        max_skew,
+    )?;
     // From the position among the candidates back to the index in `users` (no list of
     // candidates is kept: one more pass over the policies, on success only).
     auth.user = users
@@ -186,20 +173,6 @@ pub fn check_hello(
         .nth(auth.user)
         .map_or(auth.user, |(index, _)| index);
     Ok(auth)
-}
-
-/// Runs `work`, which holds its thread for a while: on a multi-thread runtime's worker
-/// through `block_in_place`, so tokio hands the worker's other tasks to another thread;
-/// in place anywhere else (a current-thread runtime, as in tests, cannot hand work over;
-/// no runtime at all, as in benchmarks).
-fn off_the_worker<T>(work: impl FnOnce() -> T) -> T {
-    let multi_thread = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if multi_thread {
-        tokio::task::block_in_place(work)
-    } else {
-        work()
-    }
 }
 
 /// Checks a TLS ClientHello that reached an `mtproto: true` route and serves it if it is a
@@ -532,6 +505,7 @@ mod tests {
     use super::*;
     use crate::config::users::UserPolicy;
     use crate::config::Secret;
+    use crate::mtproto::faketls::PARALLEL_FROM;
     use frontgate_testkit::mtproto_client::build_hello;
 
     fn user(name: &str, byte: u8, routes: Option<&[&str]>) -> MtprotoUser {
