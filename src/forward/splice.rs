@@ -13,7 +13,7 @@
 //! wait for in-flight bytes mean what they mean for the buffered relay, and the source's EOF
 //! becomes a write shutdown of the destination (half-close) in either phase.
 //!
-//! Each direction is a small state machine polled by hand ([`SplicePump`]) rather than an
+//! Each direction is a small state machine polled by hand (`SplicePump`) rather than an
 //! `async fn`: an idle relay holds only the phase it is in (a few words per direction, the
 //! burst's timer boxed) instead of the room of every nested future a phase could await, and
 //! memory per idle relayed connection is a benchmark target.
