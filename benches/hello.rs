@@ -35,6 +35,16 @@ fn users(n: usize) -> Vec<MtprotoUser> {
         .collect()
 }
 
+/// Whether `computed` (an HMAC of the hello) is the digest in the hello's `random`: its first
+/// 28 bytes, compared in constant time, as the proxy does.
+fn signed_by(computed: &[u8], record: &[u8]) -> bool {
+    let mut xored = [0u8; 28];
+    for (x, (c, r)) in xored.iter_mut().zip(computed.iter().zip(&record[11..39])) {
+        *x = c ^ r;
+    }
+    bool::from(xored.ct_eq(&[0u8; 28]))
+}
+
 /// The decision as it was before the keyed states (the peer measured in the same run): a
 /// list of candidates per hello, and HMAC keyed afresh for every user.
 fn check_hello_rekeying(users: &[MtprotoUser], record: &[u8], name: &str) -> Option<usize> {
@@ -47,12 +57,7 @@ fn check_hello_rekeying(users: &[MtprotoUser], record: &[u8], name: &str) -> Opt
         mac.update(&record[..11]);
         mac.update(&[0u8; 32]);
         mac.update(&record[43..]);
-        let computed = mac.finalize().into_bytes();
-        let mut xored = [0u8; 28];
-        for (x, (c, r)) in xored.iter_mut().zip(computed.iter().zip(&record[11..39])) {
-            *x = c ^ r;
-        }
-        if bool::from(xored.ct_eq(&[0u8; 28])) && matched.is_none() {
+        if signed_by(&mac.finalize().into_bytes(), record) && matched.is_none() {
             matched = Some(candidates[index]);
         }
     }
@@ -68,14 +73,7 @@ fn check_hello_aws_lc(keys: &[aws_lc_rs::hmac::Key], record: &[u8]) -> Option<us
     let mut matched = None;
     for (index, key) in keys.iter().enumerate() {
         let computed = aws_lc_rs::hmac::sign(key, &signed);
-        let mut xored = [0u8; 28];
-        for (x, (c, r)) in xored
-            .iter_mut()
-            .zip(computed.as_ref().iter().zip(&record[11..39]))
-        {
-            *x = c ^ r;
-        }
-        if bool::from(xored.ct_eq(&[0u8; 28])) && matched.is_none() {
+        if signed_by(computed.as_ref(), record) && matched.is_none() {
             matched = Some(index);
         }
     }
