@@ -413,12 +413,12 @@ fn load(opts: &HashMap<String, String>, verify: bool) {
     );
 }
 
-#[cfg(feature = "floor")]
 /// The crypto floor, on this thread for about two seconds each over a 16 KiB buffer, in GiB/s
 /// per core: one relay direction's AES work as the proxy does it
 /// (`frontgate::mtproto::obfuscated2::reencrypt`: AWS-LC decrypts with one leg's key and
 /// encrypts with the other's), and one pass of the `aes` + `ctr` crates (the kit's cipher) for
 /// comparison.
+#[cfg(feature = "floor")]
 fn aes_speed() {
     use aes::cipher::KeyIvInit;
     use frontgate::mtproto::obfuscated2::{reencrypt, AesCtr};
@@ -434,8 +434,8 @@ fn aes_speed() {
     );
 }
 
-#[cfg(feature = "floor")]
 /// How fast `pass` runs over `buf`, over about two seconds: GiB of `buf` per second.
+#[cfg(feature = "floor")]
 fn gib_per_s(buf: &mut [u8], mut pass: impl FnMut(&mut [u8])) -> f64 {
     let started = Instant::now();
     let mut bytes = 0u64;
