@@ -47,6 +47,14 @@ fn signed_by(computed: &[u8], record: &[u8]) -> bool {
     bool::from(xored.ct_eq(&[0u8; 28]))
 }
 
+/// The bytes every user's HMAC covers, as the proxy builds them once per hello: the record
+/// with its 32-byte `random` zeroed.
+fn signed_form(record: &[u8]) -> Vec<u8> {
+    let mut signed = record.to_vec();
+    signed[11..43].fill(0);
+    signed
+}
+
 /// The decision as it was before the keyed states (the peer measured in the same run): a
 /// list of candidates per hello, and HMAC keyed afresh for every user.
 fn check_hello_rekeying(users: &[MtprotoUser], record: &[u8], name: &str) -> Option<usize> {
@@ -70,8 +78,7 @@ fn check_hello_rekeying(users: &[MtprotoUser], record: &[u8], name: &str) -> Opt
 /// the `hmac` + `sha2` crates, each user's key prepared once as the proxy prepares its states:
 /// the peer that shows which SHA-256 the check should use.
 fn check_hello_aws_lc(keys: &[aws_lc_rs::hmac::Key], record: &[u8]) -> Option<usize> {
-    let mut signed = record.to_vec();
-    signed[11..43].fill(0);
+    let signed = signed_form(record);
     let mut matched = None;
     for (index, key) in keys.iter().enumerate() {
         let computed = aws_lc_rs::hmac::sign(key, &signed);
@@ -86,8 +93,7 @@ fn check_hello_aws_lc(keys: &[aws_lc_rs::hmac::Key], record: &[u8]) -> Option<us
 /// `random` zeroed), one core. Not a decision: it finds nobody, and stands for the least
 /// work a check of that many users can do.
 fn hash_hello_per_user(users: usize, record: &[u8]) -> bool {
-    let mut signed = record.to_vec();
-    signed[11..43].fill(0);
+    let signed = signed_form(record);
     let mut folded = 0u8;
     for _ in 0..users {
         folded ^= Sha256::digest(std::hint::black_box(&signed))[0];
